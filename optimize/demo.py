@@ -1,0 +1,162 @@
+"""Build the demo model repository: a small MLP trained on scikit-learn's bundled digits data
+set (8x8 images, pixel values 0..16), exported to ONNX and published as ``digits`` version 1.
+
+    python -m optimize.demo --repo models          # reuses an existing version 1
+    python -m optimize.demo --repo models --force  # rebuilds it
+
+The ONNX graph takes raw pixels ``input`` float32 [N, 64] and returns ``logits`` [N, 10],
+``probabilities`` [N, 10] and ``label`` int64 [N]. Training is seeded: the same
+scikit-learn version gives the same weights and a byte-identical model.onnx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+SEED = 0
+MODEL = "digits"
+
+CONFIG_TOML = """\
+# The demo model, written by `python -m optimize.demo`.
+max_batch_size = 64
+
+[batching]
+max_queue_delay_us = 500
+max_queue_size = 1024
+
+[runtime]
+providers = ["CPUExecutionProvider"]
+intra_op_threads = 1
+instances = 2
+"""
+
+
+def train(seed: int = SEED):
+    from sklearn.datasets import load_digits
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier
+
+    x, y = load_digits(return_X_y=True)
+    x = x.astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=seed, stratify=y)
+    clf = MLPClassifier(hidden_layer_sizes=(64,), max_iter=300, random_state=seed)
+    with warnings.catch_warnings():  # 300 epochs is enough for ~97% test accuracy; no need to converge
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(x_train / 16.0, y_train)
+    return clf, x_test, y_test
+
+
+def to_onnx(clf) -> bytes:
+    """The fitted MLP as an ONNX graph; pixel scaling (/16) is part of the graph."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w1, w2 = (w.astype(np.float32) for w in clf.coefs_)
+    b1, b2 = (b.astype(np.float32) for b in clf.intercepts_)
+    inits = [
+        numpy_helper.from_array(np.array(1 / 16, dtype=np.float32), "scale"),
+        numpy_helper.from_array(w1, "w1"),
+        numpy_helper.from_array(b1, "b1"),
+        numpy_helper.from_array(w2, "w2"),
+        numpy_helper.from_array(b2, "b2"),
+    ]
+    nodes = [
+        helper.make_node("Mul", ["input", "scale"], ["scaled"]),
+        helper.make_node("Gemm", ["scaled", "w1", "b1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["hr"]),
+        helper.make_node("Gemm", ["hr", "w2", "b2"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "digits_mlp",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 10]),
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+        ],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="ortserve-demo")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def build(repo: Path, force: bool = False, quiet: bool = False) -> Path:
+    """Train, export and publish ``digits`` version 1 (kept when it exists, unless ``force``)."""
+    import onnxruntime as ort
+
+    from server.manifest import write_manifest
+
+    model_dir = repo / MODEL
+    target = model_dir / "1"
+    if (target / "model.onnx").exists() and not force:
+        if not quiet:
+            print(f"{target} exists: reusing it (--force rebuilds)", file=sys.stderr)
+        return target
+    started = time.perf_counter()
+    clf, x_test, y_test = train()
+    data = to_onnx(clf)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    labels = session.run(["label"], {"input": x_test})[0]
+    accuracy = float((labels == y_test).mean())
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
+    staging.chmod(0o755)
+    try:
+        (staging / "model.onnx").write_bytes(data)
+        import onnx
+        import onnxruntime
+        import sklearn
+
+        write_manifest(staging, {
+            "model": MODEL,
+            "version": "1",
+            "parent": None,
+            "source": "optimize.demo: sklearn MLPClassifier(64) on load_digits, exported with onnx.helper",
+            "seed": SEED,
+            "validation": {"test_accuracy": accuracy, "test_rows": int(len(y_test))},
+            "libraries": {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+                          "scikit-learn": sklearn.__version__, "numpy": np.__version__},
+        })
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    config = model_dir / "config.toml"
+    if not config.exists():
+        config.write_text(CONFIG_TOML)
+    if not quiet:
+        print(json.dumps({"model": MODEL, "version": "1", "path": str(target), "test_accuracy": round(accuracy, 4),
+                          "seconds": round(time.perf_counter() - started, 2)}), file=sys.stderr)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m optimize.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repo", type=Path, default=Path("models"), help="model repository folder (default: models)")
+    parser.add_argument("--force", action="store_true", help="rebuild version 1 even if it exists")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    build(args.repo, force=args.force, quiet=args.quiet)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""``ortserve`` / ``python -m server``: parse settings, set up logging, serve."""
+
+from __future__ import annotations
+
+import sys
+
+from .settings import SettingsError, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = load_settings(argv)
+    except SettingsError as e:
+        print(f"ortserve: {e}", file=sys.stderr)
+        return 2
+    from .app import run  # heavy imports (onnxruntime, grpc) after --help and settings errors
+    from .logs import setup_logging
+
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        run(settings)
+    except OSError as e:
+        print(f"ortserve: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

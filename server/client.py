@@ -1,0 +1,116 @@
+"""A small client for ``ortserve.v1.Inference``, sync and asyncio.
+
+    from server.client import Client
+    with Client("127.0.0.1:8001") as c:
+        result = c.predict("digits", {"input": pixels})   # pixels: float32 [N, 64]
+        print(result["label"], result.version)
+
+    async with AsyncClient("127.0.0.1:8001") as c:
+        result = await c.predict("digits", {"input": pixels})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+
+from ._proto.ortserve.v1 import inference_pb2 as pb
+from ._proto.ortserve.v1 import inference_pb2_grpc as pb_grpc
+from .tensors import from_numpy, to_numpy
+
+__all__ = ["AsyncClient", "Client", "Prediction"]
+
+_MB = 1024 * 1024
+
+
+
+@dataclass
+class Prediction:
+    outputs: dict[str, np.ndarray]
+    model: str
+    version: str
+    variant: str = ""
+    request_id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.outputs[name]
+
+
+def build_request(model: str, inputs: Mapping[str, Any], version: str = "", outputs: list[str] | None = None,
+                  request_id: str = "", targeting_key: str = "", priority: int = 0) -> pb.PredictRequest:
+    req = pb.PredictRequest(model=model, version=str(version or ""), outputs=outputs or [], request_id=request_id,
+                            targeting_key=targeting_key, priority=priority)
+    for name, value in inputs.items():
+        array = value if isinstance(value, np.ndarray) else np.asarray(value)
+        dtype, shape, data = from_numpy(array)
+        req.inputs.append(pb.Tensor(name=name, dtype=dtype, shape=shape, data=data))
+    return req
+
+
+def parse_response(resp: pb.PredictResponse) -> Prediction:
+    outputs = {t.name: to_numpy(t.name, t.dtype, t.shape, t.data) for t in resp.outputs}
+    return Prediction(outputs, resp.model, resp.version, resp.variant, resp.request_id)
+
+
+def _options(max_message_size: int) -> list[tuple[str, int]]:
+    return [("grpc.max_receive_message_length", max_message_size), ("grpc.max_send_message_length", max_message_size)]
+
+
+class Client:
+    def __init__(self, target: str = "127.0.0.1:8001", *, max_message_size: int = 64 * _MB) -> None:
+        self.channel = grpc.insecure_channel(target, options=_options(max_message_size))
+        self.stub = pb_grpc.InferenceStub(self.channel)
+
+    def predict(self, model: str, inputs: Mapping[str, Any], *, version: str = "", outputs: list[str] | None = None,
+                timeout: float | None = None, request_id: str = "", targeting_key: str = "", priority: int = 0,
+                metadata: list[tuple[str, str]] | None = None) -> Prediction:
+        req = build_request(model, inputs, version, outputs, request_id, targeting_key, priority)
+        return parse_response(self.stub.Predict(req, timeout=timeout, metadata=metadata))
+
+    def list_models(self) -> pb.ListModelsResponse:
+        return self.stub.ListModels(pb.ListModelsRequest())
+
+    def metadata(self, model: str, version: str = "") -> pb.ModelMetadataResponse:
+        return self.stub.ModelMetadata(pb.ModelMetadataRequest(model=model, version=str(version or "")))
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    def __init__(self, target: str = "127.0.0.1:8001", *, max_message_size: int = 64 * _MB) -> None:
+        self.channel = grpc.aio.insecure_channel(target, options=_options(max_message_size))
+        self.stub = pb_grpc.InferenceStub(self.channel)
+
+    async def predict(self, model: str, inputs: Mapping[str, Any], *, version: str = "",
+                      outputs: list[str] | None = None, timeout: float | None = None, request_id: str = "",
+                      targeting_key: str = "", priority: int = 0,
+                      metadata: list[tuple[str, str]] | None = None) -> Prediction:
+        req = build_request(model, inputs, version, outputs, request_id, targeting_key, priority)
+        return parse_response(await self.stub.Predict(req, timeout=timeout, metadata=metadata))
+
+    async def list_models(self) -> pb.ListModelsResponse:
+        return await self.stub.ListModels(pb.ListModelsRequest())
+
+    async def metadata(self, model: str, version: str = "") -> pb.ModelMetadataResponse:
+        return await self.stub.ModelMetadata(pb.ModelMetadataRequest(model=model, version=str(version or "")))
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,85 @@
+"""The protocol-neutral inference path: InferRequest in, InferResponse out.
+
+Both gRPC APIs decode into an InferRequest and call ``InferenceCore.infer``; routing,
+validation, batching and metrics exist here once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import ServeError
+from .metrics import UNKNOWN_MODEL, Metrics, VersionStats
+from .models import ModelManager, ModelVersion
+
+__all__ = ["InferRequest", "InferResponse", "InferenceCore"]
+
+
+@dataclass(slots=True)
+class InferRequest:
+    model: str
+    inputs: dict[str, np.ndarray]
+    version: str = ""
+    outputs: list[str] | None = None
+    deadline: float | None = None  # time.monotonic() seconds
+    priority: int = 0
+    request_id: str = ""
+    targeting_key: str = ""
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferResponse:
+    model: str
+    version: str
+    outputs: dict[str, np.ndarray]
+    request_id: str
+    variant: str = ""
+    queue_s: float = 0.0
+    compute_s: float = 0.0
+    stats: VersionStats | None = None
+
+
+class InferenceCore:
+    def __init__(self, models: ModelManager, metrics: Metrics) -> None:
+        self.models = models
+        self.metrics = metrics
+        self._unknown: dict[tuple[str, str], VersionStats] = {}
+
+    def resolve(self, request: InferRequest) -> tuple[ModelVersion, str]:
+        """The version that serves the request and the flag variant that chose it ("" when none)."""
+        return self.models.get(request.model, request.version), ""
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        mv, variant = self.resolve(request)
+        mv.check_outputs(request.outputs)
+        result = await mv.infer(request.inputs, request.deadline, request.priority)
+        outputs = result.outputs
+        if request.outputs:
+            outputs = {n: outputs[n] for n in request.outputs}
+        return InferResponse(request.model, mv.version, outputs, request.request_id, variant,
+                             result.queue_s, result.compute_s, mv.stats)
+
+    def stats_for(self, request: InferRequest) -> VersionStats:
+        """The stats a finished or failed request is counted under (unknown models share one label)."""
+        try:
+            return self.resolve(request)[0].stats
+        except ServeError:
+            # Labels never take unvalidated client strings: an unknown version counts as "".
+            model = request.model if request.model in self.models.models else UNKNOWN_MODEL
+            key = (model, "")
+            stats = self._unknown.get(key)
+            if stats is None:
+                stats = self._unknown[key] = self.metrics.version(*key)
+            return stats
+
+    def record(self, request: InferRequest, response: InferResponse | None, api: str, code: str,
+               started: float) -> None:
+        duration = time.monotonic() - started
+        if response is not None and response.stats is not None:
+            response.stats.request(api, code, duration, response.queue_s, response.compute_s)
+        else:
+            self.stats_for(request).request(api, code, duration)

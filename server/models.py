@@ -1,0 +1,266 @@
+"""The loaded models: versions found in the repository, loaded (sessions, batcher, stats),
+swapped in and out while serving.
+
+A version is loaded off the event loop (manifest check, sessions, warm-up), then published
+to the table requests read. A removed version leaves the table first, so new requests do not
+reach it, then its batcher drains what it had already accepted, then its sessions go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .batcher import Batcher, InferResult, make_batcher
+from .errors import InvalidInput, ModelNotFound
+from .manifest import ManifestError, read_manifest, verify_manifest
+from .metrics import Metrics, VersionStats
+from .repository import MODEL_FILE, ModelConfig, ModelEntry, scan_repository
+from .runtime import SessionPool
+from .signature import Signature
+
+__all__ = ["Model", "ModelManager", "ModelVersion"]
+
+log = logging.getLogger("ortserve.models")
+
+
+@dataclass(eq=False)
+class ModelVersion:
+    model: str
+    version: str
+    path: Path
+    config: ModelConfig
+    pool: SessionPool
+    batcher: Batcher
+    stats: VersionStats
+    manifest: dict[str, Any] | None
+
+    @property
+    def signature(self) -> Signature:
+        return self.pool.signature
+
+    @property
+    def sha256(self) -> str:
+        if not self.manifest:
+            return ""
+        entry = self.manifest["files"].get(MODEL_FILE, {})
+        return entry.get("sha256", "") if isinstance(entry, dict) else ""
+
+    def check_outputs(self, names: list[str] | None) -> None:
+        if not names:
+            return
+        known = self.pool.output_names
+        for n in names:
+            if n not in known:
+                raise InvalidInput(f"unknown output '{n}', expected outputs: {', '.join(known)}")
+
+    async def infer(self, inputs: dict[str, np.ndarray], deadline: float | None, priority: int) -> InferResult:
+        rows = self.signature.validate(inputs)
+        return await self.batcher.submit(inputs, rows, deadline, priority)
+
+
+@dataclass(eq=False)
+class Model:
+    name: str
+    config: ModelConfig
+    versions: dict[str, ModelVersion] = field(default_factory=dict)
+
+    def sorted_versions(self) -> list[str]:
+        return sorted(self.versions, key=int)
+
+    def default_version(self) -> str | None:
+        if self.config.default_version is not None:
+            return self.config.default_version
+        return max(self.versions, key=int) if self.versions else None
+
+
+def _fingerprint(path: Path) -> tuple:
+    """Changes when a version's files are replaced, so that a refused version is retried."""
+    parts = []
+    for name in (MODEL_FILE, "manifest.json"):
+        try:
+            st = os.stat(path / name)
+            parts.append((name, st.st_mtime_ns, st.st_size))
+        except OSError:
+            parts.append((name, None, None))
+    return tuple(parts)
+
+
+class ModelManager:
+    def __init__(self, root: Path, executor: Executor, metrics: Metrics, *, max_input_elements: int,
+                 require_manifest: bool = False, on_change: Callable[[str, bool], None] | None = None,
+                 drain_timeout: float = 30.0) -> None:
+        self.root = Path(root)
+        self.models: dict[str, Model] = {}
+        self._executor = executor
+        self._metrics = metrics
+        self._max_elements = max_input_elements
+        self._require_manifest = require_manifest
+        self._on_change = on_change or (lambda name, serving: None)
+        self._drain_timeout = drain_timeout
+        self._refused: dict[tuple[str, str], tuple] = {}
+        self._config_errors: dict[str, str] = {}
+        self._unloaded: set[str] = set()  # models unloaded explicitly (repository API)
+        self._lock = asyncio.Lock()
+        self.entries: dict[str, ModelEntry] = {}
+
+    # -- lookups (hot path) --------------------------------------------------------------------
+    def get(self, model: str, version: str = "") -> ModelVersion:
+        m = self.models.get(model)
+        if m is None or not m.versions:
+            raise ModelNotFound(f"model '{model}' is not loaded; loaded models: {', '.join(self.ready_models()) or 'none'}")
+        if not version:
+            version = m.default_version() or ""
+            mv = m.versions.get(version)
+            if mv is None:
+                raise ModelNotFound(f"model '{model}': default version {version} is not loaded; "
+                                    f"loaded versions: {', '.join(m.sorted_versions())}")
+            return mv
+        mv = m.versions.get(version)
+        if mv is None:
+            raise ModelNotFound(f"model '{model}' has no loaded version '{version}'; "
+                                f"loaded versions: {', '.join(m.sorted_versions())}")
+        return mv
+
+    def ready_models(self) -> list[str]:
+        return sorted(name for name, m in self.models.items() if m.versions)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def sync(self) -> None:
+        """Bring the loaded set in line with the repository: load new versions, drop removed ones."""
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            entries = await loop.run_in_executor(None, scan_repository, self.root)
+            self.entries = entries
+            for name in sorted(set(self.models) | set(entries)):
+                entry = entries.get(name)
+                if entry is None or name in self._unloaded:
+                    await self._retire(name, set(self.models[name].versions) if name in self.models else set())
+                    continue
+                await self._sync_model(entry)
+
+    async def _sync_model(self, entry: ModelEntry) -> None:
+        name = entry.name
+        if entry.config is None:
+            if self._config_errors.get(name) != entry.error:
+                log.error("model %s: config refused, keeping what is loaded: %s", name, entry.error)
+                self._config_errors[name] = entry.error or ""
+            return
+        self._config_errors.pop(name, None)
+        model = self.models.get(name)
+        if model is not None and model.config != entry.config:
+            log.info("model %s: config.toml changed, reloading its versions", name)
+            replacement = Model(name, entry.config)
+            for version, path in entry.wanted().items():
+                mv = await self._load(name, version, path, entry.config)
+                if mv is not None:
+                    replacement.versions[version] = mv
+            old = model
+            self.models[name] = replacement
+            self._on_change(name, bool(replacement.versions))
+            await asyncio.gather(*(self._release(mv) for mv in old.versions.values()))
+            return
+        if model is None:
+            model = self.models[name] = Model(name, entry.config)
+        wanted = entry.wanted()
+        for version, path in wanted.items():
+            if version in model.versions:
+                continue
+            mv = await self._load(name, version, path, entry.config)
+            if mv is not None:
+                model.versions = {**model.versions, version: mv}
+                self._on_change(name, True)
+        await self._retire(name, set(model.versions) - set(wanted))
+
+    async def _retire(self, name: str, versions: set[str]) -> None:
+        model = self.models.get(name)
+        if model is None or not versions:
+            if model is not None and not model.versions and name not in self.entries:
+                del self.models[name]
+            return
+        gone = [model.versions[v] for v in versions]
+        model.versions = {v: mv for v, mv in model.versions.items() if v not in versions}
+        if not model.versions:
+            self._on_change(name, False)
+            if name not in self.entries or name in self._unloaded:
+                del self.models[name]
+        await asyncio.gather(*(self._release(mv) for mv in gone))
+
+    async def _release(self, mv: ModelVersion) -> None:
+        log.info("model %s version %s: unloading (draining its queue)", mv.model, mv.version)
+        await mv.batcher.close(self._drain_timeout)
+        mv.stats.ready(False)
+        mv.stats.queue_depth(0)
+        mv.pool.close()
+        log.info("model %s version %s: unloaded", mv.model, mv.version)
+
+    async def _load(self, name: str, version: str, path: Path, config: ModelConfig) -> ModelVersion | None:
+        key = (name, version)
+        fingerprint = _fingerprint(path)
+        if self._refused.get(key) == fingerprint:
+            return None  # already refused and unchanged: do not retry or log again
+        loop = asyncio.get_running_loop()
+        try:
+            manifest, pool = await loop.run_in_executor(None, self._open, path, config)
+        except Exception as e:
+            self._refused[key] = fingerprint
+            self._metrics.load_failures.labels(name, version).inc()
+            log.error("model %s version %s: refused, other versions keep serving: %s", name, version, e)
+            return None
+        self._refused.pop(key, None)
+        stats = self._metrics.version(name, version)
+        batcher = make_batcher(pool, self._executor, pool.signature.max_batch_size, config.batching, stats)
+        stats.ready(True)
+        log.info("model %s version %s: loaded from %s, providers %s, max_batch_size %d, %s, %d instance(s)",
+                 name, version, path, ",".join(pool.providers), pool.signature.max_batch_size,
+                 "dynamic batching" if config.batching.enabled and pool.signature.max_batch_size else "no batching",
+                 pool.instances)
+        return ModelVersion(name, version, path, config, pool, batcher, stats, manifest)
+
+    def _open(self, path: Path, config: ModelConfig) -> tuple[dict | None, SessionPool]:
+        manifest = read_manifest(path)
+        if manifest is None:
+            if self._require_manifest:
+                raise ManifestError(f"{path}: no manifest.json and require_manifest is set")
+            log.warning("%s has no manifest.json: its files are not verified", path)
+        else:
+            verify_manifest(path, manifest)
+        pool = SessionPool(path / MODEL_FILE, config, self._max_elements)
+        if config.runtime.warmup:
+            pool.warmup()
+        return manifest, pool
+
+    # -- explicit control (repository API) -----------------------------------------------------
+    async def load_model(self, name: str) -> None:
+        self._unloaded.discard(name)
+        await self.sync()
+        if name not in self.models or not self.models[name].versions:
+            raise ModelNotFound(f"model '{name}': no loadable version in the repository {self.root}")
+
+    async def unload_model(self, name: str) -> None:
+        if name not in self.models and name not in self.entries:
+            raise ModelNotFound(f"model '{name}' is not in the repository")
+        self._unloaded.add(name)
+        await self.sync()
+
+    async def close(self) -> None:
+        async with self._lock:
+            for name in list(self.models):
+                await self._retire(name, set(self.models[name].versions))
+            self.models.clear()
+
+    async def poll(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sync()
+            except Exception:  # a scan error must not stop polling
+                log.exception("repository scan failed")

@@ -1,0 +1,84 @@
+"""Small real ONNX models built with onnx.helper for the tests, and a helper to publish them
+into a repository folder (with a manifest, like optimize does)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from server.manifest import write_manifest
+
+F = TensorProto.FLOAT
+
+
+def _model(nodes, inputs, outputs, inits=()) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "test", inputs, outputs, list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def addmul(offset: float = 0.0) -> onnx.ModelProto:
+    """sum = a + b + offset, prod = a * b; a, b float32 [batch, 4]. The offset tells versions apart."""
+    return _model(
+        [
+            helper.make_node("Add", ["a", "b"], ["s0"]),
+            helper.make_node("Add", ["s0", "offset"], ["sum"]),
+            helper.make_node("Mul", ["a", "b"], ["prod"]),
+        ],
+        [helper.make_tensor_value_info("a", F, ["batch", 4]), helper.make_tensor_value_info("b", F, ["batch", 4])],
+        [helper.make_tensor_value_info("sum", F, ["batch", 4]), helper.make_tensor_value_info("prod", F, ["batch", 4])],
+        [numpy_helper.from_array(np.array(offset, dtype=np.float32), "offset")],
+    )
+
+
+def pair() -> onnx.ModelProto:
+    """out = x + y with x [batch, n], y [batch, m]: ONNX Runtime fails at run time when n != m (and neither is 1)."""
+    return _model(
+        [helper.make_node("Add", ["x", "y"], ["out"])],
+        [helper.make_tensor_value_info("x", F, ["batch", "n"]), helper.make_tensor_value_info("y", F, ["batch", "m"])],
+        [helper.make_tensor_value_info("out", F, ["batch", "k"])],
+    )
+
+
+def fixed() -> onnx.ModelProto:
+    """No batch dimension: y = x * 2 with x float32 [2, 3]."""
+    return _model(
+        [helper.make_node("Add", ["x", "x"], ["y"])],
+        [helper.make_tensor_value_info("x", F, [2, 3])],
+        [helper.make_tensor_value_info("y", F, [2, 3])],
+    )
+
+
+def strings() -> onnx.ModelProto:
+    """Identity on a string tensor [batch]."""
+    return _model(
+        [helper.make_node("Identity", ["text"], ["same"])],
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["batch"])],
+        [helper.make_tensor_value_info("same", TensorProto.STRING, ["batch"])],
+    )
+
+
+def publish(repo: Path, name: str, version: int | str, model: onnx.ModelProto, config: str | None = None,
+            manifest: bool = True) -> Path:
+    """Write <repo>/<name>/<version>/model.onnx (+ manifest) atomically: staged, then renamed in."""
+    model_dir = Path(repo) / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        (model_dir / "config.toml").write_text(config)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
+    (staging / "model.onnx").write_bytes(model.SerializeToString())
+    if manifest:
+        write_manifest(staging, {"model": name, "version": str(version)})
+    target = model_dir / str(version)
+    if target.exists():
+        shutil.rmtree(target)
+    os.rename(staging, target)
+    return target
