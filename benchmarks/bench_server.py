@@ -1,0 +1,186 @@
+"""Server core benchmark: one-row Predict requests at a fixed concurrency against
+(1) the demo model (overhead-bound) and (2) a compute-bound small CNN, compared with raw
+ONNX Runtime in-process at its best batch size with the same thread count.
+
+    python benchmarks/bench_server.py                    # prints a table
+    python benchmarks/bench_server.py --write-results    # also updates benchmarks/RESULTS.md
+
+The server runs in its own process; the load generator runs in this one, on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from benchmarks.loadgen import closed_loop, predict_sender  # noqa: E402
+
+CHANNELS = (64, 128, 256)  # a small CNN on 3x32x32 images: ~80 MFLOP per row, weights ~1.5 MB
+INPUT = (3, 32, 32)
+THREADS = 2
+
+
+def small_cnn():
+    """Three 3x3 conv + ReLU blocks (strides 1, 2, 2), global average pool, a 10-way Gemm."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits, prev, cin = [], [], "x", INPUT[0]
+    for i, (cout, stride) in enumerate(zip(CHANNELS, (1, 2, 2))):
+        w = (rng.standard_normal((cout, cin, 3, 3)) / np.sqrt(cin * 9)).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.zeros(cout, np.float32), f"b{i}")]
+        nodes += [helper.make_node("Conv", [prev, f"w{i}", f"b{i}"], [f"c{i}"], pads=[1, 1, 1, 1],
+                                   strides=[stride, stride]),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        prev, cin = f"r{i}", cout
+    fw = (rng.standard_normal((cin, 10)) / np.sqrt(cin)).astype(np.float32)
+    inits += [numpy_helper.from_array(fw, "fw"), numpy_helper.from_array(np.zeros(10, np.float32), "fb")]
+    nodes += [helper.make_node("GlobalAveragePool", [prev], ["pool"]), helper.make_node("Flatten", ["pool"], ["flat"]),
+              helper.make_node("Gemm", ["flat", "fw", "fb"], ["y"])]
+    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", *INPUT])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+CNN_CONFIG = f"""
+max_batch_size = 64
+[batching]
+max_queue_delay_us = 2000
+[runtime]
+intra_op_threads = {THREADS}
+instances = 1
+"""
+
+
+def raw_onnxruntime(path: Path, batch_sizes: list[int], seconds: float) -> dict[int, float]:
+    """Rows per second of a bare InferenceSession at each batch size, same threads as the server."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = THREADS
+    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    out = {}
+    for b in batch_sizes:
+        x = np.random.default_rng(0).random((b, *INPUT), dtype=np.float32)
+        session.run(None, {"x": x})
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            session.run(None, {"x": x})
+            n += 1
+        out[b] = n * b / (time.perf_counter() - start)
+    return out
+
+
+def machine() -> str:
+    import onnxruntime
+
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"onnxruntime {onnxruntime.__version__}")
+
+
+def run(concurrency: int, duration: float) -> dict:
+    from optimize.demo import build as build_demo
+    from onnx_models import publish
+    from server.client import AsyncClient
+    from server.testing import ServerProcess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp)
+        build_demo(repo, quiet=True)
+        publish(repo, "cnn", 1, small_cnn(), CNN_CONFIG)
+        raw = raw_onnxruntime(repo / "cnn" / "1" / "model.onnx", [1, 8, 16, 32, 64], seconds=3)
+        server = ServerProcess(repo)
+        try:
+            async def load(model: str, inputs: dict) -> dict:
+                async with AsyncClient(server.target) as c:
+                    result = await closed_loop(predict_sender(c, model, inputs), concurrency, duration)
+                return result.__dict__
+
+            x_digits = {"input": np.random.default_rng(0).random((1, 64), dtype=np.float32) * 16}
+            x_cnn = {"x": np.random.default_rng(0).random((1, *INPUT), dtype=np.float32)}
+            digits = asyncio.run(load("digits", x_digits))
+            cnn = asyncio.run(load("cnn", x_cnn))
+        finally:
+            server.stop()
+    best = max(raw, key=raw.get)
+    return {"machine": machine(), "concurrency": concurrency, "duration_s": duration, "digits": digits,
+            "cnn": cnn, "raw_rows_per_s": raw, "raw_best_batch": best,
+            "cnn_vs_raw": cnn["throughput_rps"] / raw[best]}
+
+
+def markdown(r: dict, command: str) -> str:
+    d, w = r["digits"], r["cnn"]
+    raw_rows = ", ".join(f"batch {b}: {v:,.0f}" for b, v in r["raw_rows_per_s"].items())
+    return f"""## server core: Predict throughput and latency
+
+Machine: {r['machine']}. Command: `{command}`. Server and load generator share the machine;
+closed loop, {r['concurrency']} concurrent one-row requests, {r['duration_s']:.0f} s after 1 s warm-up.
+
+| model | throughput (req/s) | p50 (ms) | p90 (ms) | p99 (ms) | errors |
+|---|---|---|---|---|---|
+| digits (demo MLP, overhead-bound) | {d['throughput_rps']:,.0f} | {d['p50_ms']:.2f} | {d['p90_ms']:.2f} | {d['p99_ms']:.2f} | {sum(d['errors'].values())} |
+| small CNN {'/'.join(map(str, CHANNELS))} channels on {'x'.join(map(str, INPUT))} (compute-bound) | {w['throughput_rps']:,.0f} | {w['p50_ms']:.2f} | {w['p90_ms']:.2f} | {w['p99_ms']:.2f} | {sum(w['errors'].values())} |
+
+Raw ONNX Runtime, small CNN, {THREADS} intra-op threads (rows/s): {raw_rows}.
+Server with one-row requests vs raw ONNX Runtime at its best batch size ({r['raw_best_batch']}):
+**{r['cnn_vs_raw']:.2f}x** (target: at least 0.9x).
+"""
+
+
+def write_results(section: str) -> None:
+    path = ROOT / "benchmarks" / "RESULTS.md"
+    text = path.read_text() if path.exists() else "# Benchmark results\n\nEvery figure here was measured by a script in benchmarks/; the command is given with it.\n"
+    head = "## server core: Predict throughput and latency"
+    if head in text:
+        before, _, after = text.partition(head)
+        nxt = after.find("\n## ")
+        text = before + section.rstrip() + "\n" + (after[nxt:] if nxt >= 0 else "")
+    else:
+        text = text.rstrip() + "\n\n" + section
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--write-results", action="store_true", help="update benchmarks/RESULTS.md")
+    parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    args = parser.parse_args()
+    result = run(args.concurrency, args.duration)
+    command = "python benchmarks/bench_server.py " + " ".join(sys.argv[1:])
+    section = markdown(result, command.strip())
+    print(section)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    if args.write_results:
+        write_results(section)
+
+
+if __name__ == "__main__":
+    main()
