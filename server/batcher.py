@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+import logging
 import time
 from collections.abc import Mapping
 from concurrent.futures import Executor
@@ -26,6 +27,8 @@ import numpy as np
 
 from .errors import DeadlineExceeded, InferenceFailed, QueueFull, Unavailable
 from .repository import BatchingConfig
+
+log = logging.getLogger("ortserve.batcher")
 
 __all__ = ["Batcher", "BatchStats", "DynamicBatcher", "InferResult", "NoBatching", "Runner", "make_batcher"]
 
@@ -235,9 +238,23 @@ class DynamicBatcher(_Base):
         return max(prefs) if prefs else self._max_rows
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            await self._slots.acquire()
+            try:
+                await self._form_batch()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not leave every queued request hanging
+                log.exception("batcher loop error; failing the queued requests and going on")
+                for r in self._queue:
+                    if not r.future.done():
+                        r.future.set_exception(InferenceFailed("internal batcher error"))
+                self._queue.clear()
+
+    async def _form_batch(self) -> None:
+        """Wait for a free instance and a queued request, gather its batch, start it."""
+        await self._slots.acquire()
+        spawned = False
+        try:
             while True:
                 self._queue = [r for r in self._queue if not r.future.done()]
                 if self._queue:
@@ -247,6 +264,7 @@ class DynamicBatcher(_Base):
             first = self._queue[0]
             window_end = first.enqueued + self._delay
             timed_out = False
+            loop = asyncio.get_running_loop()
             while (available := self._available(first.key)) < self._target and not first.future.done():
                 remaining = window_end - time.monotonic()
                 if remaining <= 0:
@@ -256,11 +274,12 @@ class DynamicBatcher(_Base):
                 handle = loop.call_later(remaining, self._wakeup.set)
                 await self._wakeup.wait()
                 handle.cancel()
-            limit = self._limit(available) if timed_out else self._max_rows
-            batch = self._take(first.key, limit)
+            batch = self._take(first.key, self._limit(available) if timed_out else self._max_rows)
             if batch:
-                self._spawn(batch)
-            else:
+                self._spawn(batch)  # the batch task releases the slot
+                spawned = True
+        finally:
+            if not spawned:
                 self._slots.release()
 
     async def close(self, timeout: float) -> None:

@@ -19,6 +19,11 @@ from optimize.demo import build as build_demo
 from server._proto.ortserve.v1 import inference_pb2 as pb
 from server.client import AsyncClient, Client
 
+NOBATCH_CONFIG = """
+max_batch_size = 8
+[batching]
+enabled = false
+"""
 ADDMUL_CONFIG = """
 max_batch_size = 16
 [batching]
@@ -38,6 +43,7 @@ def repo(tmp_path_factory):
     m.publish(root, "pair", 1, m.pair(), PAIR_CONFIG)
     m.publish(root, "fixed", 1, m.fixed())
     m.publish(root, "strings", 1, m.strings())
+    m.publish(root, "nobatch", 1, m.addmul(), NOBATCH_CONFIG)
     return root
 
 
@@ -109,6 +115,21 @@ def test_concurrent_rows_are_batched_and_returned_to_their_callers(server):
     assert batches < 32, f"32 one-row requests ran in {batches} batches: no batch larger than 1 formed"
 
 
+def test_batching_turned_off_runs_each_request_alone(server):
+    key = (("model", "nobatch"), ("version", "1"))
+
+    async def main():
+        async with AsyncClient(server.target) as c:
+            rows = [np.full((2, 4), i, np.float32) for i in range(12)]
+            results = await asyncio.gather(*(c.predict("nobatch", {"a": r, "b": r}) for r in rows))
+            for r, res in zip(rows, results):
+                np.testing.assert_array_equal(res["sum"], r * 2)
+
+    asyncio.run(main())
+    assert metric_samples(server, "ortserve_batch_size_count")[key] == 12
+    assert metric_samples(server, "ortserve_batch_size_sum")[key] == 24
+
+
 def test_failing_batch_fails_only_its_own_requests(server):
     async def main():
         async with AsyncClient(server.target) as c:
@@ -142,7 +163,8 @@ def test_string_tensors(client):
 
 def test_list_models_and_metadata(client):
     names = {mm.name: list(mm.versions) for mm in client.list_models().models}
-    assert names == {"addmul": ["1"], "digits": ["1"], "fixed": ["1"], "pair": ["1"], "strings": ["1"]}
+    assert names == {"addmul": ["1"], "digits": ["1"], "fixed": ["1"], "nobatch": ["1"], "pair": ["1"],
+                     "strings": ["1"]}
     md = client.metadata("digits")
     assert md.providers == ["CPUExecutionProvider"] and md.max_batch_size == 64 and len(md.sha256) == 64
     assert [(t.name, t.dtype, list(t.shape)) for t in md.inputs] == [("input", "float32", [-1, 64])]
@@ -222,7 +244,10 @@ BAD = [
      "INVALID_ARGUMENT", "input 'text': BYTES element 0 declares 99 bytes but only 3 remain"),
     ("bytes prefix cut", pb.PredictRequest(model="strings", inputs=[
         pb.Tensor(name="text", dtype="string", shape=[2], data=struct.pack("<I", 1) + b"a" + b"\1\0")]),
-     "INVALID_ARGUMENT", "input 'text': BYTES data ends at byte 5 in the length prefix of element 1"),
+     "INVALID_ARGUMENT", "input 'text': 7 bytes of BYTES data cannot hold 2 elements"),
+    ("bytes prefix split", pb.PredictRequest(model="strings", inputs=[
+        pb.Tensor(name="text", dtype="string", shape=[2], data=struct.pack("<I", 4) + b"abcd" + b"\1\0")]),
+     "INVALID_ARGUMENT", "input 'text': BYTES data ends at byte 8 in the length prefix of element 1"),
     ("bytes not utf-8", pb.PredictRequest(model="strings", inputs=[
         pb.Tensor(name="text", dtype="string", shape=[1], data=struct.pack("<I", 2) + b"\xff\xfe")]),
      "INVALID_ARGUMENT", "input 'text': BYTES element 0 is not valid UTF-8"),
