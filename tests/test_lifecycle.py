@@ -165,3 +165,14 @@ def test_generated_stubs_are_up_to_date(tmp_path):
     assert generated == committed
     stale = [str(p) for p in generated if not filecmp.cmp(tmp_path / p, ROOT / "server" / "_proto" / p, shallow=False)]
     assert stale == [], f"run `make protos`: stale generated files {stale}"
+
+
+def test_message_size_limit(tmp_path, start_server):
+    m.publish(tmp_path, "addmul", 1, m.addmul())
+    server = start_server(tmp_path, "--max-message-size", "4096")
+    big = np.ones((300, 4), np.float32)  # 2 x 4800 bytes of tensor data
+    with Client(server.target) as c:
+        with pytest.raises(grpc.RpcError) as e:
+            c.predict("addmul", {"a": big, "b": big})
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        np.testing.assert_array_equal(c.predict("addmul", {"a": A, "b": A})["sum"], A * 2)
