@@ -274,7 +274,10 @@ class DynamicBatcher(_Base):
                 handle = loop.call_later(remaining, self._wakeup.set)
                 await self._wakeup.wait()
                 handle.cancel()
-            batch = self._take(first.key, self._limit(available) if timed_out else self._max_rows)
+            # At least the first request: a preferred size smaller than it would take nothing, and this
+            # loop would spin without ever awaiting (a 5-row request with preferred sizes [4, 8]).
+            limit = max(self._limit(available), first.rows) if timed_out else self._max_rows
+            batch = self._take(first.key, limit)
             if batch:
                 self._spawn(batch)  # the batch task releases the slot
                 spawned = True

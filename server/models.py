@@ -245,6 +245,34 @@ class ModelManager:
         if name not in self.models or not self.models[name].versions:
             raise ModelNotFound(f"model '{name}': no loadable version in the repository {self.root}")
 
+    def index(self) -> list[tuple[str, str, str, str]]:
+        """Every model version in the repository or loaded, as (model, version, state, reason) with
+        state READY or UNAVAILABLE; a model with no version folder gets one row with version ""."""
+        rows = []
+        for name in sorted(set(self.entries) | set(self.models)):
+            model, entry = self.models.get(name), self.entries.get(name)
+            loaded = model.versions if model is not None else {}
+            found = set(entry.versions) if entry is not None else set()
+            wanted = set(entry.wanted()) if entry is not None else set()
+            for version in sorted(found | set(loaded), key=int):
+                if version in loaded:
+                    rows.append((name, version, "READY", ""))
+                    continue
+                if name in self._unloaded:
+                    reason = "unloaded"
+                elif name in self._config_errors:
+                    reason = f"config refused: {self._config_errors[name]}"
+                elif (name, version) in self._refused:
+                    reason = "refused at load (the server log says why)"
+                elif version not in wanted:
+                    reason = "not selected by the version policy"
+                else:
+                    reason = "not loaded yet"
+                rows.append((name, version, "UNAVAILABLE", reason))
+            if not found and not loaded:
+                rows.append((name, "", "UNAVAILABLE", self._config_errors.get(name) or "no version folder"))
+        return rows
+
     async def unload_model(self, name: str) -> None:
         if name not in self.models and name not in self.entries:
             raise ModelNotFound(f"model '{name}' is not in the repository")

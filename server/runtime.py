@@ -3,6 +3,7 @@ the signature, warm-up, and a pool of instances that each run one batch at a tim
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import queue
 from collections.abc import Mapping
@@ -46,6 +47,32 @@ def _session_options(rt: RuntimeConfig) -> ort.SessionOptions:
     so.graph_optimization_level = _LEVELS[rt.graph_optimization_level]
     so.log_severity_level = 3
     return so
+
+
+_BF16 = "tensor(bfloat16)"
+_ONNX_BF16 = 16  # onnx.TensorProto.BFLOAT16
+
+
+def _ort_value(array: np.ndarray) -> ort.OrtValue:
+    if array.dtype == DTYPES.get("bfloat16"):
+        # ONNX Runtime's numpy binding has no bfloat16: hand it the same bytes as uint16, typed.
+        raw = np.ascontiguousarray(array).view(np.uint16)
+        return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(raw, onnx_element_type=_ONNX_BF16)
+    return ort.OrtValue.ortvalue_from_numpy(array)
+
+
+def _from_ort_value(value: ort.OrtValue) -> np.ndarray:
+    if value.data_type() != _BF16:
+        return value.numpy()
+    raw = (ctypes.c_char * value.tensor_size_in_bytes()).from_address(value.data_ptr())
+    return np.frombuffer(bytes(raw), np.uint16).view(DTYPES["bfloat16"]).reshape(value.shape())
+
+
+def _run_ort_values(session: ort.InferenceSession, names: list[str],
+                    feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """``session.run`` through OrtValues, for models with bfloat16 inputs or outputs."""
+    values = session.run_with_ort_values(names, {n: _ort_value(a) for n, a in feeds.items()})
+    return [_from_ort_value(v) for v in values]
 
 
 def _dims(shape: list) -> tuple[int, ...]:
@@ -116,6 +143,7 @@ class SessionPool:
             max_input_elements=config.max_input_elements or default_max_elements,
         )
         self.output_names = [s.name for s in self.signature.outputs]
+        self._bf16 = any(a.type == _BF16 for a in [*inputs, *outputs])
 
     @property
     def instances(self) -> int:
@@ -124,9 +152,14 @@ class SessionPool:
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         session = self._free.get()
         try:
-            return session.run(self.output_names, dict(feeds))
+            return self._run(session, feeds)
         finally:
             self._free.put(session)
+
+    def _run(self, session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        if self._bf16:
+            return _run_ort_values(session, self.output_names, feeds)
+        return session.run(self.output_names, dict(feeds))
 
     def warmup(self) -> None:
         """Run every instance once on a zero-filled request of batch size 1 (dynamic dims: 1)."""
@@ -139,7 +172,7 @@ class SessionPool:
                 feeds[spec.name] = np.zeros(shape, dtype=DTYPES[spec.dtype])
         for session in self._sessions:
             try:
-                session.run(self.output_names, feeds)
+                self._run(session, feeds)
             except Exception as e:  # a model may reject zeros (e.g. indices); serving can still work
                 log.warning("warm-up of %s failed, continuing without it: %s", self.path, e)
                 return

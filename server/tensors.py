@@ -4,12 +4,17 @@ Numeric tensors are raw little-endian C-order bytes read with ``np.frombuffer`` 
 String tensors use the Open Inference Protocol's BYTES layout: each element is a 4-byte
 little-endian length followed by its bytes; they decode to an object array of str (UTF-8),
 which is what ONNX Runtime's string tensors take.
+
+The Open Inference Protocol (V2) names datatypes differently (``FP32``, ``BYTES``...) and may
+send a tensor as typed ``contents`` (repeated fields) instead of raw bytes: ``v2_to_numpy``,
+``contents_to_numpy`` and ``v2_from_numpy`` translate at that edge and share the rest.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,15 +22,22 @@ from .errors import InvalidInput
 
 __all__ = [
     "DTYPES",
-    "ONNX_TYPES",
     "MAX_DIM",
+    "ONNX_TYPES",
+    "V2_CONTENTS",
+    "V2_DTYPES",
+    "V2_NAMES",
     "check_shape",
+    "contents_to_numpy",
     "decode_bytes_tensor",
     "dtype_name",
     "encode_bytes_tensor",
     "from_numpy",
     "parse_dtype",
+    "parse_v2_datatype",
     "to_numpy",
+    "v2_from_numpy",
+    "v2_to_numpy",
 ]
 
 try:  # bfloat16 comes with onnx's dependency ml_dtypes
@@ -72,6 +84,52 @@ ONNX_TYPES: dict[str, str] = {
     "tensor(string)": "string",
 }
 
+# The Open Inference Protocol's datatype names -> ours.
+V2_DTYPES: dict[str, str] = {
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+    "BYTES": "string",
+    "BF16": "bfloat16",
+}
+V2_NAMES: dict[str, str] = {ours: v2 for v2, ours in V2_DTYPES.items()}
+# The InferTensorContents field that carries each V2 datatype as typed values. FP16 and BF16
+# have none: the protocol sends them only as raw bytes.
+V2_CONTENTS: dict[str, str] = {
+    "BOOL": "bool_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+# Each numeric contents field's element type on the wire (values are read at that width, then
+# range-checked into the datatype: numpy would wrap 300 into an INT8 silently).
+_CONTENTS_WIRE = {
+    "bool_contents": np.dtype(np.bool_),
+    "int_contents": np.dtype(np.int32),
+    "int64_contents": np.dtype(np.int64),
+    "uint_contents": np.dtype(np.uint32),
+    "uint64_contents": np.dtype(np.uint64),
+    "fp32_contents": np.dtype(np.float32),
+    "fp64_contents": np.dtype(np.float64),
+}
+
 _NAMES = {dt: name for name, dt in DTYPES.items()}
 # A bound that keeps shape products in int64 and rejects absurd shapes before any allocation.
 MAX_DIM = 1 << 31
@@ -93,6 +151,17 @@ def dtype_name(dtype: np.dtype) -> str:
     return _NAMES[np.dtype(dtype)]
 
 
+def parse_v2_datatype(datatype: str, tensor: str) -> str:
+    """Our dtype name for a V2 datatype name."""
+    ours = V2_DTYPES.get(datatype)
+    if ours is None or ours not in DTYPES:
+        raise InvalidInput(
+            f"input '{tensor}': unknown datatype '{datatype}', expected one of "
+            f"{', '.join(v2 for v2, name in V2_DTYPES.items() if name in DTYPES)}"
+        )
+    return ours
+
+
 def check_shape(shape: Sequence[int], tensor: str) -> tuple[int, ...]:
     for d in shape:
         if d < 0 or d > MAX_DIM:
@@ -102,13 +171,18 @@ def check_shape(shape: Sequence[int], tensor: str) -> tuple[int, ...]:
     return tuple(int(d) for d in shape)
 
 
+def _count(dims: tuple[int, ...]) -> int:
+    count = 1
+    for d in dims:
+        count *= d
+    return count
+
+
 def to_numpy(name: str, dtype: str, shape: Sequence[int], data: bytes) -> np.ndarray:
     """Decode one wire tensor. Raises InvalidInput naming the tensor on any mismatch."""
     dt = parse_dtype(dtype, name)
     dims = check_shape(shape, name)
-    count = 1
-    for d in dims:
-        count *= d
+    count = _count(dims)
     if dt.kind == "O":
         return decode_bytes_tensor(name, dims, count, data)
     expected = count * dt.itemsize
@@ -129,10 +203,67 @@ def from_numpy(array: np.ndarray) -> tuple[str, list[int], bytes]:
     return dtype_name(array.dtype), list(array.shape), array.tobytes()
 
 
+def v2_to_numpy(name: str, datatype: str, shape: Sequence[int], data: bytes) -> np.ndarray:
+    """Decode one V2 tensor sent in ``raw_input_contents``."""
+    return to_numpy(name, parse_v2_datatype(datatype, name), shape, data)
+
+
+def contents_to_numpy(name: str, datatype: str, shape: Sequence[int], contents: Any) -> np.ndarray:
+    """Decode one V2 tensor sent as typed values: ``contents`` is an InferTensorContents message
+    (read by field name only, so this module stays free of generated code)."""
+    ours = parse_v2_datatype(datatype, name)
+    field = V2_CONTENTS.get(datatype)
+    if field is None:
+        raise InvalidInput(
+            f"input '{name}': datatype {datatype} has no typed contents field, expected it in raw_input_contents"
+        )
+    dims = check_shape(shape, name)
+    count = _count(dims)
+    values = getattr(contents, field)
+    if len(values) != count:
+        raise InvalidInput(
+            f"input '{name}': {len(values)} values in contents.{field}, expected {count} (shape {list(dims)})"
+        )
+    if ours == "string":
+        out = np.empty(count, dtype=object)
+        for i, item in enumerate(values):
+            out[i] = _utf8(name, i, item)
+        return out.reshape(dims)
+    wire = np.array(values, dtype=_CONTENTS_WIRE[field])
+    dt = DTYPES[ours]
+    if dt != wire.dtype and dt.kind in "iu" and count:
+        info = np.iinfo(dt)
+        low, high = wire.min(), wire.max()
+        if low < info.min or high > info.max:
+            bad = low if low < info.min else high
+            raise InvalidInput(
+                f"input '{name}': contents.{field} holds {bad}, expected {datatype} values in [{info.min}, {info.max}]"
+            )
+    return wire.astype(dt, copy=False).reshape(dims)
+
+
+def v2_from_numpy(array: np.ndarray) -> tuple[str, list[int], bytes]:
+    """Encode an array as (V2 datatype, shape, raw bytes)."""
+    dtype, shape, data = from_numpy(array)
+    return V2_NAMES[dtype], shape, data
+
+
+def _utf8(name: str, index: int, data: bytes | memoryview) -> str:
+    try:  # ONNX Runtime's string tensors take Python str
+        return str(data, "utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"input '{name}': BYTES element {index} is not valid UTF-8") from None
+
+
 def decode_bytes_tensor(name: str, dims: tuple[int, ...], count: int, data: bytes) -> np.ndarray:
+    pos, n = 0, len(data)
+    if count * 4 > n:  # checked before allocating: a huge shape must not cost memory
+        raise InvalidInput(
+            f"input '{name}': {n} bytes of BYTES data cannot hold {count} elements (shape {list(dims)}), "
+            f"each needs a 4-byte length prefix"
+        )
     out = np.empty(count, dtype=object)
     view = memoryview(data)
-    pos, n = 0, len(data)
     for i in range(count):
         if pos + 4 > n:
             raise InvalidInput(
@@ -145,10 +276,7 @@ def decode_bytes_tensor(name: str, dims: tuple[int, ...], count: int, data: byte
             raise InvalidInput(
                 f"input '{name}': BYTES element {i} declares {length} bytes but only {n - pos} remain"
             )
-        try:  # ONNX Runtime's string tensors take Python str
-            out[i] = str(view[pos : pos + length], "utf-8")
-        except UnicodeDecodeError:
-            raise InvalidInput(f"input '{name}': BYTES element {i} is not valid UTF-8") from None
+        out[i] = _utf8(name, i, view[pos : pos + length])
         pos += length
     if pos != n:
         raise InvalidInput(f"input '{name}': {n - pos} bytes left after {count} BYTES elements, expected none")

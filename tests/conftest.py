@@ -9,9 +9,17 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from server.testing import ServerProcess  # noqa: E402
+from server.testing import ServerProcess
 
 __all__ = ["ServerProcess"]
+
+
+@pytest.fixture(scope="module")
+def server(repo):
+    """The real server over the test module's ``repo`` fixture, shared by the module's tests."""
+    s = ServerProcess(repo)
+    yield s
+    assert s.stop() == 0
 
 
 @pytest.fixture

@@ -8,13 +8,12 @@ import urllib.request
 
 import grpc
 import numpy as np
+import onnx_models as m
 import onnxruntime as ort
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-import onnx_models as m
-from conftest import ServerProcess
 from optimize.demo import build as build_demo
 from server._proto.ortserve.v1 import inference_pb2 as pb
 from server.client import AsyncClient, Client
@@ -45,13 +44,6 @@ def repo(tmp_path_factory):
     m.publish(root, "strings", 1, m.strings())
     m.publish(root, "nobatch", 1, m.addmul(), NOBATCH_CONFIG)
     return root
-
-
-@pytest.fixture(scope="module")
-def server(repo):
-    s = ServerProcess(repo)
-    yield s
-    assert s.stop() == 0
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,11 @@ from ..core import InferenceCore, InferRequest, InferResponse
 from ..errors import InvalidInput, ServeError
 from ..models import ModelVersion
 from ..tensors import from_numpy, to_numpy
-from .status import deadline_from, infer_or_abort, new_request_id, status_for
+from .status import deadline_from, infer_or_abort, invocation_metadata, new_request_id, status_for
 
 __all__ = ["InferenceServicer", "add_to_server"]
 
 API = "v1"
-
-
-def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
-    md = context.invocation_metadata() or ()
-    return {k: v for k, v in md if isinstance(v, str)}
 
 
 def decode(request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> InferRequest:
@@ -28,7 +23,7 @@ def decode(request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> Inf
         if t.name in inputs:
             raise InvalidInput(f"input '{t.name}' is given twice")
         inputs[t.name] = to_numpy(t.name, t.dtype, t.shape, t.data)
-    md = _metadata(context)
+    md = invocation_metadata(context)
     return InferRequest(
         model=request.model,
         inputs=inputs,

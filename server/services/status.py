@@ -4,9 +4,10 @@ that runs an inference request for any servicer: timing, error mapping, metrics,
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -15,7 +16,8 @@ import grpc
 from .. import errors
 from ..core import InferenceCore, InferRequest, InferResponse
 
-__all__ = ["STATUS", "status_for", "infer_or_abort", "new_request_id", "deadline_from"]
+__all__ = ["STATUS", "deadline_from", "infer_or_abort", "infer_or_error", "invocation_metadata",
+           "new_request_id", "status_for"]
 
 log = logging.getLogger("ortserve.requests")
 
@@ -39,8 +41,14 @@ def status_for(error: errors.ServeError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """Unique per server process and cheap (a random process prefix and a counter; uuid4 costs
+    a few microseconds per request)."""
+    return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
 
 
 def deadline_from(context: grpc.aio.ServicerContext) -> float | None:
@@ -50,10 +58,11 @@ def deadline_from(context: grpc.aio.ServicerContext) -> float | None:
     return time.monotonic() + remaining
 
 
-async def infer_or_abort(core: InferenceCore, context: grpc.aio.ServicerContext, api: str, model: str,
-                         decode: Callable[[], InferRequest], encode: Callable[[InferResponse], T]) -> T:
-    """Decode, run and encode one request. A core error aborts the RPC with its status code and
-    the core's message; the request is counted in the metrics whatever happens."""
+async def infer_or_error(core: InferenceCore, api: str, model: str, decode: Callable[[], InferRequest],
+                         encode: Callable[[InferResponse], T]) -> tuple[T | None, grpc.StatusCode, str]:
+    """Decode, run and encode one request: (encoded response, OK, "") or (None, status code, the
+    core's message). The request is counted in the metrics whatever happens. For streams, whose
+    errors travel in the stream; unary RPCs use ``infer_or_abort``."""
     started = time.monotonic()
     request: InferRequest | None = None
     response: InferResponse | None = None
@@ -62,7 +71,7 @@ async def infer_or_abort(core: InferenceCore, context: grpc.aio.ServicerContext,
     try:
         request = decode()
         response = await core.infer(request)
-        return encode(response)
+        return encode(response), code, message
     except errors.ServeError as e:
         code, message = status_for(e), str(e)
     except asyncio.CancelledError:
@@ -76,5 +85,21 @@ async def infer_or_abort(core: InferenceCore, context: grpc.aio.ServicerContext,
         core.record(counted, response if code == grpc.StatusCode.OK else None, api, code.name, started)
     rid = request.request_id if request else ""
     log.debug("request %s failed: %s %s", rid, code.name, message, extra={"request_id": rid})
+    return None, code, message
+
+
+async def infer_or_abort(core: InferenceCore, context: grpc.aio.ServicerContext, api: str, model: str,
+                         decode: Callable[[], InferRequest], encode: Callable[[InferResponse], T]) -> T:
+    """Decode, run and encode one request. A core error aborts the RPC with its status code and
+    the core's message; the request is counted in the metrics whatever happens."""
+    result, code, message = await infer_or_error(core, api, model, decode, encode)
+    if result is not None:
+        return result
     await context.abort(code, message)
     raise AssertionError("unreachable: abort raises")
+
+
+def invocation_metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    """The call's text metadata (binary ``-bin`` values left out)."""
+    md = context.invocation_metadata() or ()
+    return {k: v for k, v in md if isinstance(v, str)}
