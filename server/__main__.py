@@ -13,10 +13,19 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as e:
         print(f"ortserve: {e}", file=sys.stderr)
         return 2
-    from .app import run  # heavy imports (onnxruntime, grpc) after --help and settings errors
     from .logs import setup_logging
 
     setup_logging(settings.log_level, settings.log_format)
+    if settings.workers > 1:
+        from .workers import serve_workers  # forks before any gRPC object exists
+
+        try:
+            return serve_workers(settings)
+        except OSError as e:
+            print(f"ortserve: {e}", file=sys.stderr)
+            return 1
+    from .app import run  # heavy imports (onnxruntime, grpc) after --help and settings errors
+
     try:
         run(settings)
     except OSError as e:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -19,9 +21,12 @@ from prometheus_client import start_http_server
 from .core import InferenceCore
 from .metrics import Metrics
 from .models import ModelManager
-from .services import inference_v1
+from .routing import FlagSource, Router
+from .services import admin, inference_v1
+from .services import inference_v2
 from .services.health import Health
 from .settings import Settings
+from .shadow import ShadowMirror
 
 __all__ = ["App", "run"]
 
@@ -29,13 +34,17 @@ log = logging.getLogger("ortserve")
 
 
 class App:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_ready: Callable[["App"], None] | None = None,
+                 worker: int | None = None) -> None:
         self.settings = settings
+        self._on_ready = on_ready
+        self.worker = worker
         self.metrics = Metrics()
         self.health = Health()
         self.executor: ThreadPoolExecutor | None = None
         self.models: ModelManager | None = None
         self.core: InferenceCore | None = None
+        self.flags: FlagSource | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.metrics_port = 0
@@ -50,22 +59,32 @@ class App:
         if s.metrics_port >= 0:
             self._metrics_server, _ = start_http_server(s.metrics_port, s.metrics_host, registry=self.metrics.registry)
             self.metrics_port = self._metrics_server.server_port
-        self.executor = ThreadPoolExecutor(max_workers=s.inference_threads or 8, thread_name_prefix="ort")
+        threads = s.inference_threads or max(8, os.cpu_count() or 1)
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ort")
         self.models = ModelManager(s.model_repository, self.executor, self.metrics,
                                    max_input_elements=s.max_input_elements, require_manifest=s.require_manifest,
                                    on_change=self.health.model_changed, drain_timeout=s.grace_period)
         await self.models.sync()
         if not self.models.ready_models():
             log.warning("no model loaded from %s", s.model_repository)
-        self.core = InferenceCore(self.models, self.metrics)
+        router = Router(self.models)
+        self.flags = FlagSource(s.flags_path, router, self.metrics)
+        await self.flags.load()
+        shadow = ShadowMirror(self.metrics, s.shadow_queue_size)
+        self.core = InferenceCore(self.models, self.metrics, router, shadow)
 
         options = [
             ("grpc.max_receive_message_length", s.max_message_size),
             ("grpc.max_send_message_length", s.max_message_size),
+            # gRPC enables SO_REUSEPORT by default: a second server would silently share the port.
+            # (--workers N: every worker binds the same port on purpose.)
+            ("grpc.so_reuseport", 1 if s.workers > 1 else 0),
         ]
         self.server = grpc.aio.server(options=options)
         names = [
             inference_v1.add_to_server(self.core, self.server),
+            admin.add_to_server(self.flags, self.server),
+            inference_v2.add_to_server(self.core, self.server),
             self.health.add_to_server(self.server),
             reflection.SERVICE_NAME,
         ]
@@ -81,6 +100,15 @@ class App:
         await self.health.set("", True)
         if s.poll_interval > 0:
             self._spawn(self.models.poll(s.poll_interval))
+        if s.flags_poll_interval > 0:
+            self._spawn(self.flags.poll(s.flags_poll_interval))
+        for _ in range(s.shadow_workers):
+            self._spawn(shadow.run())
+        if self._on_ready is not None:  # a worker under the supervisor, which logs the ready event
+            log.info("worker %s serving gRPC on %s:%d, models: %s", self.worker, s.host, self.port,
+                     ", ".join(self.models.ready_models()) or "none", extra={"event": "worker_ready"})
+            self._on_ready(self)
+            return
         log.info("serving gRPC on %s:%d, metrics on %s:%d, models: %s", s.host, self.port, s.metrics_host,
                  self.metrics_port, ", ".join(self.models.ready_models()) or "none",
                  extra={"event": "ready", "grpc_port": self.port, "metrics_port": self.metrics_port})
@@ -132,9 +160,9 @@ class App:
         task.add_done_callback(self._tasks.discard)
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, on_ready: Callable[[App], None] | None = None, worker: int | None = None) -> None:
     """Run the server until SIGTERM/SIGINT, on uvloop where it is installed."""
-    app = App(settings)
+    app = App(settings, on_ready, worker)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows

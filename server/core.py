@@ -14,6 +14,8 @@ import numpy as np
 from .errors import ServeError
 from .metrics import UNKNOWN_MODEL, Metrics, VersionStats
 from .models import ModelManager, ModelVersion
+from .routing import Route, Router
+from .shadow import ShadowMirror
 
 __all__ = ["InferRequest", "InferResponse", "InferenceCore"]
 
@@ -29,6 +31,7 @@ class InferRequest:
     request_id: str = ""
     targeting_key: str = ""
     attributes: dict[str, str] = field(default_factory=dict)
+    route: Route | None = None  # set by the core once routed, so that failures count under it
 
 
 @dataclass(slots=True)
@@ -44,23 +47,30 @@ class InferResponse:
 
 
 class InferenceCore:
-    def __init__(self, models: ModelManager, metrics: Metrics) -> None:
+    def __init__(self, models: ModelManager, metrics: Metrics, router: Router | None = None,
+                 shadow: ShadowMirror | None = None) -> None:
         self.models = models
         self.metrics = metrics
+        self.router = router if router is not None else Router(models)
+        self.shadow = shadow if shadow is not None else ShadowMirror(metrics)
         self._unknown: dict[tuple[str, str], VersionStats] = {}
 
     def resolve(self, request: InferRequest) -> tuple[ModelVersion, str]:
         """The version that serves the request and the flag variant that chose it ("" when none)."""
-        return self.models.get(request.model, request.version), ""
+        route = request.route or self.router.route(request)
+        return route.version, route.variant
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        mv, variant = self.resolve(request)
+        route = request.route = self.router.route(request)
+        mv = route.version
         mv.check_outputs(request.outputs)
         result = await mv.infer(request.inputs, request.deadline, request.priority)
         outputs = result.outputs
+        if route.shadow is not None:
+            self.shadow.submit(request.model, mv.version, route.shadow, request.inputs, outputs)
         if request.outputs:
             outputs = {n: outputs[n] for n in request.outputs}
-        return InferResponse(request.model, mv.version, outputs, request.request_id, variant,
+        return InferResponse(request.model, mv.version, outputs, request.request_id, route.variant,
                              result.queue_s, result.compute_s, mv.stats)
 
     def stats_for(self, request: InferRequest) -> VersionStats:
@@ -80,6 +90,7 @@ class InferenceCore:
                started: float) -> None:
         duration = time.monotonic() - started
         if response is not None and response.stats is not None:
-            response.stats.request(api, code, duration, response.queue_s, response.compute_s)
+            response.stats.request(api, code, duration, response.queue_s, response.compute_s, response.variant)
         else:
-            self.stats_for(request).request(api, code, duration)
+            variant = request.route.variant if request.route is not None else ""
+            self.stats_for(request).request(api, code, duration, variant=variant)

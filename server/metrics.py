@@ -1,14 +1,24 @@
 """Every Prometheus metric the server exports, in one place, plus the per-version counters
 that the protocols' statistics RPCs read.
 
-    ortserve_requests_total{model,version,api,code}         requests by gRPC status
-    ortserve_request_duration_seconds{model,version,api}    end-to-end latency in the server
+    ortserve_requests_total{model,version,variant,api,code} requests by gRPC status (variant: the flag
+                                                            variant that routed it, "" when none did)
+    ortserve_request_duration_seconds{model,version,variant,api}  end-to-end latency in the server
     ortserve_queue_duration_seconds{model,version}          time queued before the batch ran
     ortserve_compute_duration_seconds{model,version}        ONNX Runtime time of the request's batch
     ortserve_batch_size{model,version}                      rows per executed batch
     ortserve_queue_depth{model,version}                     requests waiting
     ortserve_model_ready{model,version}                     1 while loaded and serving
     ortserve_model_load_failures_total{model,version}       versions refused (bad file, manifest...)
+    ortserve_flags_loads_total{source}                      flag documents accepted (file, admin)
+    ortserve_flags_rejected_total{reason}                   flag documents refused (json, schema, operator,
+                                                            weights, version, io): the last good ones stay
+    ortserve_shadow_requests_total{model,primary_version,shadow_version,outcome}
+                                                            mirrored requests: compared, error, dropped
+    ortserve_shadow_rows_total{model,primary_version,shadow_version,output}       rows compared
+    ortserve_shadow_top1_agreements_total{...same}          rows whose top-1 (argmax) agreed
+    ortserve_shadow_max_abs_diff{...same}                   per request: max |primary - shadow|
+    ortserve_shadow_cosine_similarity{...same}              per request: cosine(primary, shadow)
 """
 
 from __future__ import annotations
@@ -18,13 +28,17 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["Metrics", "VersionStats", "UNKNOWN_MODEL"]
+__all__ = ["UNKNOWN_MODEL", "Metrics", "VersionStats"]
 
 # Requests for models that do not exist are counted under this label, so that a client
 # cannot grow the label set without bound.
 UNKNOWN_MODEL = "_unknown"
 
 _LATENCY = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_DIFF = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0)
+# The first bound is 0, not negative, so that _sum (mean = _sum / _count) is exported; le="0" counts
+# the shadows pointing away from the primary.
+_COSINE = (0.0, 0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999, 1.0)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -32,11 +46,12 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.requests = Counter("ortserve_requests", "Inference requests by model, version, API and gRPC status",
-                                ["model", "version", "api", "code"], registry=r)
+        self.requests = Counter("ortserve_requests",
+                                "Inference requests by model, version, flag variant, API and gRPC status",
+                                ["model", "version", "variant", "api", "code"], registry=r)
         self.request_duration = Histogram("ortserve_request_duration_seconds",
                                           "Time from request decoded to response ready, in seconds",
-                                          ["model", "version", "api"], buckets=_LATENCY, registry=r)
+                                          ["model", "version", "variant", "api"], buckets=_LATENCY, registry=r)
         self.queue_duration = Histogram("ortserve_queue_duration_seconds",
                                         "Time a request waited in the batcher's queue, in seconds",
                                         ["model", "version"], buckets=_LATENCY, registry=r)
@@ -46,13 +61,33 @@ class Metrics:
         self.batch_size = Histogram("ortserve_batch_size", "Rows in each executed batch",
                                     ["model", "version"], buckets=_BATCH, registry=r)
         self.queue_depth = Gauge("ortserve_queue_depth", "Requests waiting in the batcher's queue",
-                                 ["model", "version"], registry=r)
+                                 ["model", "version"], registry=r, multiprocess_mode="livesum")
         self.model_ready = Gauge("ortserve_model_ready", "1 while the model version is loaded and serving",
-                                 ["model", "version"], registry=r)
+                                 ["model", "version"], registry=r, multiprocess_mode="livemax")
         self.load_failures = Counter("ortserve_model_load_failures", "Model versions refused at load",
                                      ["model", "version"], registry=r)
+        self.flags_loads = Counter("ortserve_flags_loads", "Flag documents accepted, by source (file, admin)",
+                                   ["source"], registry=r)
+        self.flags_rejected = Counter("ortserve_flags_rejected",
+                                      "Flag documents refused (the last good flags keep routing), by reason",
+                                      ["reason"], registry=r)
+        pair = ["model", "primary_version", "shadow_version"]
+        self.shadow_requests = Counter("ortserve_shadow_requests",
+                                       "Requests mirrored to a shadow version, by outcome (compared, error, dropped)",
+                                       [*pair, "outcome"], registry=r)
+        self.shadow_rows = Counter("ortserve_shadow_rows", "Output rows compared between primary and shadow",
+                                   [*pair, "output"], registry=r)
+        self.shadow_top1 = Counter("ortserve_shadow_top1_agreements",
+                                   "Compared rows whose top-1 (argmax; the value for one-value rows) agreed",
+                                   [*pair, "output"], registry=r)
+        self.shadow_max_abs_diff = Histogram("ortserve_shadow_max_abs_diff",
+                                             "Largest absolute difference between primary and shadow outputs, "
+                                             "per request", [*pair, "output"], buckets=_DIFF, registry=r)
+        self.shadow_cosine = Histogram("ortserve_shadow_cosine_similarity",
+                                       "Cosine similarity of primary and shadow outputs, per request",
+                                       [*pair, "output"], buckets=_COSINE, registry=r)
 
-    def version(self, model: str, version: str) -> "VersionStats":
+    def version(self, model: str, version: str) -> VersionStats:
         return VersionStats(self, model, version)
 
 
@@ -74,6 +109,8 @@ class VersionStats:
     inference_count: int = 0  # rows
     execution_count: int = 0  # batches
     last_inference_ms: int = 0
+    # rows per batch -> [batches run, their compute seconds] (V2 ModelStatistics batch_stats)
+    batch_sizes: dict[int, list] = field(default_factory=dict)
     _children: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -86,8 +123,14 @@ class VersionStats:
 
     def batch(self, rows: int, requests: int, compute_s: float) -> None:
         self._batch.observe(rows)
-        self.inference_count += rows
+        size = rows or requests  # a model without a batch dimension runs one inference per request
+        self.inference_count += size
         self.execution_count += 1
+        per_size = self.batch_sizes.get(size)
+        if per_size is None:
+            per_size = self.batch_sizes[size] = [0, 0.0]
+        per_size[0] += 1
+        per_size[1] += compute_s
         self.last_inference_ms = int(time.time() * 1000)
 
     def queue_depth(self, depth: int) -> None:
@@ -97,13 +140,13 @@ class VersionStats:
         self._ready.set(1 if value else 0)
 
     def request(self, api: str, code: str, duration_s: float, queue_s: float | None = None,
-                compute_s: float | None = None) -> None:
-        key = (api, code)
+                compute_s: float | None = None, variant: str = "") -> None:
+        key = (api, code, variant)
         children = self._children.get(key)
         if children is None:
             children = self._children[key] = (
-                self.metrics.requests.labels(self.model, self.version, api, code),
-                self.metrics.request_duration.labels(self.model, self.version, api),
+                self.metrics.requests.labels(self.model, self.version, variant, api, code),
+                self.metrics.request_duration.labels(self.model, self.version, variant, api),
             )
         children[0].inc()
         children[1].observe(duration_s)

@@ -45,13 +45,26 @@ class Settings:
     max_message_size: int = _opt(64 * 1024 * 1024, "largest gRPC message accepted or sent, in bytes", ge=1024)
     max_input_elements: int = _opt(1 << 26, "default bound on elements per input tensor (a model's "
                                    "config.toml may set its own)", ge=1)
-    inference_threads: int = _opt(0, "threads in the pool that runs ONNX Runtime (0: one per model "
-                                  "instance, at least 2)", ge=0)
+    inference_threads: int = _opt(0, "threads in the pool that runs ONNX Runtime batches (0: 8 "
+                                  "or the number of CPU cores, whichever is larger)", ge=0)
     require_manifest: bool = _opt(False, "refuse versions that have no manifest.json")
+    flags: Path | None = _opt(None, "OpenFeature flagd JSON file with the routing flags, reloaded when it "
+                              "changes and written by the Admin service (default: <model_repository>/flags.json)")
+    flags_poll_interval: float = _opt(1.0, "seconds between checks of the flags file for changes (0: load "
+                                      "only at start)", ge=0)
+    shadow_queue_size: int = _opt(256, "requests waiting to be mirrored to shadow versions; more are dropped "
+                                  "(and counted)", ge=1)
+    shadow_workers: int = _opt(4, "shadow requests in flight at once", ge=1)
+    workers: int = _opt(1, "server processes sharing the gRPC port (SO_REUSEPORT); a supervisor serves "
+                        "their combined metrics and restarts a worker that dies", ge=1, le=256)
     grace_period: float = _opt(10.0, "seconds to drain in-flight requests on SIGTERM/SIGINT", ge=0)
     log_level: str = _opt("info", "log level", choices=("debug", "info", "warning", "error"))
     log_format: str = _opt("text", "log line format", choices=("text", "json"))
     config: Path | None = _opt(None, "TOML file with any of these settings (keys with underscores)")
+
+    @property
+    def flags_path(self) -> Path:
+        return self.flags if self.flags is not None else self.model_repository / "flags.json"
 
     def validate(self) -> "Settings":
         for f in dataclasses.fields(self):
@@ -70,7 +83,7 @@ class Settings:
 
 def _field_type(f: dataclasses.Field) -> type:
     default = f.default
-    if f.name == "config":
+    if f.name in ("config", "flags"):
         return Path
     return type(default)
 
