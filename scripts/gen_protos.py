@@ -23,12 +23,12 @@ def generate(out: Path) -> list[Path]:
     sources = sorted(PROTOS.rglob("*.proto"))
     rel = [str(p.relative_to(PROTOS)) for p in sources]
     include = str(Path(protoc.__file__).parent / "_proto")
-    args = ["protoc", f"-I{PROTOS}", f"-I{include}", f"--python_out={out}", f"--grpc_python_out={out}", *rel]
+    args = ["protoc", f"-I{PROTOS}", f"-I{include}", f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}", *rel]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     modules = {p.with_suffix("").as_posix().replace("/", ".") for p in map(Path, rel)}
     written = []
-    for path in sorted(out.rglob("*_pb2*.py")):
+    for path in sorted([*out.rglob("*_pb2*.py"), *out.rglob("*_pb2.pyi")]):
         text = path.read_text()
         depth = len(path.relative_to(out).parts) - 1
         for module in modules:

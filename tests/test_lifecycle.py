@@ -160,8 +160,9 @@ def test_generated_stubs_are_up_to_date(tmp_path):
     out = subprocess.run([sys.executable, "scripts/gen_protos.py", "--out", str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    generated = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.py"))
-    committed = sorted(p.relative_to(ROOT / "server" / "_proto") for p in (ROOT / "server" / "_proto").rglob("*.py"))
+    generated = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.py*"))
+    proto_dir = ROOT / "server" / "_proto"
+    committed = sorted(p.relative_to(proto_dir) for p in proto_dir.rglob("*.py*") if "__pycache__" not in p.parts)
     assert generated == committed
     stale = [str(p) for p in generated if not filecmp.cmp(tmp_path / p, ROOT / "server" / "_proto" / p, shallow=False)]
     assert stale == [], f"run `make protos`: stale generated files {stale}"
