@@ -43,5 +43,10 @@ protos: install-dev
 bench: install-dev
 	$(BIN)/python benchmarks/bench_server.py --write-results
 
+lint: install-dev
+	$(BIN)/ruff check server scripts tests benchmarks optimize
+	$(BIN)/ruff format --check server scripts tests benchmarks optimize
+	$(BIN)/mypy server
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

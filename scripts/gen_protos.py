@@ -23,7 +23,15 @@ def generate(out: Path) -> list[Path]:
     sources = sorted(PROTOS.rglob("*.proto"))
     rel = [str(p.relative_to(PROTOS)) for p in sources]
     include = str(Path(protoc.__file__).parent / "_proto")
-    args = ["protoc", f"-I{PROTOS}", f"-I{include}", f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}", *rel]
+    args = [
+        "protoc",
+        f"-I{PROTOS}",
+        f"-I{include}",
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        f"--grpc_python_out={out}",
+        *rel,
+    ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     modules = {p.with_suffix("").as_posix().replace("/", ".") for p in map(Path, rel)}
@@ -53,7 +61,9 @@ def generate(out: Path) -> list[Path]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "server" / "_proto")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -13,17 +13,20 @@ import os
 import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
 from .core import InferenceCore
 from .metrics import Metrics
 from .models import ModelManager
 from .routing import FlagSource, Router
-from .services import admin, inference_v1
-from .services import inference_v2
+from .services import admin, inference_v1, inference_v2
 from .services.health import Health
 from .settings import Settings
 from .shadow import ShadowMirror
@@ -34,8 +37,9 @@ log = logging.getLogger("ortserve")
 
 
 class App:
-    def __init__(self, settings: Settings, on_ready: Callable[["App"], None] | None = None,
-                 worker: int | None = None) -> None:
+    def __init__(
+        self, settings: Settings, on_ready: Callable[[App], None] | None = None, worker: int | None = None
+    ) -> None:
         self.settings = settings
         self._on_ready = on_ready
         self.worker = worker
@@ -48,7 +52,7 @@ class App:
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.metrics_port = 0
-        self._metrics_server = None
+        self._metrics_server: WSGIServer | None = None
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
@@ -57,13 +61,21 @@ class App:
     async def startup(self) -> None:
         s = self.settings
         if s.metrics_port >= 0:
-            self._metrics_server, _ = start_http_server(s.metrics_port, s.metrics_host, registry=self.metrics.registry)
+            self._metrics_server, _ = start_http_server(
+                s.metrics_port, s.metrics_host, registry=self.metrics.registry
+            )
             self.metrics_port = self._metrics_server.server_port
         threads = s.inference_threads or max(8, os.cpu_count() or 1)
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ort")
-        self.models = ModelManager(s.model_repository, self.executor, self.metrics,
-                                   max_input_elements=s.max_input_elements, require_manifest=s.require_manifest,
-                                   on_change=self.health.model_changed, drain_timeout=s.grace_period)
+        self.models = ModelManager(
+            s.model_repository,
+            self.executor,
+            self.metrics,
+            max_input_elements=s.max_input_elements,
+            require_manifest=s.require_manifest,
+            on_change=self.health.model_changed,
+            drain_timeout=s.grace_period,
+        )
         await self.models.sync()
         if not self.models.ready_models():
             log.warning("no model loaded from %s", s.model_repository)
@@ -105,13 +117,25 @@ class App:
         for _ in range(s.shadow_workers):
             self._spawn(shadow.run())
         if self._on_ready is not None:  # a worker under the supervisor, which logs the ready event
-            log.info("worker %s serving gRPC on %s:%d, models: %s", self.worker, s.host, self.port,
-                     ", ".join(self.models.ready_models()) or "none", extra={"event": "worker_ready"})
+            log.info(
+                "worker %s serving gRPC on %s:%d, models: %s",
+                self.worker,
+                s.host,
+                self.port,
+                ", ".join(self.models.ready_models()) or "none",
+                extra={"event": "worker_ready"},
+            )
             self._on_ready(self)
             return
-        log.info("serving gRPC on %s:%d, metrics on %s:%d, models: %s", s.host, self.port, s.metrics_host,
-                 self.metrics_port, ", ".join(self.models.ready_models()) or "none",
-                 extra={"event": "ready", "grpc_port": self.port, "metrics_port": self.metrics_port})
+        log.info(
+            "serving gRPC on %s:%d, metrics on %s:%d, models: %s",
+            s.host,
+            self.port,
+            s.metrics_host,
+            self.metrics_port,
+            ", ".join(self.models.ready_models()) or "none",
+            extra={"event": "ready", "grpc_port": self.port, "metrics_port": self.metrics_port},
+        )
 
     async def main_loop(self) -> None:
         await self._stop.wait()

@@ -30,12 +30,14 @@ from .repository import BatchingConfig
 
 log = logging.getLogger("ortserve.batcher")
 
-__all__ = ["Batcher", "BatchStats", "DynamicBatcher", "InferResult", "NoBatching", "Runner", "make_batcher"]
+__all__ = ["BatchStats", "Batcher", "DynamicBatcher", "InferResult", "NoBatching", "Runner", "make_batcher"]
 
 
 class Runner(Protocol):
     output_names: list[str]
-    instances: int
+
+    @property
+    def instances(self) -> int: ...
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
 
@@ -67,7 +69,7 @@ class _Request:
     future: asyncio.Future
     timer: asyncio.TimerHandle | None = field(default=None)
 
-    def __lt__(self, other: "_Request") -> bool:
+    def __lt__(self, other: _Request) -> bool:
         return self.order < other.order
 
 
@@ -81,8 +83,9 @@ def _shape_key(inputs: Mapping[str, np.ndarray]) -> tuple:
 
 
 class Batcher(Protocol):
-    async def submit(self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None = None,
-                     priority: int = 0) -> InferResult: ...
+    async def submit(
+        self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None = None, priority: int = 0
+    ) -> InferResult: ...
 
     async def close(self, timeout: float) -> None: ...
 
@@ -104,13 +107,16 @@ class _Base:
         if self._closed:
             raise Unavailable("the model version is unloading")
         if depth >= self._config.max_queue_size:
-            raise QueueFull(f"queue full: {depth} requests waiting, max_queue_size is {self._config.max_queue_size}")
+            raise QueueFull(
+                f"queue full: {depth} requests waiting, max_queue_size is {self._config.max_queue_size}"
+            )
 
     async def _await(self, request: _Request) -> InferResult:
         if request.deadline is not None:
             loop = asyncio.get_running_loop()
-            request.timer = loop.call_at(request.deadline, _expire, request.future,
-                                         request.deadline - request.enqueued)
+            request.timer = loop.call_at(
+                request.deadline, _expire, request.future, request.deadline - request.enqueued
+            )
         try:
             return await request.future
         finally:
@@ -148,8 +154,9 @@ class _Base:
         finally:
             self._slots.release()
 
-    def _deliver(self, live: list[_Request], outputs: list[np.ndarray], rows: int, start: float,
-                 compute: float) -> None:
+    def _deliver(
+        self, live: list[_Request], outputs: list[np.ndarray], rows: int, start: float, compute: float
+    ) -> None:
         names = self._runner.output_names
         batched = live[0].rows > 0
         if batched:
@@ -179,8 +186,14 @@ class _Base:
 
 
 class DynamicBatcher(_Base):
-    def __init__(self, runner: Runner, executor: Executor, max_batch_size: int, config: BatchingConfig,
-                 stats: BatchStats) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        executor: Executor,
+        max_batch_size: int,
+        config: BatchingConfig,
+        stats: BatchStats,
+    ) -> None:
         super().__init__(runner, executor, config, stats)
         self._max_rows = max_batch_size
         self._target = min(max(config.preferred_batch_sizes, default=max_batch_size), max_batch_size)
@@ -192,16 +205,24 @@ class DynamicBatcher(_Base):
     def depth(self) -> int:
         return len(self._queue)
 
-    async def submit(self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None = None,
-                     priority: int = 0) -> InferResult:
+    async def submit(
+        self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None = None, priority: int = 0
+    ) -> InferResult:
         if len(self._queue) >= self._config.max_queue_size:
             self._queue = [r for r in self._queue if not r.future.done()]
         self._admit(len(self._queue))
         loop = asyncio.get_running_loop()
         # Triton's priority levels: 1 is the highest, 0 means the default (here: after all explicit levels).
         level = priority if priority > 0 else 1 << 31
-        request = _Request(inputs, rows, _shape_key(inputs), deadline, (level, next(self._seq)),
-                           time.monotonic(), loop.create_future())
+        request = _Request(
+            inputs,
+            rows,
+            _shape_key(inputs),
+            deadline,
+            (level, next(self._seq)),
+            time.monotonic(),
+            loop.create_future(),
+        )
         bisect.insort(self._queue, request)
         self._stats.queue_depth(len(self._queue))
         self._wakeup.set()
@@ -309,12 +330,14 @@ class NoBatching(_Base):
     def depth(self) -> int:
         return self._waiting
 
-    async def submit(self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None = None,
-                     priority: int = 0) -> InferResult:
+    async def submit(
+        self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None = None, priority: int = 0
+    ) -> InferResult:
         self._admit(self._waiting)
         loop = asyncio.get_running_loop()
-        request = _Request(inputs, rows, (), deadline, (priority, next(self._seq)), time.monotonic(),
-                           loop.create_future())
+        request = _Request(
+            inputs, rows, (), deadline, (priority, next(self._seq)), time.monotonic(), loop.create_future()
+        )
         self._waiting += 1
         self._stats.queue_depth(self._waiting)
         waiter = loop.create_task(self._acquire_and_run(request))
@@ -339,9 +362,9 @@ class NoBatching(_Base):
             t.cancel()
 
 
-def make_batcher(runner: Runner, executor: Executor, max_batch_size: int, config: BatchingConfig,
-                 stats: BatchStats) -> Batcher:
+def make_batcher(
+    runner: Runner, executor: Executor, max_batch_size: int, config: BatchingConfig, stats: BatchStats
+) -> Batcher:
     if max_batch_size > 0 and config.enabled:
         return DynamicBatcher(runner, executor, max_batch_size, config, stats)
     return NoBatching(runner, executor, config, stats)
-

@@ -1,12 +1,12 @@
 """A small client for ``ortserve.v1.Inference``, sync and asyncio.
 
-    from server.client import Client
-    with Client("127.0.0.1:8001") as c:
-        result = c.predict("digits", {"input": pixels})   # pixels: float32 [N, 64]
-        print(result["label"], result.version)
+from server.client import Client
+with Client("127.0.0.1:8001") as c:
+    result = c.predict("digits", {"input": pixels})   # pixels: float32 [N, 64]
+    print(result["label"], result.version)
 
-    async with AsyncClient("127.0.0.1:8001") as c:
-        result = await c.predict("digits", {"input": pixels})
+async with AsyncClient("127.0.0.1:8001") as c:
+    result = await c.predict("digits", {"input": pixels})
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ __all__ = ["AsyncClient", "Client", "Prediction"]
 _MB = 1024 * 1024
 
 
-
 @dataclass
 class Prediction:
     outputs: dict[str, np.ndarray]
@@ -41,10 +40,23 @@ class Prediction:
         return self.outputs[name]
 
 
-def build_request(model: str, inputs: Mapping[str, Any], version: str = "", outputs: list[str] | None = None,
-                  request_id: str = "", targeting_key: str = "", priority: int = 0) -> pb.PredictRequest:
-    req = pb.PredictRequest(model=model, version=str(version or ""), outputs=outputs or [], request_id=request_id,
-                            targeting_key=targeting_key, priority=priority)
+def build_request(
+    model: str,
+    inputs: Mapping[str, Any],
+    version: str = "",
+    outputs: list[str] | None = None,
+    request_id: str = "",
+    targeting_key: str = "",
+    priority: int = 0,
+) -> pb.PredictRequest:
+    req = pb.PredictRequest(
+        model=model,
+        version=str(version or ""),
+        outputs=outputs or [],
+        request_id=request_id,
+        targeting_key=targeting_key,
+        priority=priority,
+    )
     for name, value in inputs.items():
         array = value if isinstance(value, np.ndarray) else np.asarray(value)
         dtype, shape, data = from_numpy(array)
@@ -58,7 +70,10 @@ def parse_response(resp: pb.PredictResponse) -> Prediction:
 
 
 def _options(max_message_size: int) -> list[tuple[str, int]]:
-    return [("grpc.max_receive_message_length", max_message_size), ("grpc.max_send_message_length", max_message_size)]
+    return [
+        ("grpc.max_receive_message_length", max_message_size),
+        ("grpc.max_send_message_length", max_message_size),
+    ]
 
 
 class Client:
@@ -66,9 +81,19 @@ class Client:
         self.channel = grpc.insecure_channel(target, options=_options(max_message_size))
         self.stub = pb_grpc.InferenceStub(self.channel)
 
-    def predict(self, model: str, inputs: Mapping[str, Any], *, version: str = "", outputs: list[str] | None = None,
-                timeout: float | None = None, request_id: str = "", targeting_key: str = "", priority: int = 0,
-                metadata: list[tuple[str, str]] | None = None) -> Prediction:
+    def predict(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        *,
+        version: str = "",
+        outputs: list[str] | None = None,
+        timeout: float | None = None,
+        request_id: str = "",
+        targeting_key: str = "",
+        priority: int = 0,
+        metadata: list[tuple[str, str]] | None = None,
+    ) -> Prediction:
         req = build_request(model, inputs, version, outputs, request_id, targeting_key, priority)
         return parse_response(self.stub.Predict(req, timeout=timeout, metadata=metadata))
 
@@ -81,7 +106,7 @@ class Client:
     def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -93,10 +118,19 @@ class AsyncClient:
         self.channel = grpc.aio.insecure_channel(target, options=_options(max_message_size))
         self.stub = pb_grpc.InferenceStub(self.channel)
 
-    async def predict(self, model: str, inputs: Mapping[str, Any], *, version: str = "",
-                      outputs: list[str] | None = None, timeout: float | None = None, request_id: str = "",
-                      targeting_key: str = "", priority: int = 0,
-                      metadata: list[tuple[str, str]] | None = None) -> Prediction:
+    async def predict(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        *,
+        version: str = "",
+        outputs: list[str] | None = None,
+        timeout: float | None = None,
+        request_id: str = "",
+        targeting_key: str = "",
+        priority: int = 0,
+        metadata: list[tuple[str, str]] | None = None,
+    ) -> Prediction:
         req = build_request(model, inputs, version, outputs, request_id, targeting_key, priority)
         return parse_response(await self.stub.Predict(req, timeout=timeout, metadata=metadata))
 
@@ -109,7 +143,7 @@ class AsyncClient:
     async def close(self) -> None:
         await self.channel.close()
 
-    async def __aenter__(self) -> "AsyncClient":
+    async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

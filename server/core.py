@@ -47,8 +47,13 @@ class InferResponse:
 
 
 class InferenceCore:
-    def __init__(self, models: ModelManager, metrics: Metrics, router: Router | None = None,
-                 shadow: ShadowMirror | None = None) -> None:
+    def __init__(
+        self,
+        models: ModelManager,
+        metrics: Metrics,
+        router: Router | None = None,
+        shadow: ShadowMirror | None = None,
+    ) -> None:
         self.models = models
         self.metrics = metrics
         self.router = router if router is not None else Router(models)
@@ -70,8 +75,16 @@ class InferenceCore:
             self.shadow.submit(request.model, mv.version, route.shadow, request.inputs, outputs)
         if request.outputs:
             outputs = {n: outputs[n] for n in request.outputs}
-        return InferResponse(request.model, mv.version, outputs, request.request_id, route.variant,
-                             result.queue_s, result.compute_s, mv.stats)
+        return InferResponse(
+            request.model,
+            mv.version,
+            outputs,
+            request.request_id,
+            route.variant,
+            result.queue_s,
+            result.compute_s,
+            mv.stats,
+        )
 
     def stats_for(self, request: InferRequest) -> VersionStats:
         """The stats a finished or failed request is counted under (unknown models share one label)."""
@@ -86,11 +99,14 @@ class InferenceCore:
                 stats = self._unknown[key] = self.metrics.version(*key)
             return stats
 
-    def record(self, request: InferRequest, response: InferResponse | None, api: str, code: str,
-               started: float) -> None:
+    def record(
+        self, request: InferRequest, response: InferResponse | None, api: str, code: str, started: float
+    ) -> None:
         duration = time.monotonic() - started
         if response is not None and response.stats is not None:
-            response.stats.request(api, code, duration, response.queue_s, response.compute_s, response.variant)
+            response.stats.request(
+                api, code, duration, response.queue_s, response.compute_s, response.variant
+            )
         else:
             variant = request.route.variant if request.route is not None else ""
             self.stats_for(request).request(api, code, duration, variant=variant)

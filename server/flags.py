@@ -71,8 +71,11 @@ class _Context:
 
     def data(self) -> dict[str, Any]:
         if self._data is None:
-            self._data = {**self.attributes, "targetingKey": self.targeting_key or None,
-                          "$flagd": {"flagKey": self.flag_key, "timestamp": int(time.time())}}
+            self._data = {
+                **self.attributes,
+                "targetingKey": self.targeting_key or None,
+                "$flagd": {"flagKey": self.flag_key, "timestamp": int(time.time())},
+            }
         return self._data
 
 
@@ -224,11 +227,16 @@ def _compile_fractional(args: list[Any], scope: _Scope) -> Rule:
     if literal:
         split = _split(entries)
         if split is None or split.total != 100:
-            raise FlagsError("weights", f"{scope.where}: fractional weights must be whole numbers summing to 100, got "
-                             f"{[e[1] if len(e) == 2 else 1 for e in entries if isinstance(e, list) and e]}")
+            raise FlagsError(
+                "weights",
+                f"{scope.where}: fractional weights must be whole numbers summing to 100, got "
+                f"{[e[1] if len(e) == 2 else 1 for e in entries if isinstance(e, list) and e]}",
+            )
         unknown = [v for v in split.variants if _variant_name(v) not in scope.variants]
         if unknown:
-            raise FlagsError("schema", f"{scope.where}: fractional names variants the flag does not define: {unknown}")
+            raise FlagsError(
+                "schema", f"{scope.where}: fractional names variants the flag does not define: {unknown}"
+            )
     if shorthand and literal:
         assert split is not None
         fixed, prefix = split, b"\x82" + _cbor(scope.key)  # CBOR of [flagKey, targetingKey]
@@ -239,6 +247,7 @@ def _compile_fractional(args: list[Any], scope: _Scope) -> Rule:
                 return None
             b = tk.encode()
             return fixed.pick(prefix + _cbor_head(3, len(b)) + b)
+
         return rule
 
     compiled = [_compile(a, scope) for a in args]
@@ -264,11 +273,13 @@ def _compile_fractional(args: list[Any], scope: _Scope) -> Rule:
             return s.pick(_cbor(bucket_by))
         except (TypeError, ValueError):
             return None
+
     return generic
 
 
 def _chain(rules: list[Rule], stop_on: bool) -> Rule:
     """``and`` (stop on the first falsy value) and ``or`` (the first truthy): that value, else the last."""
+
     def chain(ctx: _Context) -> Any:
         v = None
         for f in rules:
@@ -276,6 +287,7 @@ def _chain(rules: list[Rule], stop_on: bool) -> Rule:
             if _truthy(v) is stop_on:
                 return v
         return v
+
     return chain
 
 
@@ -288,7 +300,9 @@ def _compile(node: Any, scope: _Scope) -> Rule:
         return lambda ctx: node
     ((op, raw),) = node.items()
     if op not in _OPERATORS:
-        raise FlagsError("operator", f"{scope.where}: unknown operator '{op}' (supported: {', '.join(_OPERATORS)})")
+        raise FlagsError(
+            "operator", f"{scope.where}: unknown operator '{op}' (supported: {', '.join(_OPERATORS)})"
+        )
     args = raw if isinstance(raw, list) else [raw]
     if op == "fractional":
         return _compile_fractional(args, scope)
@@ -304,6 +318,7 @@ def _compile(node: Any, scope: _Scope) -> Rule:
         return lambda ctx: _var(ctx.data(), *[c(ctx) for c in cargs][:2])
     c = [_compile(a, scope) for a in args]
     if op == "if":
+
         def if_(ctx: _Context) -> Any:
             i, last = 0, len(c) - 1
             while i < last:
@@ -311,6 +326,7 @@ def _compile(node: Any, scope: _Scope) -> Rule:
                     return c[i + 1](ctx)
                 i += 2
             return c[i](ctx) if i == last else None
+
         return if_
     if op in ("and", "or"):
         return _chain(c, stop_on=op == "or")
@@ -327,6 +343,7 @@ def _compile(node: Any, scope: _Scope) -> Rule:
         if isinstance(haystack, list):
             return needle in haystack
         return isinstance(haystack, str) and _to_string(needle) in haystack
+
     return in_
 
 
@@ -414,9 +431,14 @@ def check_versions(flags: FlagSet, loaded: Mapping[str, Collection[str]]) -> Non
         versions = loaded[model]
         for name, value in flag.variants.items():
             if not isinstance(value, str):
-                raise FlagsError("schema", f"flag '{key}': variant '{name}' must be a version string, got {value!r}")
+                raise FlagsError(
+                    "schema", f"flag '{key}': variant '{name}' must be a version string, got {value!r}"
+                )
             if shadow and value == "":
                 continue
             if value not in versions:
-                raise FlagsError("version", f"flag '{key}': variant '{name}' names version '{value}' of model "
-                                 f"'{model}', which is not loaded (loaded: {', '.join(sorted(versions)) or 'none'})")
+                raise FlagsError(
+                    "version",
+                    f"flag '{key}': variant '{name}' names version '{value}' of model "
+                    f"'{model}', which is not loaded (loaded: {', '.join(sorted(versions)) or 'none'})",
+                )

@@ -36,16 +36,22 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_manifest(version_dir: Path, extra: dict[str, Any] | None = None, files: list[str] | None = None) -> dict:
+def write_manifest(
+    version_dir: Path, extra: dict[str, Any] | None = None, files: list[str] | None = None
+) -> dict:
     """Hash the version's files (all regular files but the manifest, unless named) and write the manifest.
 
     The JSON is written with sorted keys so that the same content gives the same bytes.
     """
     version_dir = Path(version_dir)
-    names = files if files is not None else sorted(
-        p.relative_to(version_dir).as_posix()
-        for p in version_dir.rglob("*")
-        if p.is_file() and p.name != MANIFEST
+    names = (
+        files
+        if files is not None
+        else sorted(
+            p.relative_to(version_dir).as_posix()
+            for p in version_dir.rglob("*")
+            if p.is_file() and p.name != MANIFEST
+        )
     )
     manifest: dict[str, Any] = dict(extra or {})
     manifest["format"] = FORMAT

@@ -34,7 +34,24 @@ __all__ = ["UNKNOWN_MODEL", "Metrics", "VersionStats"]
 # cannot grow the label set without bound.
 UNKNOWN_MODEL = "_unknown"
 
-_LATENCY = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_LATENCY = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 _DIFF = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0)
 # The first bound is 0, not negative, so that _sum (mean = _sum / _count) is exported; le="0" counts
 # the shadows pointing away from the primary.
@@ -46,46 +63,99 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.requests = Counter("ortserve_requests",
-                                "Inference requests by model, version, flag variant, API and gRPC status",
-                                ["model", "version", "variant", "api", "code"], registry=r)
-        self.request_duration = Histogram("ortserve_request_duration_seconds",
-                                          "Time from request decoded to response ready, in seconds",
-                                          ["model", "version", "variant", "api"], buckets=_LATENCY, registry=r)
-        self.queue_duration = Histogram("ortserve_queue_duration_seconds",
-                                        "Time a request waited in the batcher's queue, in seconds",
-                                        ["model", "version"], buckets=_LATENCY, registry=r)
-        self.compute_duration = Histogram("ortserve_compute_duration_seconds",
-                                          "ONNX Runtime time of the batch a request ran in, in seconds",
-                                          ["model", "version"], buckets=_LATENCY, registry=r)
-        self.batch_size = Histogram("ortserve_batch_size", "Rows in each executed batch",
-                                    ["model", "version"], buckets=_BATCH, registry=r)
-        self.queue_depth = Gauge("ortserve_queue_depth", "Requests waiting in the batcher's queue",
-                                 ["model", "version"], registry=r, multiprocess_mode="livesum")
-        self.model_ready = Gauge("ortserve_model_ready", "1 while the model version is loaded and serving",
-                                 ["model", "version"], registry=r, multiprocess_mode="livemax")
-        self.load_failures = Counter("ortserve_model_load_failures", "Model versions refused at load",
-                                     ["model", "version"], registry=r)
-        self.flags_loads = Counter("ortserve_flags_loads", "Flag documents accepted, by source (file, admin)",
-                                   ["source"], registry=r)
-        self.flags_rejected = Counter("ortserve_flags_rejected",
-                                      "Flag documents refused (the last good flags keep routing), by reason",
-                                      ["reason"], registry=r)
+        self.requests = Counter(
+            "ortserve_requests",
+            "Inference requests by model, version, flag variant, API and gRPC status",
+            ["model", "version", "variant", "api", "code"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "ortserve_request_duration_seconds",
+            "Time from request decoded to response ready, in seconds",
+            ["model", "version", "variant", "api"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.queue_duration = Histogram(
+            "ortserve_queue_duration_seconds",
+            "Time a request waited in the batcher's queue, in seconds",
+            ["model", "version"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.compute_duration = Histogram(
+            "ortserve_compute_duration_seconds",
+            "ONNX Runtime time of the batch a request ran in, in seconds",
+            ["model", "version"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "ortserve_batch_size",
+            "Rows in each executed batch",
+            ["model", "version"],
+            buckets=_BATCH,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "ortserve_queue_depth",
+            "Requests waiting in the batcher's queue",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.model_ready = Gauge(
+            "ortserve_model_ready",
+            "1 while the model version is loaded and serving",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.load_failures = Counter(
+            "ortserve_model_load_failures", "Model versions refused at load", ["model", "version"], registry=r
+        )
+        self.flags_loads = Counter(
+            "ortserve_flags_loads", "Flag documents accepted, by source (file, admin)", ["source"], registry=r
+        )
+        self.flags_rejected = Counter(
+            "ortserve_flags_rejected",
+            "Flag documents refused (the last good flags keep routing), by reason",
+            ["reason"],
+            registry=r,
+        )
         pair = ["model", "primary_version", "shadow_version"]
-        self.shadow_requests = Counter("ortserve_shadow_requests",
-                                       "Requests mirrored to a shadow version, by outcome (compared, error, dropped)",
-                                       [*pair, "outcome"], registry=r)
-        self.shadow_rows = Counter("ortserve_shadow_rows", "Output rows compared between primary and shadow",
-                                   [*pair, "output"], registry=r)
-        self.shadow_top1 = Counter("ortserve_shadow_top1_agreements",
-                                   "Compared rows whose top-1 (argmax; the value for one-value rows) agreed",
-                                   [*pair, "output"], registry=r)
-        self.shadow_max_abs_diff = Histogram("ortserve_shadow_max_abs_diff",
-                                             "Largest absolute difference between primary and shadow outputs, "
-                                             "per request", [*pair, "output"], buckets=_DIFF, registry=r)
-        self.shadow_cosine = Histogram("ortserve_shadow_cosine_similarity",
-                                       "Cosine similarity of primary and shadow outputs, per request",
-                                       [*pair, "output"], buckets=_COSINE, registry=r)
+        self.shadow_requests = Counter(
+            "ortserve_shadow_requests",
+            "Requests mirrored to a shadow version, by outcome (compared, error, dropped)",
+            [*pair, "outcome"],
+            registry=r,
+        )
+        self.shadow_rows = Counter(
+            "ortserve_shadow_rows",
+            "Output rows compared between primary and shadow",
+            [*pair, "output"],
+            registry=r,
+        )
+        self.shadow_top1 = Counter(
+            "ortserve_shadow_top1_agreements",
+            "Compared rows whose top-1 (argmax; the value for one-value rows) agreed",
+            [*pair, "output"],
+            registry=r,
+        )
+        self.shadow_max_abs_diff = Histogram(
+            "ortserve_shadow_max_abs_diff",
+            "Largest absolute difference between primary and shadow outputs, per request",
+            [*pair, "output"],
+            buckets=_DIFF,
+            registry=r,
+        )
+        self.shadow_cosine = Histogram(
+            "ortserve_shadow_cosine_similarity",
+            "Cosine similarity of primary and shadow outputs, per request",
+            [*pair, "output"],
+            buckets=_COSINE,
+            registry=r,
+        )
 
     def version(self, model: str, version: str) -> VersionStats:
         return VersionStats(self, model, version)
@@ -139,8 +209,15 @@ class VersionStats:
     def ready(self, value: bool) -> None:
         self._ready.set(1 if value else 0)
 
-    def request(self, api: str, code: str, duration_s: float, queue_s: float | None = None,
-                compute_s: float | None = None, variant: str = "") -> None:
+    def request(
+        self,
+        api: str,
+        code: str,
+        duration_s: float,
+        queue_s: float | None = None,
+        compute_s: float | None = None,
+        variant: str = "",
+    ) -> None:
         key = (api, code, variant)
         children = self._children.get(key)
         if children is None:

@@ -62,7 +62,9 @@ class ModelVersion:
             if n not in known:
                 raise InvalidInput(f"unknown output '{n}', expected outputs: {', '.join(known)}")
 
-    async def infer(self, inputs: dict[str, np.ndarray], deadline: float | None, priority: int) -> InferResult:
+    async def infer(
+        self, inputs: dict[str, np.ndarray], deadline: float | None, priority: int
+    ) -> InferResult:
         rows = self.signature.validate(inputs)
         return await self.batcher.submit(inputs, rows, deadline, priority)
 
@@ -84,7 +86,7 @@ class Model:
 
 def _fingerprint(path: Path) -> tuple:
     """Changes when a version's files are replaced, so that a refused version is retried."""
-    parts = []
+    parts: list[tuple[str, int | None, int | None]] = []
     for name in (MODEL_FILE, "manifest.json"):
         try:
             st = os.stat(path / name)
@@ -95,9 +97,17 @@ def _fingerprint(path: Path) -> tuple:
 
 
 class ModelManager:
-    def __init__(self, root: Path, executor: Executor, metrics: Metrics, *, max_input_elements: int,
-                 require_manifest: bool = False, on_change: Callable[[str, bool], None] | None = None,
-                 drain_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        executor: Executor,
+        metrics: Metrics,
+        *,
+        max_input_elements: int,
+        require_manifest: bool = False,
+        on_change: Callable[[str, bool], None] | None = None,
+        drain_timeout: float = 30.0,
+    ) -> None:
         self.root = Path(root)
         self.models: dict[str, Model] = {}
         self._executor = executor
@@ -116,18 +126,24 @@ class ModelManager:
     def get(self, model: str, version: str = "") -> ModelVersion:
         m = self.models.get(model)
         if m is None or not m.versions:
-            raise ModelNotFound(f"model '{model}' is not loaded; loaded models: {', '.join(self.ready_models()) or 'none'}")
+            raise ModelNotFound(
+                f"model '{model}' is not loaded; loaded models: {', '.join(self.ready_models()) or 'none'}"
+            )
         if not version:
             version = m.default_version() or ""
             mv = m.versions.get(version)
             if mv is None:
-                raise ModelNotFound(f"model '{model}': default version {version} is not loaded; "
-                                    f"loaded versions: {', '.join(m.sorted_versions())}")
+                raise ModelNotFound(
+                    f"model '{model}': default version {version} is not loaded; "
+                    f"loaded versions: {', '.join(m.sorted_versions())}"
+                )
             return mv
         mv = m.versions.get(version)
         if mv is None:
-            raise ModelNotFound(f"model '{model}' has no loaded version '{version}'; "
-                                f"loaded versions: {', '.join(m.sorted_versions())}")
+            raise ModelNotFound(
+                f"model '{model}' has no loaded version '{version}'; "
+                f"loaded versions: {', '.join(m.sorted_versions())}"
+            )
         return mv
 
     def ready_models(self) -> list[str]:
@@ -143,7 +159,9 @@ class ModelManager:
             for name in sorted(set(self.models) | set(entries)):
                 entry = entries.get(name)
                 if entry is None or name in self._unloaded:
-                    await self._retire(name, set(self.models[name].versions) if name in self.models else set())
+                    await self._retire(
+                        name, set(self.models[name].versions) if name in self.models else set()
+                    )
                     continue
                 await self._sync_model(entry)
 
@@ -219,10 +237,18 @@ class ModelManager:
         stats = self._metrics.version(name, version)
         batcher = make_batcher(pool, self._executor, pool.signature.max_batch_size, config.batching, stats)
         stats.ready(True)
-        log.info("model %s version %s: loaded from %s, providers %s, max_batch_size %d, %s, %d instance(s)",
-                 name, version, path, ",".join(pool.providers), pool.signature.max_batch_size,
-                 "dynamic batching" if config.batching.enabled and pool.signature.max_batch_size else "no batching",
-                 pool.instances)
+        log.info(
+            "model %s version %s: loaded from %s, providers %s, max_batch_size %d, %s, %d instance(s)",
+            name,
+            version,
+            path,
+            ",".join(pool.providers),
+            pool.signature.max_batch_size,
+            "dynamic batching"
+            if config.batching.enabled and pool.signature.max_batch_size
+            else "no batching",
+            pool.instances,
+        )
         return ModelVersion(name, version, path, config, pool, batcher, stats, manifest)
 
     def _open(self, path: Path, config: ModelConfig) -> tuple[dict | None, SessionPool]:

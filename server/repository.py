@@ -117,7 +117,9 @@ class ModelConfig:
 def _check_keys(where: str, data: dict[str, Any], allowed: set[str]) -> None:
     unknown = set(data) - allowed
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(sorted(allowed))}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(sorted(allowed))}"
+        )
 
 
 def _int(where: str, value: Any, minimum: int = 0) -> int:
@@ -137,7 +139,9 @@ def _tensors(where: str, items: Any) -> tuple[TensorConfig, ...]:
         shape = item.get("shape")
         if shape is not None and not all(isinstance(d, int) and d >= -1 for d in shape):
             raise ConfigError(f"{where}[{i}].shape: expected integers >= -1, got {shape!r}")
-        out.append(TensorConfig(str(item["name"]), item.get("dtype"), tuple(shape) if shape is not None else None))
+        out.append(
+            TensorConfig(str(item["name"]), item.get("dtype"), tuple(shape) if shape is not None else None)
+        )
     return tuple(out)
 
 
@@ -150,12 +154,20 @@ def _policy(where: str, value: Any) -> VersionPolicy:
         rest = value[len("latest") :].strip() or "1"
         if rest.isdigit() and int(rest) >= 1:
             return VersionPolicy("latest", latest=int(rest))
-    raise ConfigError(f"{where}: expected \"all\", \"latest N\" or a list of versions, got {value!r}")
+    raise ConfigError(f'{where}: expected "all", "latest N" or a list of versions, got {value!r}')
 
 
 def parse_model_config(name: str, data: dict[str, Any], where: str = "config.toml") -> ModelConfig:
-    top = {"max_batch_size", "default_version", "max_input_elements", "inputs", "outputs",
-           "batching", "runtime", "versions"}
+    top = {
+        "max_batch_size",
+        "default_version",
+        "max_input_elements",
+        "inputs",
+        "outputs",
+        "batching",
+        "runtime",
+        "versions",
+    }
     _check_keys(where, data, top)
     kwargs: dict[str, Any] = {"name": name}
     if "max_batch_size" in data:
@@ -175,7 +187,9 @@ def parse_model_config(name: str, data: dict[str, Any], where: str = "config.tom
     kwargs["batching"] = BatchingConfig(
         enabled=bool(b.get("enabled", True)),
         max_queue_delay_us=_int(f"{where} [batching] max_queue_delay_us", b.get("max_queue_delay_us", 500)),
-        preferred_batch_sizes=tuple(sorted(_int(f"{where} [batching] preferred_batch_sizes", p, 1) for p in prefs)),
+        preferred_batch_sizes=tuple(
+            sorted(_int(f"{where} [batching] preferred_batch_sizes", p, 1) for p in prefs)
+        ),
         max_queue_size=_int(f"{where} [batching] max_queue_size", b.get("max_queue_size", 256), 1),
     )
     r = data.get("runtime", {})
@@ -185,7 +199,9 @@ def parse_model_config(name: str, data: dict[str, Any], where: str = "config.tom
         raise ConfigError(f"{where} [runtime] providers: expected a non-empty list of provider names")
     level = r.get("graph_optimization_level", "all")
     if level not in OPT_LEVELS:
-        raise ConfigError(f"{where} [runtime] graph_optimization_level: expected one of {OPT_LEVELS}, got {level!r}")
+        raise ConfigError(
+            f"{where} [runtime] graph_optimization_level: expected one of {OPT_LEVELS}, got {level!r}"
+        )
     kwargs["runtime"] = RuntimeConfig(
         providers=tuple(providers),
         intra_op_threads=_int(f"{where} [runtime] intra_op_threads", r.get("intra_op_threads", 0)),

@@ -89,8 +89,10 @@ class Router:
             if not variant:
                 variant = flag.evaluate(key, attributes)
             elif variant not in flag.variants:
-                raise InvalidInput(f"{OVERRIDE_ATTRIBUTE} '{variant}' is not a variant of flag '{flag.key}'; "
-                                   f"variants: {', '.join(flag.variants)}")
+                raise InvalidInput(
+                    f"{OVERRIDE_ATTRIBUTE} '{variant}' is not a variant of flag '{flag.key}'; "
+                    f"variants: {', '.join(flag.variants)}"
+                )
             mv = models.get(request.model, flag.variants[variant])
         if rules.shadow is None:
             return Route(mv, variant)
@@ -164,17 +166,25 @@ class FlagSource:
     def _refuse(self, error: FlagsError, source: str) -> None:
         self.last_error = f"{error.reason}: {error}"
         self.metrics.flags_rejected.labels(error.reason).inc()
-        log.error("flags from %s refused, the last good flags keep routing: %s", source, error,
-                  extra={"event": "flags_refused", "reason": error.reason})
+        log.error(
+            "flags from %s refused, the last good flags keep routing: %s",
+            source,
+            error,
+            extra={"event": "flags_refused", "reason": error.reason},
+        )
 
     def _accept(self, flags: FlagSet, source: str) -> None:
         self.router.install(flags)
         self.revision += 1
         self.last_error = ""
         self.metrics.flags_loads.labels(source).inc()
-        log.info("flags loaded from %s (revision %d): %s", source if source == "admin" else self.path,
-                 self.revision, ", ".join(sorted(flags.flags)) or "none",
-                 extra={"event": "flags_loaded", "revision": self.revision})
+        log.info(
+            "flags loaded from %s (revision %d): %s",
+            source if source == "admin" else self.path,
+            self.revision,
+            ", ".join(sorted(flags.flags)) or "none",
+            extra={"event": "flags_loaded", "revision": self.revision},
+        )
 
     async def load(self) -> bool:
         """(Re)load the file if it changed since the last look; True when new flags went in."""

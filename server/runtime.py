@@ -34,7 +34,9 @@ def resolve_providers(requested: tuple[str, ...]) -> list[str]:
     chosen = [p for p in requested if p in available]
     missing = [p for p in requested if p not in available]
     if missing:
-        log.warning("execution providers not available in this onnxruntime build, skipped: %s", ", ".join(missing))
+        log.warning(
+            "execution providers not available in this onnxruntime build, skipped: %s", ", ".join(missing)
+        )
     if "CPUExecutionProvider" not in chosen:
         chosen.append("CPUExecutionProvider")
     return chosen
@@ -68,8 +70,9 @@ def _from_ort_value(value: ort.OrtValue) -> np.ndarray:
     return np.frombuffer(bytes(raw), np.uint16).view(DTYPES["bfloat16"]).reshape(value.shape())
 
 
-def _run_ort_values(session: ort.InferenceSession, names: list[str],
-                    feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+def _run_ort_values(
+    session: ort.InferenceSession, names: list[str], feeds: Mapping[str, np.ndarray]
+) -> list[np.ndarray]:
     """``session.run`` through OrtValues, for models with bfloat16 inputs or outputs."""
     values = session.run_with_ort_values(names, {n: _ort_value(a) for n, a in feeds.items()})
     return [_from_ort_value(v) for v in values]
@@ -79,7 +82,9 @@ def _dims(shape: list) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
 
 
-def _specs(args: list, overrides: tuple[TensorConfig, ...] | None, batched: bool, kind: str) -> tuple[TensorSpec, ...]:
+def _specs(
+    args: list, overrides: tuple[TensorConfig, ...] | None, batched: bool, kind: str
+) -> tuple[TensorSpec, ...]:
     specs = {}
     for a in args:
         dtype = ONNX_TYPES.get(a.type)
@@ -129,9 +134,12 @@ class SessionPool:
         inputs, outputs = self._sessions[0].get_inputs(), self._sessions[0].get_outputs()
         # Batchable when every input and output has a dynamic first dimension.
         dynamic_first = all(
-            len(a.shape) > 0 and not (isinstance(a.shape[0], int) and a.shape[0] >= 0) for a in [*inputs, *outputs]
+            len(a.shape) > 0 and not (isinstance(a.shape[0], int) and a.shape[0] >= 0)
+            for a in [*inputs, *outputs]
         )
-        max_batch = config.max_batch_size if config.max_batch_size is not None else (64 if dynamic_first else 0)
+        max_batch = (
+            config.max_batch_size if config.max_batch_size is not None else (64 if dynamic_first else 0)
+        )
         if max_batch > 0 and not dynamic_first:
             raise ValueError(
                 f"max_batch_size is {max_batch} but not every input and output has a dynamic first dimension"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Settings", "SettingsError", "load_settings", "build_parser"]
+__all__ = ["Settings", "SettingsError", "build_parser", "load_settings"]
 
 ENV_PREFIX = "ORTSERVE_"
 
@@ -28,8 +28,14 @@ class SettingsError(ValueError):
     pass
 
 
-def _opt(default: Any, help: str, *, ge: float | None = None, le: float | None = None,
-         choices: tuple[str, ...] | None = None) -> Any:
+def _opt(
+    default: Any,
+    help: str,
+    *,
+    ge: float | None = None,
+    le: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
     return field(default=default, metadata={"help": help, "ge": ge, "le": le, "choices": choices})
 
 
@@ -39,24 +45,45 @@ class Settings:
     host: str = _opt("127.0.0.1", "address the gRPC server binds to")
     port: int = _opt(8001, "gRPC port (0: pick a free one; the chosen port is logged)", ge=0, le=65535)
     metrics_host: str = _opt("127.0.0.1", "address the Prometheus metrics endpoint binds to")
-    metrics_port: int = _opt(8002, "Prometheus metrics port (0: pick a free one; -1: disabled)", ge=-1, le=65535)
-    poll_interval: float = _opt(0.0, "seconds between repository rescans that load new versions and "
-                                "unload removed ones (0: scan only at start)", ge=0)
+    metrics_port: int = _opt(
+        8002, "Prometheus metrics port (0: pick a free one; -1: disabled)", ge=-1, le=65535
+    )
+    poll_interval: float = _opt(
+        0.0,
+        "seconds between repository rescans that load new versions and "
+        "unload removed ones (0: scan only at start)",
+        ge=0,
+    )
     max_message_size: int = _opt(64 * 1024 * 1024, "largest gRPC message accepted or sent, in bytes", ge=1024)
-    max_input_elements: int = _opt(1 << 26, "default bound on elements per input tensor (a model's "
-                                   "config.toml may set its own)", ge=1)
-    inference_threads: int = _opt(0, "threads in the pool that runs ONNX Runtime batches (0: 8 "
-                                  "or the number of CPU cores, whichever is larger)", ge=0)
+    max_input_elements: int = _opt(
+        1 << 26, "default bound on elements per input tensor (a model's config.toml may set its own)", ge=1
+    )
+    inference_threads: int = _opt(
+        0,
+        "threads in the pool that runs ONNX Runtime batches (0: 8 "
+        "or the number of CPU cores, whichever is larger)",
+        ge=0,
+    )
     require_manifest: bool = _opt(False, "refuse versions that have no manifest.json")
-    flags: Path | None = _opt(None, "OpenFeature flagd JSON file with the routing flags, reloaded when it "
-                              "changes and written by the Admin service (default: <model_repository>/flags.json)")
-    flags_poll_interval: float = _opt(1.0, "seconds between checks of the flags file for changes (0: load "
-                                      "only at start)", ge=0)
-    shadow_queue_size: int = _opt(256, "requests waiting to be mirrored to shadow versions; more are dropped "
-                                  "(and counted)", ge=1)
+    flags: Path | None = _opt(
+        None,
+        "OpenFeature flagd JSON file with the routing flags, reloaded when it "
+        "changes and written by the Admin service (default: <model_repository>/flags.json)",
+    )
+    flags_poll_interval: float = _opt(
+        1.0, "seconds between checks of the flags file for changes (0: load only at start)", ge=0
+    )
+    shadow_queue_size: int = _opt(
+        256, "requests waiting to be mirrored to shadow versions; more are dropped (and counted)", ge=1
+    )
     shadow_workers: int = _opt(4, "shadow requests in flight at once", ge=1)
-    workers: int = _opt(1, "server processes sharing the gRPC port (SO_REUSEPORT); a supervisor serves "
-                        "their combined metrics and restarts a worker that dies", ge=1, le=256)
+    workers: int = _opt(
+        1,
+        "server processes sharing the gRPC port (SO_REUSEPORT); a supervisor serves "
+        "their combined metrics and restarts a worker that dies",
+        ge=1,
+        le=256,
+    )
     grace_period: float = _opt(10.0, "seconds to drain in-flight requests on SIGTERM/SIGINT", ge=0)
     log_level: str = _opt("info", "log level", choices=("debug", "info", "warning", "error"))
     log_format: str = _opt("text", "log line format", choices=("text", "json"))
@@ -66,7 +93,7 @@ class Settings:
     def flags_path(self) -> Path:
         return self.flags if self.flags is not None else self.model_repository / "flags.json"
 
-    def validate(self) -> "Settings":
+    def validate(self) -> Settings:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             meta = f.metadata
@@ -121,8 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            parser.add_argument(flag, type=kind, default=None, choices=f.metadata.get("choices"),
-                                help=help_text, metavar=f.name.upper())
+            parser.add_argument(
+                flag,
+                type=kind,
+                default=None,
+                choices=f.metadata.get("choices"),
+                help=help_text,
+                metavar=f.name.upper(),
+            )
     return parser
 
 

@@ -80,12 +80,21 @@ class ShadowMirror:
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
 
     def _outcome(self, job_or_labels: _Job | tuple[str, str, str], outcome: str) -> None:
-        labels = job_or_labels if isinstance(job_or_labels, tuple) else (
-            job_or_labels.model, job_or_labels.primary_version, job_or_labels.shadow.version)
+        labels = (
+            job_or_labels
+            if isinstance(job_or_labels, tuple)
+            else (job_or_labels.model, job_or_labels.primary_version, job_or_labels.shadow.version)
+        )
         self.metrics.shadow_requests.labels(*labels, outcome).inc()
 
-    def submit(self, model: str, primary_version: str, shadow: ModelVersion, inputs: Mapping[str, np.ndarray],
-               outputs: Mapping[str, np.ndarray]) -> None:
+    def submit(
+        self,
+        model: str,
+        primary_version: str,
+        shadow: ModelVersion,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Mapping[str, np.ndarray],
+    ) -> None:
         """Queue a mirror of a request the primary has answered; never blocks, never raises."""
         try:
             self._queue.put_nowait(_Job(model, primary_version, shadow, inputs, outputs))
@@ -102,14 +111,16 @@ class ShadowMirror:
                 comparisons = await loop.run_in_executor(None, self._compare, job.outputs, result.outputs)
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # noqa: BLE001 - a shadow's failure is counted, never the caller's
+            except Exception as e:
                 self._outcome(job, "error")
                 log.debug("shadow %s version %s failed: %s", job.model, job.shadow.version, e)
                 continue
             self._record(job, comparisons)
 
     @staticmethod
-    def _compare(primary: Mapping[str, np.ndarray], shadow: Mapping[str, np.ndarray]) -> dict[str, Comparison]:
+    def _compare(
+        primary: Mapping[str, np.ndarray], shadow: Mapping[str, np.ndarray]
+    ) -> dict[str, Comparison]:
         return {name: compare(primary[name], shadow[name]) for name in primary if name in shadow}
 
     def _record(self, job: _Job, comparisons: dict[str, Comparison]) -> None:

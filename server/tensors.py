@@ -279,7 +279,9 @@ def decode_bytes_tensor(name: str, dims: tuple[int, ...], count: int, data: byte
         out[i] = _utf8(name, i, view[pos : pos + length])
         pos += length
     if pos != n:
-        raise InvalidInput(f"input '{name}': {n - pos} bytes left after {count} BYTES elements, expected none")
+        raise InvalidInput(
+            f"input '{name}': {n - pos} bytes left after {count} BYTES elements, expected none"
+        )
     return out.reshape(dims)
 
 

@@ -1,9 +1,9 @@
 """Run the real server in a subprocess for tests and benchmarks.
 
-    from server.testing import ServerProcess
-    server = ServerProcess(Path("models"))      # python -m server on free loopback ports
-    ... Client(server.target) ...
-    server.stop()                                 # SIGTERM, returns the exit code
+from server.testing import ServerProcess
+server = ServerProcess(Path("models"))      # python -m server on free loopback ports
+... Client(server.target) ...
+server.stop()                                 # SIGTERM, returns the exit code
 """
 
 from __future__ import annotations
@@ -23,11 +23,30 @@ __all__ = ["ServerProcess"]
 class ServerProcess:
     """``python -m server`` in a subprocess; its JSON log lines are collected as they come."""
 
-    def __init__(self, repo: Path, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 60) -> None:
-        cmd = [sys.executable, "-m", "server", "--model-repository", str(repo), "--port", "0",
-               "--metrics-port", "0", "--log-format", "json", *args]
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                                     env={**os.environ, **(env or {})})
+    def __init__(
+        self, repo: Path, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 60
+    ) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "server",
+            "--model-repository",
+            str(repo),
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--log-format",
+            "json",
+            *args,
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
         self.lines: list[dict] = []
         self.raw: list[str] = []
         self._ready = threading.Event()

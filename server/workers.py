@@ -8,6 +8,7 @@ every worker for a graceful drain, and restarts a worker that dies while serving
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -85,10 +86,8 @@ def serve_workers(settings: Settings) -> int:
         nonlocal stopping
         stopping = True
         for pid in list(workers):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -122,11 +121,19 @@ def serve_workers(settings: Settings) -> int:
         if settings.metrics_port >= 0:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry, path=metrics_dir)
-            metrics_server, _ = start_http_server(settings.metrics_port, settings.metrics_host, registry=registry)
+            metrics_server, _ = start_http_server(
+                settings.metrics_port, settings.metrics_host, registry=registry
+            )
             metrics_port = metrics_server.server_port
-        log.info("serving gRPC on %s:%d with %d workers, metrics on %s:%d", settings.host, port, settings.workers,
-                 settings.metrics_host, metrics_port,
-                 extra={"event": "ready", "grpc_port": port, "metrics_port": metrics_port})
+        log.info(
+            "serving gRPC on %s:%d with %d workers, metrics on %s:%d",
+            settings.host,
+            port,
+            settings.workers,
+            settings.metrics_host,
+            metrics_port,
+            extra={"event": "ready", "grpc_port": port, "metrics_port": metrics_port},
+        )
 
     quick_restarts: list[float] = []
     while workers:

@@ -33,8 +33,14 @@ def addmul(offset: float = 0.0) -> onnx.ModelProto:
             helper.make_node("Add", ["s0", "offset"], ["sum"]),
             helper.make_node("Mul", ["a", "b"], ["prod"]),
         ],
-        [helper.make_tensor_value_info("a", F, ["batch", 4]), helper.make_tensor_value_info("b", F, ["batch", 4])],
-        [helper.make_tensor_value_info("sum", F, ["batch", 4]), helper.make_tensor_value_info("prod", F, ["batch", 4])],
+        [
+            helper.make_tensor_value_info("a", F, ["batch", 4]),
+            helper.make_tensor_value_info("b", F, ["batch", 4]),
+        ],
+        [
+            helper.make_tensor_value_info("sum", F, ["batch", 4]),
+            helper.make_tensor_value_info("prod", F, ["batch", 4]),
+        ],
         [numpy_helper.from_array(np.array(offset, dtype=np.float32), "offset")],
     )
 
@@ -43,7 +49,10 @@ def pair() -> onnx.ModelProto:
     """out = x + y with x [batch, n], y [batch, m]: ONNX Runtime fails at run time when n != m (and neither is 1)."""
     return _model(
         [helper.make_node("Add", ["x", "y"], ["out"])],
-        [helper.make_tensor_value_info("x", F, ["batch", "n"]), helper.make_tensor_value_info("y", F, ["batch", "m"])],
+        [
+            helper.make_tensor_value_info("x", F, ["batch", "n"]),
+            helper.make_tensor_value_info("y", F, ["batch", "m"]),
+        ],
         [helper.make_tensor_value_info("out", F, ["batch", "k"])],
     )
 
@@ -66,8 +75,14 @@ def strings() -> onnx.ModelProto:
     )
 
 
-def publish(repo: Path, name: str, version: int | str, model: onnx.ModelProto, config: str | None = None,
-            manifest: bool = True) -> Path:
+def publish(
+    repo: Path,
+    name: str,
+    version: int | str,
+    model: onnx.ModelProto,
+    config: str | None = None,
+    manifest: bool = True,
+) -> Path:
     """Write <repo>/<name>/<version>/model.onnx (+ manifest) atomically: staged, then renamed in."""
     model_dir = Path(repo) / name
     model_dir.mkdir(parents=True, exist_ok=True)

@@ -15,32 +15,68 @@ from openfeature.evaluation_context import EvaluationContext
 
 from server.flags import FlagsError, _cbor, check_versions, parse_flags
 
-FLAGS = {"flags": {
-    # the DESIGN.md shape: a canary split of a model and a shadow split
-    "digits": {"state": "ENABLED", "defaultVariant": "stable", "variants": {"stable": "1", "int8": "2"},
-               "targeting": {"fractional": [["stable", 90], ["int8", 10]]}},
-    "digits.shadow": {"state": "ENABLED", "defaultVariant": "off", "variants": {"off": "", "pruned": "4"},
-                      "targeting": {"fractional": [["off", 50], ["pruned", 50]]}},
-    "three": {"state": "ENABLED", "defaultVariant": "a", "variants": {"a": "1", "b": "2", "c": "3", "d": "4"},
-              "targeting": {"fractional": [["a", 33], ["b", 33], ["c", 34], ["d", 0]]}},
-    # attribute rules in front of a split bucketed on another property
-    "rules": {"state": "ENABLED", "defaultVariant": "a", "variants": {"a": "1", "b": "2"},
-              "targeting": {"if": [
-                  {"and": [{"in": [{"var": "country"}, ["ch", "de"]]}, {"!=": [{"var": "tier"}, "free"]}]}, "b",
-                  {"or": [{"==": [{"var": "tier"}, "gold"]}, {"in": ["@beta.", {"var": "email"}]}]}, "a",
-                  {"fractional": [{"cat": [{"var": "$flagd.flagKey"}, {"var": "email"}]}, ["a", 25], ["b", 75]]}]}},
-    "off": {"state": "DISABLED", "defaultVariant": "a", "variants": {"a": "1", "b": "2"},
-            "targeting": {"fractional": [["a", 50], ["b", 50]]}},
-    "static": {"state": "ENABLED", "defaultVariant": "b", "variants": {"a": "1", "b": "2"}},
-}}
+FLAGS = {
+    "flags": {
+        # the DESIGN.md shape: a canary split of a model and a shadow split
+        "digits": {
+            "state": "ENABLED",
+            "defaultVariant": "stable",
+            "variants": {"stable": "1", "int8": "2"},
+            "targeting": {"fractional": [["stable", 90], ["int8", 10]]},
+        },
+        "digits.shadow": {
+            "state": "ENABLED",
+            "defaultVariant": "off",
+            "variants": {"off": "", "pruned": "4"},
+            "targeting": {"fractional": [["off", 50], ["pruned", 50]]},
+        },
+        "three": {
+            "state": "ENABLED",
+            "defaultVariant": "a",
+            "variants": {"a": "1", "b": "2", "c": "3", "d": "4"},
+            "targeting": {"fractional": [["a", 33], ["b", 33], ["c", 34], ["d", 0]]},
+        },
+        # attribute rules in front of a split bucketed on another property
+        "rules": {
+            "state": "ENABLED",
+            "defaultVariant": "a",
+            "variants": {"a": "1", "b": "2"},
+            "targeting": {
+                "if": [
+                    {"and": [{"in": [{"var": "country"}, ["ch", "de"]]}, {"!=": [{"var": "tier"}, "free"]}]},
+                    "b",
+                    {"or": [{"==": [{"var": "tier"}, "gold"]}, {"in": ["@beta.", {"var": "email"}]}]},
+                    "a",
+                    {
+                        "fractional": [
+                            {"cat": [{"var": "$flagd.flagKey"}, {"var": "email"}]},
+                            ["a", 25],
+                            ["b", 75],
+                        ]
+                    },
+                ]
+            },
+        },
+        "off": {
+            "state": "DISABLED",
+            "defaultVariant": "a",
+            "variants": {"a": "1", "b": "2"},
+            "targeting": {"fractional": [["a", 50], ["b", 50]]},
+        },
+        "static": {"state": "ENABLED", "defaultVariant": "b", "variants": {"a": "1", "b": "2"}},
+    }
+}
 
 
 def _context(i: int) -> tuple[str, dict[str, str]]:
     rnd = random.Random(i)
     key = f"user-{i}" if i % 5 else f"ü{rnd.getrandbits(40):x}@example.org"  # non-ASCII keys too
     domain = "beta.example.org" if i % 11 == 0 else "example.org"
-    attrs = {"country": rnd.choice(["ch", "de", "fr", "us"]), "tier": rnd.choice(["free", "gold", "pro"]),
-             "email": f"u{i}@{domain}"}
+    attrs = {
+        "country": rnd.choice(["ch", "de", "fr", "us"]),
+        "tier": rnd.choice(["free", "gold", "pro"]),
+        "email": f"u{i}@{domain}",
+    }
     return key, attrs
 
 
@@ -48,7 +84,9 @@ def _context(i: int) -> tuple[str, dict[str, str]]:
 def reference(tmp_path_factory):
     path = tmp_path_factory.mktemp("flags") / "flags.json"
     path.write_text(json.dumps(FLAGS))
-    api.set_provider_and_wait(FlagdProvider(resolver_type=ResolverType.FILE, offline_flag_source_path=str(path)))
+    api.set_provider_and_wait(
+        FlagdProvider(resolver_type=ResolverType.FILE, offline_flag_source_path=str(path))
+    )
     yield api.get_client()
     api.shutdown()
 
@@ -78,11 +116,43 @@ def test_every_assignment_equals_the_flagd_provider(reference):
 
 def test_no_targeting_key_gives_the_default_variant_like_flagd(reference):
     flag = parse_flags(json.dumps(FLAGS)).flags["digits"]
-    assert flag.evaluate("", {}) == "stable" == reference.get_string_details("digits", "", EvaluationContext()).variant
+    assert (
+        flag.evaluate("", {})
+        == "stable"
+        == reference.get_string_details("digits", "", EvaluationContext()).variant
+    )
 
 
-@pytest.mark.parametrize("value", [0, 23, 24, 255, 256, 65536, 2**32, 2**63, -1, -25, -70000, 1.0, 1.5, 0.1, 1e300,
-                                   -2.5e-8, "", "abc", "ü" * 30, "x" * 70000, True, False, None, ["k", "ü"], [1, [2.5]]])
+@pytest.mark.parametrize(
+    "value",
+    [
+        0,
+        23,
+        24,
+        255,
+        256,
+        65536,
+        2**32,
+        2**63,
+        -1,
+        -25,
+        -70000,
+        1.0,
+        1.5,
+        0.1,
+        1e300,
+        -2.5e-8,
+        "",
+        "abc",
+        "ü" * 30,
+        "x" * 70000,
+        True,
+        False,
+        None,
+        ["k", "ü"],
+        [1, [2.5]],
+    ],
+)
 def test_cbor_encoding_equals_cbor2_canonical(value):
     assert _cbor(value) == cbor2.dumps(normalize_numbers(value), canonical=True)
 
@@ -104,13 +174,21 @@ INVALID = [
     ("weights default to 1", _doc({"fractional": [["a"], ["b"]]}), "weights"),
     ("float weight", _doc({"fractional": [["a", 50.5], ["b", 49.5]]}), "weights"),
     ("fractional names unknown variant", _doc({"fractional": [["a", 50], ["z", 50]]}), "schema"),
-    ("default variant missing", json.dumps({"flags": {"digits": {"variants": {"a": "1"}, "defaultVariant": "x"}}}),
-     "schema"),
+    (
+        "default variant missing",
+        json.dumps({"flags": {"digits": {"variants": {"a": "1"}, "defaultVariant": "x"}}}),
+        "schema",
+    ),
     ("bad state", _doc(state="ON"), "schema"),
     ("version not loaded", _doc(variants={"a": "1", "b": "9"}), "version"),
     ("version not a string", _doc(variants={"a": "1", "b": 2}), "schema"),
-    ("shadow version not loaded", json.dumps({"flags": {"digits.shadow": {
-        "defaultVariant": "off", "variants": {"off": "", "x": "7"}}}}), "version"),
+    (
+        "shadow version not loaded",
+        json.dumps(
+            {"flags": {"digits.shadow": {"defaultVariant": "off", "variants": {"off": "", "x": "7"}}}}
+        ),
+        "version",
+    ),
 ]
 
 
@@ -123,7 +201,10 @@ def test_invalid_documents_are_refused_with_a_reason(case):
 
 
 def test_flags_for_other_keys_are_not_routing_flags():
-    flags = parse_flags(json.dumps({"flags": {"checkout-button": {
-        "defaultVariant": "on", "variants": {"on": True, "off": False}}}}))
+    flags = parse_flags(
+        json.dumps(
+            {"flags": {"checkout-button": {"defaultVariant": "on", "variants": {"on": True, "off": False}}}}
+        )
+    )
     check_versions(flags, {"digits": {"1"}})
     assert flags.flags["checkout-button"].evaluate("k", {}) == "on"

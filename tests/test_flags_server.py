@@ -10,13 +10,13 @@ import math
 
 import grpc
 import numpy as np
-import onnx_models as m
 import pytest
-from conftest import ServerProcess
-from flags_util import install_flags, metric, wait_metric
 from openfeature.contrib.tools.flagd.core import FlagdCore
 from openfeature.evaluation_context import EvaluationContext
 
+import onnx_models as m
+from conftest import ServerProcess
+from flags_util import install_flags, metric, wait_metric
 from server._proto.ortserve.v1 import admin_pb2, admin_pb2_grpc
 from server.client import AsyncClient, Client
 
@@ -29,9 +29,16 @@ max_queue_size = 1024
 """
 OFFSETS = {"1": 0.0, "2": 10.0, "3": 20.0}  # version -> offset added to a + b
 
-CANARY = {"flags": {"addmul": {
-    "state": "ENABLED", "defaultVariant": "stable", "variants": {"stable": "1", "canary": "2"},
-    "targeting": {"fractional": [["stable", 90], ["canary", 10]]}}}}
+CANARY = {
+    "flags": {
+        "addmul": {
+            "state": "ENABLED",
+            "defaultVariant": "stable",
+            "variants": {"stable": "1", "canary": "2"},
+            "targeting": {"fractional": [["stable", 90], ["canary", 10]]},
+        }
+    }
+}
 A = np.arange(4, dtype=np.float32).reshape(1, 4)
 
 
@@ -76,6 +83,7 @@ async def _predict_many(target: str, keys: list[str], concurrency: int = 64, **k
         async def one(key: str):
             async with sem:
                 return await c.predict("addmul", {"a": A, "b": A}, targeting_key=key, timeout=30, **kw)
+
         return await asyncio.gather(*(one(k) for k in keys))
 
 
@@ -97,8 +105,12 @@ def test_split_equals_flagd_and_is_within_bounds(server):
 def test_same_key_same_variant_and_no_key_is_random(server):
     with Client(server.target) as c:
         for key in ("alice", "bob", "carol", "user-17"):
-            seen = {c.predict("addmul", {"a": A, "b": A}, targeting_key=key,
-                              metadata=[("country", str(i))]).variant for i in range(15)}
+            seen = {
+                c.predict(
+                    "addmul", {"a": A, "b": A}, targeting_key=key, metadata=[("country", str(i))]
+                ).variant
+                for i in range(15)
+            }
             assert len(seen) == 1, (key, seen)
         by_metadata = c.predict("addmul", {"a": A, "b": A}, metadata=[("x-targeting-key", "user-17")]).variant
         assert by_metadata == c.predict("addmul", {"a": A, "b": A}, targeting_key="user-17").variant
@@ -115,21 +127,27 @@ def test_override_picks_a_variant_by_name(server):
             np.testing.assert_array_equal(r["sum"], A * 2 + 10)
         with pytest.raises(grpc.RpcError) as e:
             c.predict("addmul", {"a": A, "b": A}, metadata=[("x-variant", "nope")])
-        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'nope' is not a variant" in e.value.details()
+        assert (
+            e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            and "'nope' is not a variant" in e.value.details()
+        )
 
 
 def test_explicit_version_bypasses_the_flag(server):
     with Client(server.target) as c:
         for key in ("alice", "bob"):
-            r = c.predict("addmul", {"a": A, "b": A}, version="3", targeting_key=key,
-                          metadata=[("x-variant", "canary")])
+            r = c.predict(
+                "addmul", {"a": A, "b": A}, version="3", targeting_key=key, metadata=[("x-variant", "canary")]
+            )
             assert (r.version, r.variant) == ("3", "")
             np.testing.assert_array_equal(r["sum"], A * 2 + 20)
 
 
 def test_kill_switch_routes_everyone_to_the_default_variant(server, flags):
     install_flags(server, flags, with_weights(0, 100))
-    assert {r.variant for r in asyncio.run(_predict_many(server.target, [f"k{i}" for i in range(50)]))} == {"canary"}
+    assert {r.variant for r in asyncio.run(_predict_many(server.target, [f"k{i}" for i in range(50)]))} == {
+        "canary"
+    }
     install_flags(server, flags, with_weights(0, 100, state="DISABLED"))
     results = asyncio.run(_predict_many(server.target, [f"k{i}" for i in range(200)]))
     assert {(r.variant, r.version) for r in results} == {("stable", "1")}
@@ -137,14 +155,29 @@ def test_kill_switch_routes_everyone_to_the_default_variant(server, flags):
 
 def test_per_variant_request_metrics(server):
     asyncio.run(_predict_many(server.target, [f"metrics-{i}" for i in range(300)]))
-    stable = metric(server, "ortserve_requests_total", model="addmul", version="1", variant="stable", code="OK")
-    canary = metric(server, "ortserve_requests_total", model="addmul", version="2", variant="canary", code="OK")
+    stable = metric(
+        server, "ortserve_requests_total", model="addmul", version="1", variant="stable", code="OK"
+    )
+    canary = metric(
+        server, "ortserve_requests_total", model="addmul", version="2", variant="canary", code="OK"
+    )
     assert stable > 0 and canary > 0
-    assert metric(server, "ortserve_request_duration_seconds_count", model="addmul", variant="canary") == canary
+    assert (
+        metric(server, "ortserve_request_duration_seconds_count", model="addmul", variant="canary") == canary
+    )
     with Client(server.target) as c, pytest.raises(grpc.RpcError):  # a failure counts under its variant too
         c.predict("addmul", {"a": A, "b": np.ones((2, 4), np.float32)}, metadata=[("x-variant", "canary")])
-    assert metric(server, "ortserve_requests_total", model="addmul", version="2", variant="canary",
-                  code="INVALID_ARGUMENT") == 1
+    assert (
+        metric(
+            server,
+            "ortserve_requests_total",
+            model="addmul",
+            version="2",
+            variant="canary",
+            code="INVALID_ARGUMENT",
+        )
+        == 1
+    )
 
 
 def test_reload_under_load_fails_no_request(server, flags):
@@ -180,13 +213,19 @@ def test_reload_under_load_fails_no_request(server, flags):
     reference.set_flags(json.dumps(with_weights(20, 80)))
     results = asyncio.run(_predict_many(server.target, [f"after-{i}" for i in range(100)]))
     for i, r in enumerate(results):
-        assert r.variant == reference.resolve_string_value(
-            "addmul", "", EvaluationContext(targeting_key=f"after-{i}")).variant
+        assert (
+            r.variant
+            == reference.resolve_string_value(
+                "addmul", "", EvaluationContext(targeting_key=f"after-{i}")
+            ).variant
+        )
 
 
 def _bad_operator() -> dict:
     doc = copy.deepcopy(CANARY)
-    doc["flags"]["addmul"]["targeting"] = {"if": [{"starts_with": [{"var": "email"}, "a"]}, "canary", "stable"]}
+    doc["flags"]["addmul"]["targeting"] = {
+        "if": [{"starts_with": [{"var": "email"}, "a"]}, "canary", "stable"]
+    }
     return doc
 
 
@@ -240,7 +279,10 @@ def test_admin_get_set_flags_and_list_versions(server, flags):
         (model,) = listed.models
         assert model.model == "addmul" and model.default_version == "1"
         assert [(v.version, list(v.variants)) for v in model.versions] == [
-            ("1", ["addmul:stable"]), ("2", ["addmul:canary"]), ("3", [])]
+            ("1", ["addmul:stable"]),
+            ("2", ["addmul:canary"]),
+            ("3", []),
+        ]
         assert all(len(v.sha256) == 64 for v in model.versions)
 
 

@@ -9,12 +9,12 @@ import time
 
 import numpy as np
 import onnx
-import onnx_models as m
 import pytest
-from conftest import ServerProcess
-from flags_util import metric, wait_metric
 from onnx import TensorProto, helper, numpy_helper
 
+import onnx_models as m
+from conftest import ServerProcess
+from flags_util import metric, wait_metric
 from server.client import AsyncClient
 
 CONFIG = """
@@ -24,21 +24,37 @@ max_batch_size = 16
 max_queue_delay_us = 500
 max_queue_size = 4096
 """
-FLAGS = {"flags": {
-    "scale": {"state": "ENABLED", "defaultVariant": "v1", "variants": {"v1": "1"}},
-    # the request's "shadow" attribute (gRPC metadata) picks the shadow: the same model, or a flipped one
-    "scale.shadow": {"state": "ENABLED", "defaultVariant": "off", "variants": {"off": "", "same": "2", "flip": "3"},
-                     "targeting": {"if": [{"==": [{"var": "shadow"}, "same"]}, "same",
-                                          {"==": [{"var": "shadow"}, "flip"]}, "flip", "off"]}}}}
+FLAGS = {
+    "flags": {
+        "scale": {"state": "ENABLED", "defaultVariant": "v1", "variants": {"v1": "1"}},
+        # the request's "shadow" attribute (gRPC metadata) picks the shadow: the same model, or a flipped one
+        "scale.shadow": {
+            "state": "ENABLED",
+            "defaultVariant": "off",
+            "variants": {"off": "", "same": "2", "flip": "3"},
+            "targeting": {
+                "if": [
+                    {"==": [{"var": "shadow"}, "same"]},
+                    "same",
+                    {"==": [{"var": "shadow"}, "flip"]},
+                    "flip",
+                    "off",
+                ]
+            },
+        },
+    }
+}
 
 
 def scale(k: float) -> onnx.ModelProto:
     """y = x * k; x float32 [batch, 5]. k = -1 turns every row's argmax into its argmin."""
     graph = helper.make_graph(
-        [helper.make_node("Mul", ["x", "k"], ["y"])], "scale",
+        [helper.make_node("Mul", ["x", "k"], ["y"])],
+        "scale",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 5])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 5])],
-        [numpy_helper.from_array(np.array(k, dtype=np.float32), "k")])
+        [numpy_helper.from_array(np.array(k, dtype=np.float32), "k")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -66,11 +82,14 @@ async def _send(target: str, xs: list[np.ndarray], shadow: str, concurrency: int
         async def one(x: np.ndarray) -> float:
             async with sem:
                 t = time.perf_counter()
-                r = await c.predict("scale", {"x": x}, targeting_key="k", metadata=[("shadow", shadow)], timeout=30)
+                r = await c.predict(
+                    "scale", {"x": x}, targeting_key="k", metadata=[("shadow", shadow)], timeout=30
+                )
                 elapsed = time.perf_counter() - t
             assert r.version == "1" and r.variant == "v1"
             np.testing.assert_array_equal(r["y"], x)
             return elapsed
+
         return await asyncio.gather(*(one(x) for x in xs))
 
 
@@ -99,7 +118,9 @@ def test_agreeing_and_disagreeing_shadows_are_measured(repo, tmp_path):
         assert metric(server, "ortserve_shadow_rows_total", output="y", **flip) == n
         assert metric(server, "ortserve_shadow_top1_agreements_total", output="y", **flip) == 0
         assert metric(server, "ortserve_shadow_max_abs_diff_sum", output="y", **flip) == pytest.approx(10 * n)
-        assert metric(server, "ortserve_shadow_cosine_similarity_sum", output="y", **flip) == pytest.approx(-n)
+        assert metric(server, "ortserve_shadow_cosine_similarity_sum", output="y", **flip) == pytest.approx(
+            -n
+        )
         assert metric(server, "ortserve_shadow_cosine_similarity_bucket", output="y", le="0.0", **flip) == n
         assert metric(server, "ortserve_shadow_requests_total", outcome="error") == 0
     finally:
@@ -113,23 +134,29 @@ def test_full_shadow_queue_drops_and_counts_while_callers_are_answered(repo):
         asyncio.run(_send(server.target, rows(50, 0), "off"))  # warm up
 
         async def burst():  # mirrored and unmirrored callers side by side, so both see the same machine
-            return await asyncio.gather(_send(server.target, rows(400, 4), "same"),
-                                        _send(server.target, rows(400, 5), "off"))
+            return await asyncio.gather(
+                _send(server.target, rows(400, 4), "same"), _send(server.target, rows(400, 5), "off")
+            )
+
         mirrored, plain = map(sorted, asyncio.run(burst()))
         labels = {"model": "scale", "primary_version": "1", "shadow_version": "2"}
         dropped = metric(server, "ortserve_shadow_requests_total", outcome="dropped", **labels)
         assert dropped > 0
         end = time.monotonic() + 10
         while time.monotonic() < end:
-            total = sum(metric(server, "ortserve_shadow_requests_total", outcome=o, **labels)
-                        for o in ("compared", "error", "dropped"))
+            total = sum(
+                metric(server, "ortserve_shadow_requests_total", outcome=o, **labels)
+                for o in ("compared", "error", "dropped")
+            )
             if total == 400:
                 break
             time.sleep(0.05)
         assert total == 400  # every mirrored request is accounted for: compared or dropped
         # a mirrored caller does not wait for its shadow (loose bound: a shared 2-core machine)
         p50_plain, p50_mirrored = plain[len(plain) // 2], mirrored[len(mirrored) // 2]
-        print(f"dropped {dropped}/400, p50 {p50_plain * 1e3:.2f} ms unmirrored, {p50_mirrored * 1e3:.2f} ms mirrored")
+        print(
+            f"dropped {dropped}/400, p50 {p50_plain * 1e3:.2f} ms unmirrored, {p50_mirrored * 1e3:.2f} ms mirrored"
+        )
         assert p50_mirrored < 1.5 * p50_plain + 0.005, (p50_plain, p50_mirrored)
     finally:
         assert server.stop() == 0

@@ -25,7 +25,9 @@ A = np.ones((1, 4), np.float32)
 
 
 def test_sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0(tmp_path, start_server):
-    m.publish(tmp_path, "slow", 1, m.addmul(), "max_batch_size = 8\n[batching]\nmax_queue_delay_us = 1000000\n")
+    m.publish(
+        tmp_path, "slow", 1, m.addmul(), "max_batch_size = 8\n[batching]\nmax_queue_delay_us = 1000000\n"
+    )
     server = start_server(tmp_path, "--grace-period", "10")
 
     async def main():
@@ -71,7 +73,10 @@ def test_metrics_count_the_requests_made(tmp_path, start_server):
     ok = dict(model="addmul", version="1", variant="", api="v1")
     assert get("ortserve_requests_total", code="OK", **ok) == 7
     assert get("ortserve_requests_total", code="INVALID_ARGUMENT", **ok) == 3
-    assert get("ortserve_requests_total", model="_unknown", version="", variant="", api="v1", code="NOT_FOUND") == 1
+    assert (
+        get("ortserve_requests_total", model="_unknown", version="", variant="", api="v1", code="NOT_FOUND")
+        == 1
+    )
     assert get("ortserve_request_duration_seconds_count", **ok) == 10
     assert get("ortserve_queue_duration_seconds_count", model="addmul", version="1") == 7
     assert get("ortserve_compute_duration_seconds_count", model="addmul", version="1") == 7
@@ -114,25 +119,55 @@ def test_cli_help_documents_every_option_and_bad_values_exit_2(tmp_path):
         assert "--" + name.replace("_", "-") in out.stdout
     config = tmp_path / "bad.toml"
     config.write_text("colour = 'blue'\n")
-    bad = subprocess.run([sys.executable, "-m", "server", "--config", str(config)], cwd=ROOT, capture_output=True,
-                         text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "server", "--config", str(config)], cwd=ROOT, capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "unknown setting 'colour'" in bad.stderr
 
 
 def test_port_in_use_is_a_clear_error(tmp_path, start_server):
     m.publish(tmp_path, "addmul", 1, m.addmul())
     first = start_server(tmp_path)
-    out = subprocess.run([sys.executable, "-m", "server", "--model-repository", str(tmp_path), "--port",
-                          str(first.port), "--metrics-port", "-1"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "--model-repository",
+            str(tmp_path),
+            "--port",
+            str(first.port),
+            "--metrics-port",
+            "-1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1 and f"cannot bind gRPC server to 127.0.0.1:{first.port}" in out.stderr
 
 
 def test_text_logs_one_line_per_event_with_request_ids(tmp_path):
     m.publish(tmp_path, "addmul", 1, m.addmul())
-    proc = subprocess.Popen([sys.executable, "-m", "server", "--model-repository", str(tmp_path), "--port", "0",
-                             "--metrics-port", "-1", "--log-level", "debug"], cwd=ROOT, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "--model-repository",
+            str(tmp_path),
+            "--port",
+            "0",
+            "--metrics-port",
+            "-1",
+            "--log-level",
+            "debug",
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stderr is not None
         port = None
@@ -157,14 +192,24 @@ def test_text_logs_one_line_per_event_with_request_ids(tmp_path):
 
 def test_generated_stubs_are_up_to_date(tmp_path):
     pytest.importorskip("grpc_tools")
-    out = subprocess.run([sys.executable, "scripts/gen_protos.py", "--out", str(tmp_path)], cwd=ROOT,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "scripts/gen_protos.py", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     generated = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.py*"))
     proto_dir = ROOT / "server" / "_proto"
-    committed = sorted(p.relative_to(proto_dir) for p in proto_dir.rglob("*.py*") if "__pycache__" not in p.parts)
+    committed = sorted(
+        p.relative_to(proto_dir) for p in proto_dir.rglob("*.py*") if "__pycache__" not in p.parts
+    )
     assert generated == committed
-    stale = [str(p) for p in generated if not filecmp.cmp(tmp_path / p, ROOT / "server" / "_proto" / p, shallow=False)]
+    stale = [
+        str(p)
+        for p in generated
+        if not filecmp.cmp(tmp_path / p, ROOT / "server" / "_proto" / p, shallow=False)
+    ]
     assert stale == [], f"run `make protos`: stale generated files {stale}"
 
 

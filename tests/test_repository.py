@@ -87,7 +87,8 @@ def test_tampered_version_is_refused_and_others_keep_serving(tmp_path, start_ser
     text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
     failures = {
         tuple(sorted(s.labels.items())): s.value
-        for f in text_string_to_metric_families(text) for s in f.samples
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
         if s.name == "ortserve_model_load_failures_total"
     }
     assert failures == {(("model", "addmul"), ("version", "2")): 1.0}
@@ -122,7 +123,7 @@ def test_version_policy_and_default_version(tmp_path, start_server):
         ("[batching]\nmax_queue_size = 0", "max_queue_size: expected an integer >= 1"),
         ("[runtime]\ngraph_optimization_level = 'max'", "graph_optimization_level"),
         ("[runtime]\nproviders = []", "providers: expected a non-empty list"),
-        ("[versions]\npolicy = 'newest'", "expected \"all\", \"latest N\" or a list"),
+        ("[versions]\npolicy = 'newest'", 'expected "all", "latest N" or a list'),
     ],
 )
 def test_bad_config_is_explained(text, message):

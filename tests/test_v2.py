@@ -19,7 +19,6 @@ import struct
 
 import grpc
 import numpy as np
-import onnx_models as m
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as triton
@@ -30,6 +29,8 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
+import onnx_models as m
+
 ADDMUL_CONFIG = """
 max_batch_size = 16
 [batching]
@@ -39,19 +40,54 @@ max_queue_size = 64
 """
 
 # "routed" goes to its canary version for French requests and for the targeting key "vip".
-FLAGS = {"flags": {"routed": {
-    "state": "ENABLED", "defaultVariant": "stable", "variants": {"stable": "1", "canary": "2"},
-    "targeting": {"if": [{"or": [{"==": [{"var": "country"}, "fr"]}, {"==": [{"var": "targetingKey"}, "vip"]}]},
-                         "canary", "stable"]}}}}
+FLAGS = {
+    "flags": {
+        "routed": {
+            "state": "ENABLED",
+            "defaultVariant": "stable",
+            "variants": {"stable": "1", "canary": "2"},
+            "targeting": {
+                "if": [
+                    {"or": [{"==": [{"var": "country"}, "fr"]}, {"==": [{"var": "targetingKey"}, "vip"]}]},
+                    "canary",
+                    "stable",
+                ]
+            },
+        }
+    }
+}
 
 # Every numeric V2 datatype, with tritonclient's numpy dtype and the matching ONNX element type.
-TYPES = {t: (helper.np_dtype_to_tensor_dtype(np.dtype(triton_to_np_dtype(t))), np.dtype(triton_to_np_dtype(t)))
-         for t in ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-                   "FP16", "FP32", "FP64"]}
-TYPED_FIELDS = {"BOOL": "bool_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
-                "UINT32": "uint_contents", "UINT64": "uint64_contents", "INT8": "int_contents",
-                "INT16": "int_contents", "INT32": "int_contents", "INT64": "int64_contents",
-                "FP32": "fp32_contents", "FP64": "fp64_contents"}
+TYPES = {
+    t: (helper.np_dtype_to_tensor_dtype(np.dtype(triton_to_np_dtype(t))), np.dtype(triton_to_np_dtype(t)))
+    for t in [
+        "BOOL",
+        "UINT8",
+        "UINT16",
+        "UINT32",
+        "UINT64",
+        "INT8",
+        "INT16",
+        "INT32",
+        "INT64",
+        "FP16",
+        "FP32",
+        "FP64",
+    ]
+}
+TYPED_FIELDS = {
+    "BOOL": "bool_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
 
 
 def identities(datatypes):
@@ -69,10 +105,15 @@ def bf16_model():
     """as_float = Cast(x, float), same = x; x bfloat16 [batch, 4]."""
     bf16 = TensorProto.BFLOAT16
     return m._model(
-        [helper.make_node("Cast", ["x"], ["as_float"], to=TensorProto.FLOAT), helper.make_node("Identity", ["x"], ["same"])],
+        [
+            helper.make_node("Cast", ["x"], ["as_float"], to=TensorProto.FLOAT),
+            helper.make_node("Identity", ["x"], ["same"]),
+        ],
         [helper.make_tensor_value_info("x", bf16, ["batch", 4])],
-        [helper.make_tensor_value_info("as_float", TensorProto.FLOAT, ["batch", 4]),
-         helper.make_tensor_value_info("same", bf16, ["batch", 4])],
+        [
+            helper.make_tensor_value_info("as_float", TensorProto.FLOAT, ["batch", 4]),
+            helper.make_tensor_value_info("same", bf16, ["batch", 4]),
+        ],
     )
 
 
@@ -126,7 +167,9 @@ def stub(server):
 
 
 def session(repo, name, version=1):
-    return ort.InferenceSession(str(repo / name / str(version) / "model.onnx"), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        str(repo / name / str(version) / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
 
 
 def infer_input(name, array, datatype=None):
@@ -169,16 +212,22 @@ def outputs_of(response):
 
 # -- health, metadata, config --------------------------------------------------------------------
 
+
 def test_live_ready_and_metadata(client):
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready("addmul") and client.is_model_ready("addmul", "2")
     assert not client.is_model_ready("addmul", "7") and not client.is_model_ready("nope")
     meta = client.get_server_metadata()
     assert meta.name == "ortserve" and meta.version
-    assert {"model_repository", "model_configuration", "statistics", "schedule_policy"} <= set(meta.extensions)
+    assert {"model_repository", "model_configuration", "statistics", "schedule_policy"} <= set(
+        meta.extensions
+    )
     md = client.get_model_metadata("addmul")
     assert md.name == "addmul" and list(md.versions) == ["1", "2"] and md.platform == "onnxruntime_onnx"
-    assert [(t.name, t.datatype, list(t.shape)) for t in md.inputs] == [("a", "FP32", [-1, 4]), ("b", "FP32", [-1, 4])]
+    assert [(t.name, t.datatype, list(t.shape)) for t in md.inputs] == [
+        ("a", "FP32", [-1, 4]),
+        ("b", "FP32", [-1, 4]),
+    ]
     assert [t.name for t in md.outputs] == ["sum", "prod"]
     assert list(client.get_model_metadata("addmul", "2").versions) == ["2"]
     strings = client.get_model_metadata("strings", as_json=True)
@@ -190,8 +239,16 @@ def test_live_ready_and_metadata(client):
 
 def test_model_config(client):
     c = client.get_model_config("addmul").config
-    assert (c.name, c.platform, c.backend, c.max_batch_size) == ("addmul", "onnxruntime_onnx", "onnxruntime", 16)
-    assert [(i.name, i.data_type, list(i.dims)) for i in c.input] == [("a", mc.TYPE_FP32, [4]), ("b", mc.TYPE_FP32, [4])]
+    assert (c.name, c.platform, c.backend, c.max_batch_size) == (
+        "addmul",
+        "onnxruntime_onnx",
+        "onnxruntime",
+        16,
+    )
+    assert [(i.name, i.data_type, list(i.dims)) for i in c.input] == [
+        ("a", mc.TYPE_FP32, [4]),
+        ("b", mc.TYPE_FP32, [4]),
+    ]
     assert [o.name for o in c.output] == ["sum", "prod"]
     assert c.WhichOneof("scheduling_choice") == "dynamic_batching"
     assert c.dynamic_batching.max_queue_delay_microseconds == 20000
@@ -211,10 +268,13 @@ def test_model_config(client):
 
 # -- inference -----------------------------------------------------------------------------------
 
+
 def test_infer_raw_equals_onnxruntime(repo, client):
     x = addmul_inputs(rows=5)
     expected = dict(zip(["sum", "prod"], session(repo, "addmul", 1).run(None, x)))
-    result = client.infer("addmul", [infer_input(n, a) for n, a in x.items()], model_version="1", request_id="r-1")
+    result = client.infer(
+        "addmul", [infer_input(n, a) for n, a in x.items()], model_version="1", request_id="r-1"
+    )
     response = result.get_response()
     assert (response.model_name, response.model_version, response.id) == ("addmul", "1", "r-1")
     assert len(response.raw_output_contents) == 2 and not response.outputs[0].HasField("contents")
@@ -320,30 +380,44 @@ def test_bytes_tensors_raw_and_typed(repo, client, stub):
 def test_output_filtering_and_parameters(client):
     x = addmul_inputs()
     inputs = [infer_input(n, a) for n, a in x.items()]
-    result = client.infer("addmul", inputs, model_version="1", outputs=[triton.InferRequestedOutput("prod")],
-                          priority=1, timeout=10_000_000, parameters={"targeting_key": "user-7", "country": "fr"})
+    result = client.infer(
+        "addmul",
+        inputs,
+        model_version="1",
+        outputs=[triton.InferRequestedOutput("prod")],
+        priority=1,
+        timeout=10_000_000,
+        parameters={"targeting_key": "user-7", "country": "fr"},
+    )
     assert [o.name for o in result.get_response().outputs] == ["prod"]
     np.testing.assert_array_equal(result.as_numpy("prod"), x["a"] * x["b"])
     assert result.as_numpy("sum") is None
     assert "variant" not in result.get_response().parameters  # no flag routed it
 
 
-@pytest.mark.parametrize("parameters, version, variant", [
-    ({}, "1", "stable"),
-    ({"country": "fr"}, "2", "canary"),
-    ({"country": "de"}, "1", "stable"),
-    ({"targeting_key": "vip"}, "2", "canary"),
-    ({"targeting_key": "someone", "country": "fr"}, "2", "canary"),
-])
+@pytest.mark.parametrize(
+    "parameters, version, variant",
+    [
+        ({}, "1", "stable"),
+        ({"country": "fr"}, "2", "canary"),
+        ({"country": "de"}, "1", "stable"),
+        ({"targeting_key": "vip"}, "2", "canary"),
+        ({"targeting_key": "someone", "country": "fr"}, "2", "canary"),
+    ],
+)
 def test_flag_routing_from_parameters(client, parameters, version, variant):
     x = addmul_inputs()
     result = client.infer("routed", [infer_input(n, a) for n, a in x.items()], parameters=parameters)
     response = result.get_response()
     assert response.model_version == version
     assert response.parameters["variant"].string_param == variant
-    np.testing.assert_allclose(result.as_numpy("sum"), x["a"] + x["b"] + (100 if version == "2" else 0), rtol=1e-6)
+    np.testing.assert_allclose(
+        result.as_numpy("sum"), x["a"] + x["b"] + (100 if version == "2" else 0), rtol=1e-6
+    )
     # A version named in the request bypasses the flag.
-    named = client.infer("routed", [infer_input(n, a) for n, a in x.items()], model_version="1", parameters=parameters)
+    named = client.infer(
+        "routed", [infer_input(n, a) for n, a in x.items()], model_version="1", parameters=parameters
+    )
     assert named.get_response().model_version == "1" and "variant" not in named.get_response().parameters
 
 
@@ -401,15 +475,19 @@ def test_asyncio_client(server):
             assert (await c.get_model_metadata("addmul")).platform == "onnxruntime_onnx"
             assert (await c.get_model_config("addmul")).config.max_batch_size == 16
             xs = [addmul_inputs(rows=1, seed=i) for i in range(8)]
-            results = await asyncio.gather(*(
-                c.infer("gathered", [infer_input(n, a) for n, a in x.items()]) for x in xs))
+            results = await asyncio.gather(
+                *(c.infer("gathered", [infer_input(n, a) for n, a in x.items()]) for x in xs)
+            )
             for x, r in zip(xs, results):
                 np.testing.assert_array_equal(r.as_numpy("prod"), x["a"] * x["b"])
 
             async def requests():
                 for i, x in enumerate(xs[:3]):
-                    yield {"model_name": "gathered", "inputs": [infer_input(n, a) for n, a in x.items()],
-                           "request_id": f"a{i}"}
+                    yield {
+                        "model_name": "gathered",
+                        "inputs": [infer_input(n, a) for n, a in x.items()],
+                        "request_id": f"a{i}",
+                    }
 
             streamed = []
             async for result, error in c.stream_infer(requests()):
@@ -447,7 +525,10 @@ def test_statistics_count_requests(client):
 
 
 def test_repository_index_load_unload(client, stub):
-    index = {(x["name"], x.get("version", "")): x for x in client.get_model_repository_index(as_json=True)["models"]}
+    index = {
+        (x["name"], x.get("version", "")): x
+        for x in client.get_model_repository_index(as_json=True)["models"]
+    }
     assert index[("addmul", "1")]["state"] == "READY" and index[("spare", "1")]["state"] == "READY"
     inputs = [infer_input(n, a) for n, a in addmul_inputs().items()]
     client.unload_model("spare")
@@ -470,20 +551,26 @@ def test_repository_index_load_unload(client, stub):
     assert e.value.status() == "StatusCode.INVALID_ARGUMENT" and "config" in e.value.message()
 
 
-@pytest.mark.parametrize("call", [
-    lambda c: c.get_system_shared_memory_status(),
-    lambda c: c.unregister_system_shared_memory(),
-    lambda c: c.get_cuda_shared_memory_status(),
-    lambda c: c.get_trace_settings(),
-    lambda c: c.get_log_settings(),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.get_system_shared_memory_status(),
+        lambda c: c.unregister_system_shared_memory(),
+        lambda c: c.get_cuda_shared_memory_status(),
+        lambda c: c.get_trace_settings(),
+        lambda c: c.get_log_settings(),
+    ],
+)
 def test_unimplemented_rpcs_say_so(client, call):
     with pytest.raises(InferenceServerException) as e:
         call(client)
-    assert e.value.status() == "StatusCode.UNIMPLEMENTED" and "ortserve does not implement" in e.value.message()
+    assert (
+        e.value.status() == "StatusCode.UNIMPLEMENTED" and "ortserve does not implement" in e.value.message()
+    )
 
 
 # -- bad input: each answered with a status naming the tensor, and the server keeps serving ------
+
 
 def _addmul(**fields):
     return raw_request("addmul", addmul_inputs(), model_version="1", **fields)
@@ -512,6 +599,7 @@ def _edit(i, **changes):
             else:
                 setattr(t, key, value)
         return req
+
     return make
 
 
@@ -527,6 +615,7 @@ def _strings(data, shape=(2,)):
         req.inputs.add(name="text", datatype="BYTES", shape=shape)
         req.raw_input_contents.append(data)
         return req
+
     return make
 
 
@@ -536,6 +625,7 @@ def _typed(arrays, model="addmul", edit=None):
         if edit:
             edit(req)
         return req
+
     return make
 
 
@@ -545,6 +635,7 @@ def _with(**params):
         for key, (kind, value) in params.items():
             setattr(req.parameters[key], kind, value)
         return req
+
     return make
 
 
@@ -555,6 +646,7 @@ def _output(name, **params):
         for key, value in params.items():
             o.parameters[key].int64_param = value
         return req
+
     return make
 
 
@@ -582,24 +674,64 @@ BAD = {
     "negative dim": (_edit(0, shape=[-2, 4]), I, "input 'a': shape [-2, 4]"),
     "huge dims": (_edit(1, shape=[1 << 40, 4]), I, "input 'b': shape"),
     "huge product": (_edit(1, shape=[1 << 31, 1 << 31, 1 << 31]), I, "input 'b'"),
-    "BYTES length past the end": (_strings(struct.pack("<I", 100) + b"abc", shape=[1]), I, "input 'text': BYTES element 0"),
-    "BYTES prefix cut short": (_strings(struct.pack("<I", 1) + b"a" + b"\x01\x00\x00"), I, "input 'text': BYTES data ends at byte 5 in the length prefix of element 1"),
+    "BYTES length past the end": (
+        _strings(struct.pack("<I", 100) + b"abc", shape=[1]),
+        I,
+        "input 'text': BYTES element 0",
+    ),
+    "BYTES prefix cut short": (
+        _strings(struct.pack("<I", 1) + b"a" + b"\x01\x00\x00"),
+        I,
+        "input 'text': BYTES data ends at byte 5 in the length prefix of element 1",
+    ),
     "BYTES bytes left over": (_strings(struct.pack("<I", 0) * 3), I, "input 'text': 4 bytes left"),
-    "BYTES not UTF-8": (_strings(struct.pack("<I", 1) + b"\xff" + struct.pack("<I", 0)), I, "input 'text': BYTES element 0 is not valid UTF-8"),
+    "BYTES not UTF-8": (
+        _strings(struct.pack("<I", 1) + b"\xff" + struct.pack("<I", 0)),
+        I,
+        "input 'text': BYTES element 0 is not valid UTF-8",
+    ),
     "BYTES huge shape, no data": (_strings(b"", shape=[1 << 31]), I, "input 'text'"),
-    "typed count mismatch": (_typed(addmul_inputs(), edit=lambda r: r.inputs[1].contents.fp32_contents.append(1.0)), I, "input 'b': 9 values in contents.fp32_contents"),
-    "typed value out of range": (_typed(random_inputs(TYPED_FIELDS, rows=1), "types", edit=lambda r: r.inputs[5].contents.int_contents.__setitem__(0, 300)), I, "input 'in_INT8': contents.int_contents holds 300"),
-    "typed FP16": (_typed({"a": np.zeros((1, 4), np.float16)}), I, "input 'a': datatype FP16 has no typed contents"),
+    "typed count mismatch": (
+        _typed(addmul_inputs(), edit=lambda r: r.inputs[1].contents.fp32_contents.append(1.0)),
+        I,
+        "input 'b': 9 values in contents.fp32_contents",
+    ),
+    "typed value out of range": (
+        _typed(
+            random_inputs(TYPED_FIELDS, rows=1),
+            "types",
+            edit=lambda r: r.inputs[5].contents.int_contents.__setitem__(0, 300),
+        ),
+        I,
+        "input 'in_INT8': contents.int_contents holds 300",
+    ),
+    "typed FP16": (
+        _typed({"a": np.zeros((1, 4), np.float16)}),
+        I,
+        "input 'a': datatype FP16 has no typed contents",
+    ),
     "input twice": (_twice, I, "input 'a' is given twice"),
     "shared memory input": (_shm, I, "input 'a': shared memory is not supported"),
     "unknown output": (_output("nope"), I, "unknown output 'nope'"),
-    "classification output": (_output("sum", classification=2), I, "output 'sum': the classification extension"),
+    "classification output": (
+        _output("sum", classification=2),
+        I,
+        "output 'sum': the classification extension",
+    ),
     "priority not an integer": (_with(priority=("string_param", "high")), I, "parameter 'priority'"),
     "negative timeout": (_with(timeout=("int64_param", -5)), I, "parameter 'timeout': -5"),
     "sequence id": (_with(sequence_id=("int64_param", 42)), I, "parameter 'sequence_id'"),
     "targeting key not a string": (_with(targeting_key=("int64_param", 1)), I, "parameter 'targeting_key'"),
-    "unknown model": (lambda: raw_request("nope", addmul_inputs()), grpc.StatusCode.NOT_FOUND, "model 'nope'"),
-    "unknown version": (lambda: raw_request("addmul", addmul_inputs(), model_version="7"), grpc.StatusCode.NOT_FOUND, "version '7'"),
+    "unknown model": (
+        lambda: raw_request("nope", addmul_inputs()),
+        grpc.StatusCode.NOT_FOUND,
+        "model 'nope'",
+    ),
+    "unknown version": (
+        lambda: raw_request("addmul", addmul_inputs(), model_version="7"),
+        grpc.StatusCode.NOT_FOUND,
+        "version '7'",
+    ),
 }
 
 

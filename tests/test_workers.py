@@ -6,6 +6,7 @@ import os
 import signal
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,12 +19,16 @@ A = np.ones((1, 4), np.float32)
 
 def requests_ok(server) -> float:
     text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
-    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
-               if s.name == "ortserve_requests_total" and s.labels.get("code") == "OK")
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "ortserve_requests_total" and s.labels.get("code") == "OK"
+    )
 
 
 def worker_pids(server) -> list[int]:
-    children = open(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read().split()
+    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()
     return [int(p) for p in children]
 
 

@@ -18,10 +18,13 @@ class AdminServicer(pb_grpc.AdminServicer):
 
     async def GetFlags(self, request: pb.GetFlagsRequest, context) -> pb.GetFlagsResponse:
         s = self.source
-        return pb.GetFlagsResponse(flags_json=s.router.flags.text, path=str(s.path), revision=s.revision,
-                                   last_error=s.last_error)
+        return pb.GetFlagsResponse(
+            flags_json=s.router.flags.text, path=str(s.path), revision=s.revision, last_error=s.last_error
+        )
 
-    async def SetFlags(self, request: pb.SetFlagsRequest, context: grpc.aio.ServicerContext) -> pb.SetFlagsResponse:
+    async def SetFlags(
+        self, request: pb.SetFlagsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetFlagsResponse:
         try:
             await self.source.replace(request.flags_json)
         except FlagsError as e:
@@ -39,12 +42,15 @@ class AdminServicer(pb_grpc.AdminServicer):
             naming: dict[str, list[str]] = {}
             for key in (name, name + SHADOW_SUFFIX):
                 flag = flags.get(key)
-                for variant, version in (flag.variants.items() if flag is not None else ()):
+                for variant, version in flag.variants.items() if flag is not None else ():
                     naming.setdefault(str(version), []).append(f"{key}:{variant}")
-            versions = [pb.VersionInfo(version=v, sha256=model.versions[v].sha256, variants=naming.get(v, []))
-                        for v in model.sorted_versions()]
-            out.models.append(pb.ModelVersions(model=name, versions=versions,
-                                               default_version=model.default_version() or ""))
+            versions = [
+                pb.VersionInfo(version=v, sha256=model.versions[v].sha256, variants=naming.get(v, []))
+                for v in model.sorted_versions()
+            ]
+            out.models.append(
+                pb.ModelVersions(model=name, versions=versions, default_version=model.default_version() or "")
+            )
         return out
 
 

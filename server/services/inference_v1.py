@@ -38,8 +38,12 @@ def decode(request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> Inf
 
 
 def encode(response: InferResponse) -> pb.PredictResponse:
-    out = pb.PredictResponse(model=response.model, version=response.version, request_id=response.request_id,
-                             variant=response.variant)
+    out = pb.PredictResponse(
+        model=response.model,
+        version=response.version,
+        request_id=response.request_id,
+        variant=response.variant,
+    )
     for name, array in response.outputs.items():
         dtype, shape, data = from_numpy(array)
         out.outputs.append(pb.Tensor(name=name, dtype=dtype, shape=shape, data=data))
@@ -54,16 +58,22 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     def __init__(self, core: InferenceCore) -> None:
         self.core = core
 
-    async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
-        return await infer_or_abort(self.core, context, API, request.model,
-                                    lambda: decode(request, context), encode)
+    async def Predict(
+        self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PredictResponse:
+        return await infer_or_abort(
+            self.core, context, API, request.model, lambda: decode(request, context), encode
+        )
 
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         out = pb.ListModelsResponse()
         for name in self.core.models.ready_models():
             m = self.core.models.models[name]
-            out.models.append(pb.ModelSummary(name=name, versions=m.sorted_versions(),
-                                              default_version=m.default_version() or ""))
+            out.models.append(
+                pb.ModelSummary(
+                    name=name, versions=m.sorted_versions(), default_version=m.default_version() or ""
+                )
+            )
         return out
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context) -> pb.ModelMetadataResponse:
@@ -75,16 +85,19 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         m = self.core.models.models[request.model]
         sig = mv.signature
         return pb.ModelMetadataResponse(
-            name=mv.model, version=mv.version, versions=m.sorted_versions(),
-            inputs=[_spec(s) for s in sig.inputs], outputs=[_spec(s) for s in sig.outputs],
+            name=mv.model,
+            version=mv.version,
+            versions=m.sorted_versions(),
+            inputs=[_spec(s) for s in sig.inputs],
+            outputs=[_spec(s) for s in sig.outputs],
             max_batch_size=sig.max_batch_size,
             dynamic_batching=sig.max_batch_size > 0 and mv.config.batching.enabled,
-            providers=mv.pool.providers, default_version=m.default_version() or "", sha256=mv.sha256,
+            providers=mv.pool.providers,
+            default_version=m.default_version() or "",
+            sha256=mv.sha256,
         )
 
 
 def add_to_server(core: InferenceCore, server: grpc.aio.Server) -> str:
     pb_grpc.add_InferenceServicer_to_server(InferenceServicer(core), server)
     return pb.DESCRIPTOR.services_by_name["Inference"].full_name
-
-

@@ -48,7 +48,9 @@ PLATFORM = "onnxruntime_onnx"
 EXTENSIONS = ["model_configuration", "model_repository", "schedule_policy", "statistics", "parameters"]
 _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider")
 # Our dtype names -> model_config.proto's DataType (whose name for BYTES is TYPE_STRING).
-_DATA_TYPES = {ours: mc.DataType.Value("TYPE_" + ("STRING" if v2 == "BYTES" else v2)) for ours, v2 in V2_NAMES.items()}
+_DATA_TYPES = {
+    ours: mc.DataType.Value("TYPE_" + ("STRING" if v2 == "BYTES" else v2)) for ours, v2 in V2_NAMES.items()
+}
 
 
 def _value(p: pb.InferParameter) -> bool | int | float | str | None:
@@ -58,14 +60,18 @@ def _value(p: pb.InferParameter) -> bool | int | float | str | None:
 
 def _count(name: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise InvalidInput(f"parameter '{name}': {value!r}, expected an integer >= 0 (int64_param or uint64_param)")
+        raise InvalidInput(
+            f"parameter '{name}': {value!r}, expected an integer >= 0 (int64_param or uint64_param)"
+        )
     return value
 
 
 def _check_tensor_parameters(kind: str, name: str, params) -> None:
     for key in params:
         if key.startswith("shared_memory"):
-            raise InvalidInput(f"{kind} '{name}': shared memory is not supported, send the data in the request")
+            raise InvalidInput(
+                f"{kind} '{name}': shared memory is not supported, send the data in the request"
+            )
         if key == "classification":
             raise InvalidInput(f"{kind} '{name}': the classification extension is not supported")
 
@@ -86,7 +92,9 @@ def _inputs(request: pb.ModelInferRequest) -> dict:
         if not raw:
             inputs[t.name] = contents_to_numpy(t.name, t.datatype, t.shape, t.contents)
         elif t.HasField("contents") and t.contents.ListFields():
-            raise InvalidInput(f"input '{t.name}': both contents and raw_input_contents given, expected one of them")
+            raise InvalidInput(
+                f"input '{t.name}': both contents and raw_input_contents given, expected one of them"
+            )
         else:
             inputs[t.name] = v2_to_numpy(t.name, t.datatype, t.shape, raw[i])
     return inputs
@@ -117,7 +125,9 @@ def decode(request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> 
                 limit = time.monotonic() + timeout_us / 1e6
                 deadline = limit if deadline is None else min(deadline, limit)
         elif key in ("sequence_id", "sequence_start", "sequence_end") and value:
-            raise InvalidInput(f"parameter '{key}': ortserve has no sequence batching, expected no sequence parameters")
+            raise InvalidInput(
+                f"parameter '{key}': ortserve has no sequence batching, expected no sequence parameters"
+            )
         elif key == "targeting_key":
             if not isinstance(value, str):
                 raise InvalidInput(f"parameter 'targeting_key': {value!r}, expected a string_param")
@@ -152,15 +162,19 @@ def encode(response: InferResponse, request_id: str) -> pb.ModelInferResponse:
 
 # -- ModelConfig and ModelStatistics ------------------------------------------------------------
 def _tensors(specs, batched: bool, cls):
-    return [cls(name=s.name, data_type=_DATA_TYPES[s.dtype], dims=list(s.shape[1:] if batched else s.shape))
-            for s in specs]
+    return [
+        cls(name=s.name, data_type=_DATA_TYPES[s.dtype], dims=list(s.shape[1:] if batched else s.shape))
+        for s in specs
+    ]
 
 
 def _version_policy(policy: VersionPolicy) -> mc.ModelVersionPolicy:
     if policy.kind == "latest":
         return mc.ModelVersionPolicy(latest=mc.ModelVersionPolicy.Latest(num_versions=policy.latest))
     if policy.kind == "specific":
-        return mc.ModelVersionPolicy(specific=mc.ModelVersionPolicy.Specific(versions=[int(v) for v in policy.versions]))
+        return mc.ModelVersionPolicy(
+            specific=mc.ModelVersionPolicy.Specific(versions=[int(v) for v in policy.versions])
+        )
     return mc.ModelVersionPolicy(all=mc.ModelVersionPolicy.All())
 
 
@@ -169,9 +183,14 @@ def model_config(mv: ModelVersion, default_version: str) -> mc.ModelConfig:
     sig, cfg = mv.signature, mv.config
     batched = sig.max_batch_size > 0
     out = mc.ModelConfig(
-        name=mv.model, platform=PLATFORM, backend="onnxruntime", max_batch_size=sig.max_batch_size,
-        input=_tensors(sig.inputs, batched, mc.ModelInput), output=_tensors(sig.outputs, batched, mc.ModelOutput),
-        version_policy=_version_policy(cfg.versions), default_model_filename=MODEL_FILE,
+        name=mv.model,
+        platform=PLATFORM,
+        backend="onnxruntime",
+        max_batch_size=sig.max_batch_size,
+        input=_tensors(sig.inputs, batched, mc.ModelInput),
+        output=_tensors(sig.outputs, batched, mc.ModelOutput),
+        version_policy=_version_policy(cfg.versions),
+        default_model_filename=MODEL_FILE,
     )
     if batched and cfg.batching.enabled:
         b = cfg.batching
@@ -199,8 +218,13 @@ def model_statistics(mv: ModelVersion) -> pb.ModelStatistics:
     concatenated, then ONNX Runtime), not split further: compute_input and compute_output are
     counted with 0 ns. Counts restart when a version is reloaded."""
     s = mv.stats
-    out = pb.ModelStatistics(name=mv.model, version=mv.version, last_inference=s.last_inference_ms,
-                             inference_count=s.inference_count, execution_count=s.execution_count)
+    out = pb.ModelStatistics(
+        name=mv.model,
+        version=mv.version,
+        last_inference=s.last_inference_ms,
+        inference_count=s.inference_count,
+        execution_count=s.execution_count,
+    )
     st = out.inference_stats
     _duration(st.success, s.success_count, s.success_s)
     _duration(st.fail, s.failure_count, s.failure_s)
@@ -218,7 +242,9 @@ def model_statistics(mv: ModelVersion) -> pb.ModelStatistics:
 
 def _unimplemented(feature: str, instead: str):
     async def method(self, request, context: grpc.aio.ServicerContext):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"ortserve does not implement {feature}: {instead}")
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, f"ortserve does not implement {feature}: {instead}"
+        )
 
     return method
 
@@ -258,7 +284,9 @@ class GRPCInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         meta = pb.ModelMetadataResponse.TensorMetadata
         sig = mv.signature
         return pb.ModelMetadataResponse(
-            name=mv.model, versions=versions, platform=PLATFORM,
+            name=mv.model,
+            versions=versions,
+            platform=PLATFORM,
             inputs=[meta(name=s.name, datatype=V2_NAMES[s.dtype], shape=s.shape) for s in sig.inputs],
             outputs=[meta(name=s.name, datatype=V2_NAMES[s.dtype], shape=s.shape) for s in sig.outputs],
         )
@@ -268,7 +296,9 @@ class GRPCInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         default = self.core.models.models[mv.model].default_version() or ""
         return pb.ModelConfigResponse(config=model_config(mv, default))
 
-    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context) -> pb.ModelStatisticsResponse:
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context
+    ) -> pb.ModelStatisticsResponse:
         models = self.core.models
         if request.version:
             versions = [await self._version(request.name, request.version, context)]
@@ -278,26 +308,40 @@ class GRPCInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 if request.name not in names:
                     await self._version(request.name, "", context)  # aborts with NOT_FOUND
                 names = [request.name]
-            versions = [models.models[n].versions[v] for n in names for v in models.models[n].sorted_versions()]
+            versions = [
+                models.models[n].versions[v] for n in names for v in models.models[n].sorted_versions()
+            ]
         return pb.ModelStatisticsResponse(model_stats=[model_statistics(mv) for mv in versions])
 
     # -- inference -----------------------------------------------------------------------------
     async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
-        return await infer_or_abort(self.core, context, API, request.model_name, lambda: decode(request, context),
-                                    lambda response: encode(response, request.id))
+        return await infer_or_abort(
+            self.core,
+            context,
+            API,
+            request.model_name,
+            lambda: decode(request, context),
+            lambda response: encode(response, request.id),
+        )
 
     async def _stream_one(self, request: pb.ModelInferRequest, context) -> pb.ModelStreamInferResponse:
-        response, code, message = await infer_or_error(self.core, API, request.model_name,
-                                                       lambda: decode(request, context),
-                                                       lambda response: encode(response, request.id))
+        response, code, message = await infer_or_error(
+            self.core,
+            API,
+            request.model_name,
+            lambda: decode(request, context),
+            lambda response: encode(response, request.id),
+        )
         if response is not None:
             return pb.ModelStreamInferResponse(infer_response=response)
-        failed = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version,
-                                       id=request.id)
+        failed = pb.ModelInferResponse(
+            model_name=request.model_name, model_version=request.model_version, id=request.id
+        )
         return pb.ModelStreamInferResponse(error_message=f"{code.name}: {message}", infer_response=failed)
 
-    async def ModelStreamInfer(self, request_iterator: AsyncIterator[pb.ModelInferRequest],
-                               context) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         # Requests run concurrently (so that they can share batches) and are answered as they finish.
         # At most STREAM_WINDOW are read ahead of the answers the client has taken: a client that
         # sends without reading is held back by gRPC flow control instead of growing our memory.
@@ -332,23 +376,31 @@ class GRPCInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 task.cancel()
 
     # -- repository ----------------------------------------------------------------------------
-    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context) -> pb.RepositoryIndexResponse:
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context
+    ) -> pb.RepositoryIndexResponse:
         index = pb.RepositoryIndexResponse.ModelIndex
-        return pb.RepositoryIndexResponse(models=[
-            index(name=name, version=version, state=state, reason=reason)
-            for name, version, state, reason in self.core.models.index()
-            if not request.ready or state == "READY"
-        ])
+        return pb.RepositoryIndexResponse(
+            models=[
+                index(name=name, version=version, state=state, reason=reason)
+                for name, version, state, reason in self.core.models.index()
+                if not request.ready or state == "READY"
+            ]
+        )
 
     async def _control(self, request, context, action: str) -> None:
         try:
             if request.repository_name:
-                raise InvalidInput(f"repository_name '{request.repository_name}': ortserve serves one repository, "
-                                   "expected an empty repository_name")
+                raise InvalidInput(
+                    f"repository_name '{request.repository_name}': ortserve serves one repository, "
+                    "expected an empty repository_name"
+                )
             for key in request.parameters:
                 if key == "config" or key.startswith("file:"):
-                    raise InvalidInput(f"parameter '{key}': ortserve loads models only from the repository, "
-                                       "expected no config or file overrides")
+                    raise InvalidInput(
+                        f"parameter '{key}': ortserve loads models only from the repository, "
+                        "expected no config or file overrides"
+                    )
             if action == "load":
                 await self.core.models.load_model(request.model_name)
             else:
@@ -356,13 +408,15 @@ class GRPCInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except ServeError as e:
             await context.abort(status_for(e), str(e))
 
-    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
-                                  context) -> pb.RepositoryModelLoadResponse:
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context
+    ) -> pb.RepositoryModelLoadResponse:
         await self._control(request, context, "load")
         return pb.RepositoryModelLoadResponse()
 
-    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
-                                    context) -> pb.RepositoryModelUnloadResponse:
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context
+    ) -> pb.RepositoryModelUnloadResponse:
         await self._control(request, context, "unload")
         return pb.RepositoryModelUnloadResponse()
 

@@ -16,8 +16,15 @@ import grpc
 from .. import errors
 from ..core import InferenceCore, InferRequest, InferResponse
 
-__all__ = ["STATUS", "deadline_from", "infer_or_abort", "infer_or_error", "invocation_metadata",
-           "new_request_id", "status_for"]
+__all__ = [
+    "STATUS",
+    "deadline_from",
+    "infer_or_abort",
+    "infer_or_error",
+    "invocation_metadata",
+    "new_request_id",
+    "status_for",
+]
 
 log = logging.getLogger("ortserve.requests")
 
@@ -58,8 +65,13 @@ def deadline_from(context: grpc.aio.ServicerContext) -> float | None:
     return time.monotonic() + remaining
 
 
-async def infer_or_error(core: InferenceCore, api: str, model: str, decode: Callable[[], InferRequest],
-                         encode: Callable[[InferResponse], T]) -> tuple[T | None, grpc.StatusCode, str]:
+async def infer_or_error(
+    core: InferenceCore,
+    api: str,
+    model: str,
+    decode: Callable[[], InferRequest],
+    encode: Callable[[InferResponse], T],
+) -> tuple[T | None, grpc.StatusCode, str]:
     """Decode, run and encode one request: (encoded response, OK, "") or (None, status code, the
     core's message). The request is counted in the metrics whatever happens. For streams, whose
     errors travel in the stream; unary RPCs use ``infer_or_abort``."""
@@ -88,8 +100,14 @@ async def infer_or_error(core: InferenceCore, api: str, model: str, decode: Call
     return None, code, message
 
 
-async def infer_or_abort(core: InferenceCore, context: grpc.aio.ServicerContext, api: str, model: str,
-                         decode: Callable[[], InferRequest], encode: Callable[[InferResponse], T]) -> T:
+async def infer_or_abort(
+    core: InferenceCore,
+    context: grpc.aio.ServicerContext,
+    api: str,
+    model: str,
+    decode: Callable[[], InferRequest],
+    encode: Callable[[InferResponse], T],
+) -> T:
     """Decode, run and encode one request. A core error aborts the RPC with its status code and
     the core's message; the request is counted in the metrics whatever happens."""
     result, code, message = await infer_or_error(core, api, model, decode, encode)
