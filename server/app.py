@@ -83,7 +83,7 @@ class App:
         self.flags = FlagSource(s.flags_path, router, self.metrics)
         await self.flags.load()
         shadow = ShadowMirror(self.metrics, s.shadow_queue_size)
-        self.core = InferenceCore(self.models, self.metrics, router, shadow)
+        self.core = InferenceCore(self.models, self.metrics, router, shadow, access_log=s.access_log)
 
         options = [
             ("grpc.max_receive_message_length", s.max_message_size),

@@ -53,7 +53,9 @@ class InferenceCore:
         metrics: Metrics,
         router: Router | None = None,
         shadow: ShadowMirror | None = None,
+        access_log: bool = False,
     ) -> None:
+        self.access_log = access_log  # read by the gRPC edge: one log line per request
         self.models = models
         self.metrics = metrics
         self.router = router if router is not None else Router(models)

@@ -86,6 +86,9 @@ class Settings:
     )
     grace_period: float = _opt(10.0, "seconds to drain in-flight requests on SIGTERM/SIGINT", ge=0)
     log_level: str = _opt("info", "log level", choices=("debug", "info", "warning", "error"))
+    access_log: bool = _opt(
+        False, "log one line per inference request (request id, model, version, variant, status, duration)"
+    )
     log_format: str = _opt("text", "log line format", choices=("text", "json"))
     config: Path | None = _opt(None, "TOML file with any of these settings (keys with underscores)")
 

@@ -222,3 +222,25 @@ def test_message_size_limit(tmp_path, start_server):
             c.predict("addmul", {"a": big, "b": big})
         assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         np.testing.assert_array_equal(c.predict("addmul", {"a": A, "b": A})["sum"], A * 2)
+
+
+def test_access_log_has_one_json_line_per_request_with_its_id(tmp_path, start_server):
+    m.publish(tmp_path, "addmul", 1, m.addmul())
+    server = start_server(tmp_path, "--access-log")
+    with Client(server.target) as c:
+        c.predict("addmul", {"a": A, "b": A}, request_id="req-ok")
+        with pytest.raises(grpc.RpcError):
+            c.predict("addmul", {"a": A}, request_id="req-bad")
+        c.predict("addmul", {"a": A, "b": A}, metadata=[("x-request-id", "req-md")])
+    end = time.monotonic() + 5
+    while len([e for e in server.lines if e.get("logger") == "ortserve.access"]) < 3:
+        assert time.monotonic() < end
+        time.sleep(0.05)
+    access = {e["request_id"]: e for e in server.lines if e.get("logger") == "ortserve.access"}
+    assert access["req-ok"]["code"] == "OK" and access["req-ok"]["version"] == "1"
+    assert access["req-ok"]["duration_ms"] > 0 and access["req-ok"]["api"] == "v1"
+    assert (
+        access["req-bad"]["code"] == "INVALID_ARGUMENT"
+        and "missing input 'b'" in access["req-bad"]["message"]
+    )
+    assert access["req-md"]["code"] == "OK"

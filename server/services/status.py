@@ -27,6 +27,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("ortserve.requests")
+access_log = logging.getLogger("ortserve.access")
 
 STATUS: dict[type[errors.ServeError], grpc.StatusCode] = {
     errors.ModelNotFound: grpc.StatusCode.NOT_FOUND,
@@ -94,10 +95,46 @@ async def infer_or_error(
         log.exception("request %s: internal error", request.request_id if request else "")
     finally:
         counted = request or InferRequest(model=model, inputs={})
-        core.record(counted, response if code == grpc.StatusCode.OK else None, api, code.name, started)
+        ok = code == grpc.StatusCode.OK
+        core.record(counted, response if ok else None, api, code.name, started)
+        if core.access_log:
+            _access(counted, response if ok else None, api, code, message, started)
     rid = request.request_id if request else ""
     log.debug("request %s failed: %s %s", rid, code.name, message, extra={"request_id": rid})
     return None, code, message
+
+
+def _access(
+    request: InferRequest,
+    response: InferResponse | None,
+    api: str,
+    code: grpc.StatusCode,
+    message: str,
+    started: float,
+) -> None:
+    """One access-log line per request (``--access-log``)."""
+    ms = (time.monotonic() - started) * 1000
+    version = response.version if response else (request.route.version.version if request.route else "")
+    variant = response.variant if response else (request.route.variant if request.route else "")
+    access_log.info(
+        "%s %s %s v%s %s %.2fms%s",
+        api,
+        request.request_id,
+        request.model,
+        version,
+        code.name,
+        ms,
+        f" {message}" if message else "",
+        extra={
+            "request_id": request.request_id,
+            "model": request.model,
+            "version": version,
+            "variant": variant,
+            "api": api,
+            "code": code.name,
+            "duration_ms": round(ms, 3),
+        },
+    )
 
 
 async def infer_or_abort(
