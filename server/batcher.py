@@ -132,6 +132,12 @@ class _Base:
                 if r.deadline is not None and r.deadline <= start:
                     _expire(r.future, r.deadline - r.enqueued)
             live = [r for r in live if not r.future.done()]
+            for r in live:
+                # The deadline bounds the time in the queue (Triton's timeout semantics): once a
+                # request runs, its answer is worth delivering. (A gRPC deadline that passes while
+                # it runs still ends the RPC: gRPC itself cancels it.)
+                if r.timer is not None:
+                    r.timer.cancel()
             if not live:
                 return
             rows = sum(r.rows for r in live)

@@ -97,3 +97,20 @@ def publish(
         shutil.rmtree(target)
     os.rename(staging, target)
     return target
+
+
+def slow(matmuls: int = 24, size: int = 256) -> onnx.ModelProto:
+    """y = x @ W @ W ... (``matmuls`` times) with x float32 [batch, size, size]: tens of milliseconds
+    per row, for tests that need a request to still be running after a short timeout."""
+    w = (np.eye(size) * 0.5 + 0.5 / size).astype(np.float32)
+    nodes, prev = [], "x"
+    for i in range(matmuls):
+        out = "y" if i == matmuls - 1 else f"h{i}"
+        nodes.append(helper.make_node("MatMul", [prev, "w"], [out]))
+        prev = out
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", F, ["batch", size, size])],
+        [helper.make_tensor_value_info("y", F, ["batch", size, size])],
+        [numpy_helper.from_array(w, "w")],
+    )

@@ -145,6 +145,7 @@ def repo(tmp_path_factory):
     m.publish(root, "bf16", 1, bf16_model())
     m.publish(root, "streamed", 1, m.addmul(), "[batching]\nmax_queue_size = 1024\n")
     m.publish(root, "strings", 1, m.strings())
+    m.publish(root, "slow", 1, m.slow(16, 512), "max_batch_size = 4\n[batching]\nmax_queue_delay_us = 0\n")
     m.publish(root, "fixed", 1, m.fixed(), '[versions]\npolicy = "latest 1"\n')
     for version, offset in (("1", 0.0), ("2", 100.0)):
         m.publish(root, "routed", version, m.addmul(offset), 'default_version = "1"\n')
@@ -428,6 +429,17 @@ def test_timeout_expires_in_the_queue(client):
         client.infer("addmul", inputs, model_version="1", timeout=1000)
     assert e.value.status() == "StatusCode.DEADLINE_EXCEEDED"
     assert client.infer("addmul", inputs, model_version="1", timeout=0).as_numpy("sum") is not None
+
+
+def test_timeout_bounds_the_queue_not_the_run(client):
+    # Triton's timeout covers the time queued: a request that starts in time is answered even when
+    # its run outlasts the timeout.
+    x = np.random.default_rng(0).random((1, 512, 512), dtype=np.float32)
+    timeout_us = 5_000
+    result = client.infer("slow", [infer_input("x", x)], timeout=timeout_us)
+    assert result.as_numpy("y").shape == (1, 512, 512)
+    stats = client.get_inference_statistics("slow", as_json=True)["model_stats"][0]["inference_stats"]
+    assert int(stats["compute_infer"]["ns"]) > timeout_us * 1000, "the model ran faster than the timeout"
 
 
 def test_streaming_infer_errors_do_not_end_the_stream(client):
