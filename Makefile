@@ -40,8 +40,10 @@ test: install-dev
 protos: install-dev
 	$(BIN)/python scripts/gen_protos.py
 
+# The full comparison (about 10 minutes; the first run also builds MLServer's own venv from PyPI).
 bench: install-dev
 	$(BIN)/python benchmarks/bench_server.py --write-results
+	$(BIN)/python benchmarks/bench_compare.py --write-results --profile
 
 lint: install-dev
 	$(BIN)/ruff check server scripts tests benchmarks optimize

@@ -26,16 +26,40 @@ from server.core import InferRequest
 from server.flags import parse_flags
 from server.routing import Router
 
-DESIGN = {"flags": {
-    "digits": {"state": "ENABLED", "defaultVariant": "stable", "variants": {"stable": "1", "int8": "2"},
-               "targeting": {"fractional": [["stable", 90], ["int8", 10]]}},
-    "digits.shadow": {"state": "ENABLED", "defaultVariant": "pruned", "variants": {"off": "", "pruned": "4"},
-                      "targeting": {"fractional": [["off", 50], ["pruned", 50]]}}}}
-RULES = {"flags": {"digits": {
-    "state": "ENABLED", "defaultVariant": "stable", "variants": {"stable": "1", "int8": "2"},
-    "targeting": {"if": [{"in": [{"var": "country"}, ["ch", "de"]]}, "int8",
-                         {"==": [{"var": "tier"}, "gold"]}, "stable",
-                         {"fractional": [["stable", 90], ["int8", 10]]}]}}}}
+DESIGN = {
+    "flags": {
+        "digits": {
+            "state": "ENABLED",
+            "defaultVariant": "stable",
+            "variants": {"stable": "1", "int8": "2"},
+            "targeting": {"fractional": [["stable", 90], ["int8", 10]]},
+        },
+        "digits.shadow": {
+            "state": "ENABLED",
+            "defaultVariant": "pruned",
+            "variants": {"off": "", "pruned": "4"},
+            "targeting": {"fractional": [["off", 50], ["pruned", 50]]},
+        },
+    }
+}
+RULES = {
+    "flags": {
+        "digits": {
+            "state": "ENABLED",
+            "defaultVariant": "stable",
+            "variants": {"stable": "1", "int8": "2"},
+            "targeting": {
+                "if": [
+                    {"in": [{"var": "country"}, ["ch", "de"]]},
+                    "int8",
+                    {"==": [{"var": "tier"}, "gold"]},
+                    "stable",
+                    {"fractional": [["stable", 90], ["int8", 10]]},
+                ]
+            },
+        }
+    }
+}
 
 
 class Models:
@@ -69,21 +93,34 @@ def timings(router: Router, requests: list[InferRequest]) -> list[float]:
 
 def summary(values: list[float]) -> dict[str, float]:
     values = sorted(values)
-    return {"p50_us": round(values[len(values) // 2], 2), "p99_us": round(values[int(len(values) * 0.99)], 2),
-            "mean_us": round(statistics.fmean(values), 2)}
+    return {
+        "p50_us": round(values[len(values) // 2], 2),
+        "p99_us": round(values[int(len(values) * 0.99)], 2),
+        "mean_us": round(statistics.fmean(values), 2),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=200_000)
     args = parser.parse_args()
     n = args.requests
-    keyed = [InferRequest("digits", {}, targeting_key=f"user-{i}", attributes={"user-agent": "grpc-python"})
-             for i in range(n)]
+    keyed = [
+        InferRequest("digits", {}, targeting_key=f"user-{i}", attributes={"user-agent": "grpc-python"})
+        for i in range(n)
+    ]
     unkeyed = [InferRequest("digits", {}, attributes={"user-agent": "grpc-python"}) for _ in range(n)]
-    attributed = [InferRequest("digits", {}, targeting_key=f"user-{i}",
-                               attributes={"country": ("ch", "fr", "us")[i % 3], "tier": ("gold", "free")[i % 2]})
-                  for i in range(n)]
+    attributed = [
+        InferRequest(
+            "digits",
+            {},
+            targeting_key=f"user-{i}",
+            attributes={"country": ("ch", "fr", "us")[i % 3], "tier": ("gold", "free")[i % 2]},
+        )
+        for i in range(n)
+    ]
 
     def router(doc: dict | None) -> Router:
         r = Router(Models())  # type: ignore[arg-type]
@@ -102,10 +139,14 @@ def main() -> None:
         timings(r, reqs[: n // 10])  # warm up
         results[name] = summary(timings(r, reqs))
     base = results["no flags (baseline)"]["p50_us"]
-    print(f"# {platform.processor() or platform.machine()}, Python {platform.python_version()}, {n} requests per case")
+    print(
+        f"# {platform.processor() or platform.machine()}, Python {platform.python_version()}, {n} requests per case"
+    )
     for name, s in results.items():
         extra = "" if name.startswith("no flags") else f"  overhead p50 {s['p50_us'] - base:.2f} us"
-        print(f"{name:34s} p50 {s['p50_us']:6.2f} us  p99 {s['p99_us']:6.2f} us  mean {s['mean_us']:6.2f} us{extra}")
+        print(
+            f"{name:34s} p50 {s['p50_us']:6.2f} us  p99 {s['p99_us']:6.2f} us  mean {s['mean_us']:6.2f} us{extra}"
+        )
 
 
 if __name__ == "__main__":

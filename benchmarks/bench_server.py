@@ -42,17 +42,31 @@ def small_cnn():
     nodes, inits, prev, cin = [], [], "x", INPUT[0]
     for i, (cout, stride) in enumerate(zip(CHANNELS, (1, 2, 2))):
         w = (rng.standard_normal((cout, cin, 3, 3)) / np.sqrt(cin * 9)).astype(np.float32)
-        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.zeros(cout, np.float32), f"b{i}")]
-        nodes += [helper.make_node("Conv", [prev, f"w{i}", f"b{i}"], [f"c{i}"], pads=[1, 1, 1, 1],
-                                   strides=[stride, stride]),
-                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        inits += [
+            numpy_helper.from_array(w, f"w{i}"),
+            numpy_helper.from_array(np.zeros(cout, np.float32), f"b{i}"),
+        ]
+        nodes += [
+            helper.make_node(
+                "Conv", [prev, f"w{i}", f"b{i}"], [f"c{i}"], pads=[1, 1, 1, 1], strides=[stride, stride]
+            ),
+            helper.make_node("Relu", [f"c{i}"], [f"r{i}"]),
+        ]
         prev, cin = f"r{i}", cout
     fw = (rng.standard_normal((cin, 10)) / np.sqrt(cin)).astype(np.float32)
     inits += [numpy_helper.from_array(fw, "fw"), numpy_helper.from_array(np.zeros(10, np.float32), "fb")]
-    nodes += [helper.make_node("GlobalAveragePool", [prev], ["pool"]), helper.make_node("Flatten", ["pool"], ["flat"]),
-              helper.make_node("Gemm", ["flat", "fw", "fb"], ["y"])]
-    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", *INPUT])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 10])], inits)
+    nodes += [
+        helper.make_node("GlobalAveragePool", [prev], ["pool"]),
+        helper.make_node("Flatten", ["pool"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fw", "fb"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", *INPUT])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 10])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -93,19 +107,21 @@ def machine() -> str:
 
     cpu = "unknown CPU"
     try:
-        for line in open("/proc/cpuinfo"):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"onnxruntime {onnxruntime.__version__}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"onnxruntime {onnxruntime.__version__}"
+    )
 
 
 def run(concurrency: int, duration: float) -> dict:
-    from optimize.demo import build as build_demo
     from onnx_models import publish
+    from optimize.demo import build as build_demo
     from server.client import AsyncClient
     from server.testing import ServerProcess
 
@@ -116,6 +132,7 @@ def run(concurrency: int, duration: float) -> dict:
         raw = raw_onnxruntime(repo / "cnn" / "1" / "model.onnx", [1, 8, 16, 32, 64], seconds=3)
         server = ServerProcess(repo)
         try:
+
             async def load(model: str, inputs: dict) -> dict:
                 async with AsyncClient(server.target) as c:
                     result = await closed_loop(predict_sender(c, model, inputs), concurrency, duration)
@@ -128,9 +145,16 @@ def run(concurrency: int, duration: float) -> dict:
         finally:
             server.stop()
     best = max(raw, key=raw.get)
-    return {"machine": machine(), "concurrency": concurrency, "duration_s": duration, "digits": digits,
-            "cnn": cnn, "raw_rows_per_s": raw, "raw_best_batch": best,
-            "cnn_vs_raw": cnn["throughput_rps"] / raw[best]}
+    return {
+        "machine": machine(),
+        "concurrency": concurrency,
+        "duration_s": duration,
+        "digits": digits,
+        "cnn": cnn,
+        "raw_rows_per_s": raw,
+        "raw_best_batch": best,
+        "cnn_vs_raw": cnn["throughput_rps"] / raw[best],
+    }
 
 
 def markdown(r: dict, command: str) -> str:
@@ -138,23 +162,27 @@ def markdown(r: dict, command: str) -> str:
     raw_rows = ", ".join(f"batch {b}: {v:,.0f}" for b, v in r["raw_rows_per_s"].items())
     return f"""## server core: Predict throughput and latency
 
-Machine: {r['machine']}. Command: `{command}`. Server and load generator share the machine;
-closed loop, {r['concurrency']} concurrent one-row requests, {r['duration_s']:.0f} s after 1 s warm-up.
+Machine: {r["machine"]}. Command: `{command}`. Server and load generator share the machine;
+closed loop, {r["concurrency"]} concurrent one-row requests, {r["duration_s"]:.0f} s after 1 s warm-up.
 
 | model | throughput (req/s) | p50 (ms) | p90 (ms) | p99 (ms) | errors |
 |---|---|---|---|---|---|
-| digits (demo MLP, overhead-bound) | {d['throughput_rps']:,.0f} | {d['p50_ms']:.2f} | {d['p90_ms']:.2f} | {d['p99_ms']:.2f} | {sum(d['errors'].values())} |
-| small CNN {'/'.join(map(str, CHANNELS))} channels on {'x'.join(map(str, INPUT))} (compute-bound) | {w['throughput_rps']:,.0f} | {w['p50_ms']:.2f} | {w['p90_ms']:.2f} | {w['p99_ms']:.2f} | {sum(w['errors'].values())} |
+| digits (demo MLP, overhead-bound) | {d["throughput_rps"]:,.0f} | {d["p50_ms"]:.2f} | {d["p90_ms"]:.2f} | {d["p99_ms"]:.2f} | {sum(d["errors"].values())} |
+| small CNN {"/".join(map(str, CHANNELS))} channels on {"x".join(map(str, INPUT))} (compute-bound) | {w["throughput_rps"]:,.0f} | {w["p50_ms"]:.2f} | {w["p90_ms"]:.2f} | {w["p99_ms"]:.2f} | {sum(w["errors"].values())} |
 
 Raw ONNX Runtime, small CNN, {THREADS} intra-op threads (rows/s): {raw_rows}.
-Server with one-row requests vs raw ONNX Runtime at its best batch size ({r['raw_best_batch']}):
-**{r['cnn_vs_raw']:.2f}x** (target: at least 0.9x).
+Server with one-row requests vs raw ONNX Runtime at its best batch size ({r["raw_best_batch"]}):
+**{r["cnn_vs_raw"]:.2f}x** (target: at least 0.9x).
 """
 
 
 def write_results(section: str) -> None:
     path = ROOT / "benchmarks" / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Benchmark results\n\nEvery figure here was measured by a script in benchmarks/; the command is given with it.\n"
+    text = (
+        path.read_text()
+        if path.exists()
+        else "# Benchmark results\n\nEvery figure here was measured by a script in benchmarks/; the command is given with it.\n"
+    )
     head = "## server core: Predict throughput and latency"
     if head in text:
         before, _, after = text.partition(head)
@@ -166,7 +194,9 @@ def write_results(section: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--write-results", action="store_true", help="update benchmarks/RESULTS.md")

@@ -1,0 +1,448 @@
+"""The report of ``bench_compare.py``: its RESULTS.md section (tables, targets met or missed) and
+PNG plots (latency against throughput, one curve per server/configuration; the overload timeline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["HEAD", "markdown", "plots", "timeline", "write_section"]
+
+HEAD = "## load comparison: ortserve vs raw ONNX Runtime and MLServer"
+TITLES = {
+    "digits": "digits (demo MLP, one-row requests: overhead-bound)",
+    "cnn": "small CNN 64/128/256 channels on 3x32x32 (one-row requests: compute-bound)",
+}
+SHED = ("RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED")
+
+
+def timeline(rec: Any, start: float, bin_s: float = 0.1) -> list[dict[str, float]]:
+    """Per ``bin_s`` of scheduled start: requests admitted (OK), shed, other errors, p99 of the
+    admitted ones (ms)."""
+    starts = np.asarray(rec.starts) - start
+    lat = (np.asarray(rec.ends) - np.asarray(rec.starts)) * 1000
+    codes = np.asarray(rec.codes, dtype=object)
+    if not starts.size:
+        return []
+    bins = np.floor(starts / bin_s).astype(int)
+    out = []
+    for b in range(int(bins.max()) + 1):
+        sel = bins == b
+        ok = sel & (codes == "OK")
+        shed = sel & np.isin(codes, SHED)
+        out.append(
+            {
+                "t": b * bin_s,
+                "ok": int(ok.sum()),
+                "shed": int(shed.sum()),
+                "other": int((sel & ~ok & ~shed).sum()),
+                "p99_ms": float(np.percentile(lat[ok], 99)) if ok.any() else float("nan"),
+            }
+        )
+    return out
+
+
+def _point(results: dict, label_prefix: str, model: str, concurrency: int) -> dict | None:
+    for s in results["series"]:
+        if s["label"].startswith(label_prefix) and s["model"] == model:
+            for p in s["points"]:
+                if p["concurrency"] == concurrency:
+                    return p
+    return None
+
+
+def _raw_best(results: dict, model: str) -> tuple[int, float]:
+    raw = {int(k): v for k, v in results["raw"][model].items()}
+    best = max(raw, key=lambda b: raw[b])
+    return best, raw[best]
+
+
+def _targets(results: dict) -> list[tuple[str, str, str]]:
+    rows = []
+    # 1. digits at concurrency 32: ortserve vs MLServer.
+    peer = _point(results, "MLServer", "digits", 32)
+    for prefix in ("ortserve v1, batching on", "ortserve V2, batching on"):
+        ours = _point(results, prefix, "digits", 32)
+        what = f"digits, c=32: {prefix} >= 3x MLServer's throughput, lower p99"
+        if ours is None or peer is None:
+            rows.append(
+                (
+                    what,
+                    "not measured in this run ("
+                    + ("MLServer skipped" if peer is None and ours else "no c=32 point")
+                    + ")",
+                    "-",
+                )
+            )
+            continue
+        ratio = ours["throughput_rps"] / max(peer["throughput_rps"], 1e-9)
+        ok = ratio >= 3 and ours["p99_ms"] < peer["p99_ms"]
+        rows.append(
+            (
+                what,
+                (
+                    f"{ratio:.2f}x ({ours['throughput_rps']:,.0f} vs {peer['throughput_rps']:,.0f} req/s); "
+                    f"p99 {ours['p99_ms']:.1f} vs {peer['p99_ms']:.1f} ms"
+                ),
+                "met" if ok else "**missed**",
+            )
+        )
+    # 2. cnn at concurrency 32 vs raw ONNX Runtime's best batch.
+    ours = _point(results, "ortserve v1, batching on", "cnn", 32)
+    best, rate = _raw_best(results, "cnn")
+    what = "small CNN, c=32: ortserve one-row requests >= 0.9x raw ONNX Runtime's best batched throughput"
+    if ours is None:
+        rows.append((what, "not measured in this run (no c=32 point)", "-"))
+    else:
+        ratio = ours["throughput_rps"] / rate
+        batch = f", mean batch {ours['mean_batch']:.1f}" if ours.get("mean_batch") else ""
+        rows.append(
+            (
+                what,
+                (
+                    f"{ratio:.2f}x ({ours['throughput_rps']:,.0f} vs {rate:,.0f} rows/s at batch {best}"
+                    f"{batch})"
+                ),
+                "met" if ratio >= 0.9 else "**missed**",
+            )
+        )
+    # 3. overload.
+    o = results.get("overload")
+    if o:
+        sheds = sum(o["shed"].values()) > 0
+        flat = o["rss_growth_mb"] <= max(16.0, 0.05 * o["rss_before_mb"])
+        # Judged from the actual send: on a shared machine the generator itself can start requests
+        # late, and that lateness (shown too) is not the server's.
+        admitted = o["result"]["requests"] > 0
+        bounded = admitted and o["result"]["p99_from_send_ms"] <= o["bound_ms"]
+        recovered = o["recovered_s"] is not None and o["recovered_s"] <= 1.0
+        rows.append(
+            (
+                f"overload {o['factor']:.0f}x capacity: sheds with RESOURCE_EXHAUSTED/DEADLINE_EXCEEDED",
+                f"{o['shed_fraction']:.0%} of {o['result']['sent']:,} shed ({_codes(o['shed'])})",
+                "met" if sheds else "**missed**",
+            )
+        )
+        rows.append(
+            (
+                "overload: server memory (RSS) flat",
+                (
+                    f"{o['rss_growth_mb']:+.1f} MiB from the 2nd to the last quarter of the load "
+                    f"(RSS {o['rss_before_mb']:.0f} MiB before, peak {o['rss_peak_mb']:.0f} MiB)"
+                ),
+                "met" if flat else "**missed**",
+            )
+        )
+        rows.append(
+            (
+                "overload: p99 of admitted requests <= 2x (max queue delay + compute)",
+                (
+                    f"{o['result']['p99_from_send_ms']:.1f} ms from the actual send "
+                    f"({o['admitted_p99_ms']:.1f} ms from the scheduled start) vs bound "
+                    f"{o['bound_ms']:.1f} ms = 2 x ({o['queue_timeout_ms']:.0f} ms queue limit + "
+                    f"{o['mean_compute_ms']:.1f} ms batch compute)"
+                    if admitted
+                    else "no request was admitted"
+                ),
+                "met" if bounded else "**missed**",
+            )
+        )
+        rows.append(
+            (
+                "overload (no target, for reading the above): admitted throughput against capacity",
+                (
+                    f"{o['goodput_fraction']:.0%} ({o['result']['throughput_rps']:,.0f} of "
+                    f"{o['capacity_rps']:,.0f} req/s)"
+                ),
+                "-",
+            )
+        )
+        rec = (
+            "did not recover within 5 s" if o["recovered_s"] is None else f"{o['recovered_s'] * 1000:.0f} ms"
+        )
+        rows.append(
+            (
+                "overload: recovers within 1 s after the load stops",
+                f"{rec} (first probe answered within {o['recovery_threshold_ms']:.1f} ms)",
+                "met" if recovered else "**missed**",
+            )
+        )
+    return rows
+
+
+def _codes(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "none"
+
+
+def _limits(results: dict) -> list[str]:
+    """What the data says about a missed target (a profile says more: see the notes)."""
+    notes = []
+    ours = _point(results, "ortserve v1, batching on", "cnn", 32)
+    if ours is not None:
+        best, rate = _raw_best(results, "cnn")
+        raw = {int(k): v for k, v in results["raw"]["cnn"].items()}
+        if ours["throughput_rps"] < 0.9 * rate and ours.get("mean_batch"):
+            near = min(raw, key=lambda b: abs(b - ours["mean_batch"]))
+            notes.append(
+                f"small CNN at c=32: the server ran batches of {ours['mean_batch']:.1f} rows on average "
+                f"(c=32 caps them at 32); raw ONNX Runtime at batch {near} gives {raw[near]:,.0f} rows/s "
+                f"against {rate:,.0f} at batch {best}, and the load generator shares the 2 cores."
+            )
+    return notes
+
+
+def _table(results: dict, model: str) -> list[str]:
+    lines = [
+        (
+            "| configuration | concurrency | throughput (req/s) | p50 (ms) | p90 (ms) | p99 (ms) "
+            "| mean batch | errors |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in results["series"]:
+        if s["model"] != model:
+            continue
+        for p in s["points"]:
+            batch = f"{p['mean_batch']:.1f}" if p.get("mean_batch") else "-"
+            lines.append(
+                f"| {s['label']} | {p['concurrency']} | {p['throughput_rps']:,.0f} | {p['p50_ms']:.2f} | "
+                f"{p['p90_ms']:.2f} | {p['p99_ms']:.2f} | {batch} | {_codes(p['errors'])} |"
+            )
+    return lines
+
+
+def markdown(results: dict, images: list[Path], relative_to: Path) -> str:
+    prof = results["profile"]
+    versions = results.get("versions", {})
+    peer = results.get("mlserver_versions") or {}
+    lines = [
+        HEAD,
+        "",
+        (
+            f"Machine: {results['machine']}. Command: `{results.get('command', '')}` "
+            f"({results.get('wall_s', 0):.0f} s in all)."
+        ),
+        f"Versions: {', '.join(f'{k} {v}' for k, v in versions.items())}"
+        + (
+            f"; MLServer {peer.get('mlserver')} (its own venv: onnxruntime {peer.get('onnxruntime')}, grpcio "
+            f"{peer.get('grpcio')})"
+            if peer
+            else ""
+        )
+        + ".",
+        "",
+        (
+            f"Closed loop, one-row requests, {prof['duration']:g} s per point after {prof['warmup']:g} s "
+            "warm-up; the load generator (benchmarks/loadgen.py) runs on the same machine as the servers "
+            "and takes its share of the CPU, so the figures are ratios from one run. Every server gets the "
+            "same ONNX Runtime thread budget (digits: 2 sessions x 1 thread in ortserve, 2 threads in "
+            "MLServer's worker; CNN: 2 threads). ortserve v1 is ortserve.v1 Predict; V2 is KServe V2 "
+            "ModelInfer with raw contents, the protocol MLServer is driven over. Batch sizes are the "
+            "server's own (from /metrics)."
+        ),
+        "",
+    ]
+    lines += ["### Targets", "", "| target | measured | verdict |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in _targets(results)]
+    limits = _limits(results)
+    if limits:
+        lines += ["", *(f"- {n}" for n in limits)]
+    for model in ("digits", "cnn"):
+        lines += ["", f"### {TITLES[model]}", ""]
+        for img in images:
+            if img.name == f"latency_throughput_{model}.png":
+                lines += [f"![latency against throughput, {model}]({_rel(img, relative_to)})", ""]
+        lines += _table(results, model)
+        raw = results["raw"][model]
+        best, _ = _raw_best(results, model)
+        threads = "1 intra-op thread, one session" if model == "digits" else "2 intra-op threads"
+        runs = results.get("raw_runs") or [results["raw"]]
+        spread = ""
+        if len(runs) > 1:
+            passes = [r[model][best] for r in runs]
+            spread = (
+                f" (the better of {len(runs)} passes, before and after the servers: "
+                + " and ".join(f"{v:,.0f}" for v in passes)
+                + f" at batch {best})"
+            )
+        lines += [
+            "",
+            f"Raw ONNX Runtime in-process, {threads} (rows/s): "
+            + ", ".join(f"batch {b}: {v:,.0f}" for b, v in raw.items())
+            + f"; best: batch {best}{spread}.",
+        ]
+    o = results.get("overload")
+    if o:
+        r = o["result"]
+        lines += ["", f"### Overload: open loop at {o['factor']:.0f}x capacity ({o['model']})", ""]
+        for img in images:
+            if img.name.startswith("overload_"):
+                lines += [f"![overload timeline]({_rel(img, relative_to)})", ""]
+        lines += [
+            (
+                f"Requests of {o['rows']} rows (so that the model, not the gRPC layer or the load "
+                f"generator, is the limit). Capacity: {o['capacity_rps']:,.0f} req/s (ortserve V2, batching "
+                f"on, closed loop at concurrency {o['capacity_concurrency']}, p99 "
+                f"{o['capacity_p99_ms']:.1f} ms). Poisson arrivals at {o['offered_rps']:,.0f} req/s for "
+                f"{o['duration_s']:g} s after {o['warmup_s']:g} s warm-up (sent {o['sent_rps']:,.0f} req/s; "
+                f"the generator was at most {r['max_lag_ms']:.0f} ms late), V2 ModelInfer with Triton's "
+                f"`timeout` parameter = {o['queue_timeout_ms']:.0f} ms (the longest a request may wait in "
+                "the queue)."
+            ),
+            "",
+            (
+                "| admitted (req/s) | shed | other errors | admitted p50 / p99 / max (ms) [p99 from send] "
+                "| bound (ms) | server: mean batch, queue, time in server (ms) "
+                "| RSS before / peak / growth (MiB) | recovery |"
+            ),
+            "|---|---|---|---|---|---|---|---|",
+            f"| {r['throughput_rps']:,.0f} | {_codes(o['shed'])} | {_codes(o['other_errors'])} | "
+            f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} / {r['max_ms']:.1f} [{r['p99_from_send_ms']:.1f}] | "
+            f"{o['bound_ms']:.1f} | "
+            f"{o['mean_batch']:.1f} rows, {o['server_queue_ms']:.1f}, {o['server_time_ms']:.1f} | "
+            f"{o['rss_before_mb']:.0f} / {o['rss_peak_mb']:.0f} / {o['rss_growth_mb']:+.1f} | "
+            + ("none within 5 s" if o["recovered_s"] is None else f"{o['recovered_s'] * 1000:.0f} ms")
+            + " |",
+        ]
+    profiles = results.get("profiles") or []
+    if profiles:
+        lines += [
+            "",
+            "### Where the server's time goes (py-spy)",
+            "",
+            (
+                "Own time of the functions that held the GIL most, sampled in the server process while "
+                "the load generator ran ortserve v1 one-row requests (batching on) at the given "
+                "concurrency. ONNX Runtime releases the GIL, so its compute shows only as the Python around "
+                "it: a server whose top frames are gRPC, asyncio and protobuf is overhead-bound. "
+                "`Runner.run` is the event loop's own native code (uvloop, and gRPC's Cython completion "
+                "queue under it): transport work, not the server's Python."
+            ),
+        ]
+        for prof in profiles:
+            if "error" in prof:
+                lines += ["", f"- {prof['error']}"]
+                continue
+            lines += [
+                "",
+                (
+                    f"{prof['model']}, c={prof['concurrency']}, {prof['seconds']} s, "
+                    f"{prof['samples']:,} samples ({prof['throughput_rps']:,.0f} req/s while sampled):"
+                ),
+                "",
+                "| function | share |",
+                "|---|---|",
+            ]
+            lines += [f"| `{frame}` | {share:.1%} |" for frame, share in prof["top"]]
+    if results.get("skipped"):
+        lines += ["", "### Not measured in this run", "", *(f"- {s}" for s in results["skipped"])]
+    return "\n".join(lines) + "\n"
+
+
+def _rel(path: Path, base: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def plots(results: dict, folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for model in ("digits", "cnn"):
+        series = [s for s in results["series"] if s["model"] == model and s["points"]]
+        if not series:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), sharex=True)
+        for ax, key, name in ((axes[0], "p50_ms", "p50"), (axes[1], "p99_ms", "p99")):
+            for s in series:
+                xs = [p["throughput_rps"] for p in s["points"]]
+                ys = [max(p[key], 1e-3) for p in s["points"]]
+                ax.plot(xs, ys, marker="o", label=s["label"])
+                for p, x, y in zip(s["points"], xs, ys):
+                    ax.annotate(
+                        str(p["concurrency"]), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7
+                    )
+            best, rate = _raw_best(results, model)
+            fastest = max(p["throughput_rps"] for s in series for p in s["points"])
+            if rate <= 3 * fastest:
+                ax.axvline(rate, color="grey", linestyle="--", label=f"raw ONNX Runtime, batch {best}")
+            else:  # an overhead-bound model: the limit would squash every curve against the axis
+                ax.plot(
+                    [], [], " ", label=f"raw ONNX Runtime, batch {best}: {rate:,.0f} rows/s (off the scale)"
+                )
+            ax.set_yscale("log")
+            ax.set_xlabel("throughput (requests/s); point labels: closed-loop concurrency")
+            ax.set_ylabel(f"{name} latency (ms)")
+            ax.set_title(f"{model}: {name} latency against throughput")
+            ax.grid(True, which="both", alpha=0.3)
+        handles, labels = axes[1].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
+        path = folder / f"latency_throughput_{model}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        out.append(path)
+    o = results.get("overload")
+    if o and o.get("timeline"):
+        tl = o["timeline"]
+        width = tl[1]["t"] - tl[0]["t"] if len(tl) > 1 else 0.1
+        t = [b["t"] for b in tl]
+        fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+        axes[0].plot(t, [b["ok"] / width for b in tl], label="admitted (OK)")
+        axes[0].plot(
+            t, [b["shed"] / width for b in tl], label="shed (RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED)"
+        )
+        axes[0].plot(t, [b["other"] / width for b in tl], label="other errors")
+        axes[0].set_ylabel("requests/s")
+        axes[0].legend(fontsize=7)
+        axes[1].plot(t, [b["p99_ms"] for b in tl], color="tab:red", label="p99 of admitted")
+        axes[1].axhline(
+            o["bound_ms"], color="grey", linestyle="--", label="bound: 2 x (queue limit + compute)"
+        )
+        axes[1].set_ylabel("ms")
+        axes[1].legend(fontsize=7)
+        rss = o["rss_samples"]
+        axes[2].plot([s[0] for s in rss], [s[1] for s in rss], color="tab:green")
+        axes[2].set_ylabel("server RSS (MiB)")
+        axes[2].set_xlabel("seconds (load from warm-up start to the end of the load window)")
+        stop = o["warmup_s"] + o["duration_s"]
+        for ax in axes:
+            ax.axvline(stop, color="black", linestyle=":", linewidth=1)
+            ax.grid(True, alpha=0.3)
+        axes[0].set_title(
+            f"{o['model']}: open loop at {o['factor']:.0f}x capacity ({o['offered_rps']:,.0f} req/s)"
+        )
+        fig.tight_layout()
+        path = folder / f"overload_{o['model']}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        out.append(path)
+    return out
+
+
+def write_section(path: Path, section: str, head: str = HEAD) -> None:
+    """Replace this report's section in RESULTS.md (or append it), keeping every other section."""
+    text = (
+        path.read_text()
+        if path.exists()
+        else (
+            "# Benchmark results\n\nEvery figure here was measured by a script in benchmarks/; "
+            "the command is given "
+            "with it.\n"
+        )
+    )
+    if head in text:
+        before, _, after = text.partition(head)
+        nxt = after.find("\n## ")
+        text = before + section.rstrip() + "\n" + (after[nxt:] if nxt >= 0 else "")
+    else:
+        text = text.rstrip() + "\n\n" + section
+    path.write_text(text)
