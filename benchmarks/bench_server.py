@@ -80,6 +80,7 @@ max_queue_delay_us = 2000
 [runtime]
 intra_op_threads = {THREADS}
 instances = 1
+allow_spinning = false
 """
 
 
@@ -144,6 +145,10 @@ def run(concurrency: int, duration: float) -> dict:
             cnn = asyncio.run(load("cnn", x_cnn))
         finally:
             server.stop()
+        # The raw limit again after the server runs; the better of the two is kept, so a noisy
+        # moment cannot make the server look better than it is.
+        again = raw_onnxruntime(repo / "cnn" / "1" / "model.onnx", list(raw), seconds=3)
+        raw = {b: max(raw[b], again[b]) for b in raw}
     best = max(raw, key=raw.get)
     return {
         "machine": machine(),
@@ -157,10 +162,13 @@ def run(concurrency: int, duration: float) -> dict:
     }
 
 
+HEAD = "## server core: Predict throughput and latency"
+
+
 def markdown(r: dict, command: str) -> str:
     d, w = r["digits"], r["cnn"]
     raw_rows = ", ".join(f"batch {b}: {v:,.0f}" for b, v in r["raw_rows_per_s"].items())
-    return f"""## server core: Predict throughput and latency
+    return f"""{HEAD}
 
 Machine: {r["machine"]}. Command: `{command}`. Server and load generator share the machine;
 closed loop, {r["concurrency"]} concurrent one-row requests, {r["duration_s"]:.0f} s after 1 s warm-up.
@@ -170,27 +178,17 @@ closed loop, {r["concurrency"]} concurrent one-row requests, {r["duration_s"]:.0
 | digits (demo MLP, overhead-bound) | {d["throughput_rps"]:,.0f} | {d["p50_ms"]:.2f} | {d["p90_ms"]:.2f} | {d["p99_ms"]:.2f} | {sum(d["errors"].values())} |
 | small CNN {"/".join(map(str, CHANNELS))} channels on {"x".join(map(str, INPUT))} (compute-bound) | {w["throughput_rps"]:,.0f} | {w["p50_ms"]:.2f} | {w["p90_ms"]:.2f} | {w["p99_ms"]:.2f} | {sum(w["errors"].values())} |
 
-Raw ONNX Runtime, small CNN, {THREADS} intra-op threads (rows/s): {raw_rows}.
+Raw ONNX Runtime, small CNN, {THREADS} intra-op threads (rows/s, the better of a run before and one
+after the server's): {raw_rows}.
 Server with one-row requests vs raw ONNX Runtime at its best batch size ({r["raw_best_batch"]}):
 **{r["cnn_vs_raw"]:.2f}x** (target: at least 0.9x).
 """
 
 
 def write_results(section: str) -> None:
-    path = ROOT / "benchmarks" / "RESULTS.md"
-    text = (
-        path.read_text()
-        if path.exists()
-        else "# Benchmark results\n\nEvery figure here was measured by a script in benchmarks/; the command is given with it.\n"
-    )
-    head = "## server core: Predict throughput and latency"
-    if head in text:
-        before, _, after = text.partition(head)
-        nxt = after.find("\n## ")
-        text = before + section.rstrip() + "\n" + (after[nxt:] if nxt >= 0 else "")
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
+    from benchmarks.compare_report import write_section
+
+    write_section(ROOT / "benchmarks" / "RESULTS.md", section, head=HEAD)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ folders holding ``model.onnx`` (and ``manifest.json``).
     graph_optimization_level = "all"   # disable | basic | extended | all
     instances = 1                  # sessions per version, each runs one batch at a time
     warmup = true
+    allow_spinning = true          # false: ONNX Runtime's threads sleep instead of spinning between runs
     [versions]
     policy = "all"                 # or "latest 2", or ["1", "3"]
 """
@@ -77,6 +78,9 @@ class RuntimeConfig:
     graph_optimization_level: str = "all"
     instances: int = 1
     warmup: bool = True
+    # ONNX Runtime's worker threads spin while waiting for work: fastest when they have the cores
+    # to themselves, but on a small machine they take CPU from the gRPC and batching threads.
+    allow_spinning: bool = True
 
 
 @dataclass(frozen=True)
@@ -209,6 +213,7 @@ def parse_model_config(name: str, data: dict[str, Any], where: str = "config.tom
         graph_optimization_level=level,
         instances=_int(f"{where} [runtime] instances", r.get("instances", 1), 1),
         warmup=bool(r.get("warmup", True)),
+        allow_spinning=bool(r.get("allow_spinning", True)),
     )
     v = data.get("versions", {})
     _check_keys(f"{where} [versions]", v, {"policy"})

@@ -48,6 +48,9 @@ def _session_options(rt: RuntimeConfig) -> ort.SessionOptions:
     so.inter_op_num_threads = rt.inter_op_threads
     so.graph_optimization_level = _LEVELS[rt.graph_optimization_level]
     so.log_severity_level = 3
+    if not rt.allow_spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return so
 
 
