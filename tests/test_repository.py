@@ -139,3 +139,14 @@ def test_version_policies_select():
     assert VersionPolicy().select(versions) == ["1", "2", "3", "10"]
     assert VersionPolicy("latest", latest=2).select(versions) == ["3", "10"]
     assert VersionPolicy("specific", versions=("2", "9")).select(versions) == ["2"]
+
+
+def test_runtime_options_reach_onnxruntime(tmp_path, start_server):
+    config = "[runtime]\nintra_op_threads = 1\ninstances = 2\nallow_spinning = false\ngraph_optimization_level = 'basic'\n"
+    assert parse_model_config("m", {"runtime": {"allow_spinning": False}}).runtime.allow_spinning is False
+    m.publish(tmp_path, "addmul", 1, m.addmul(), config)
+    server = start_server(tmp_path)
+    line = server.wait_log("version 1: loaded")
+    assert "2 instance(s)" in line["message"]
+    with Client(server.target) as c:
+        assert served_sum(c) == 2
