@@ -15,7 +15,7 @@ $(BIN)/python:
 
 # Stamps: reinstall only when pyproject.toml changes, so a second `make serve` starts at once.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[demo]'
+	$(BIN)/python -m pip install -q -e '.[demo,optimize]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
@@ -25,8 +25,11 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# The demo repository: digits version 1 (fp32), then the optimize toolchain publishes its
+# dynamic INT8, static INT8 and pruned variants as versions 2-4.
 $(REPO)/digits/1/model.onnx: | $(VENV)/.installed
 	$(BIN)/python -m optimize.demo --repo $(REPO)
+	$(BIN)/python -m optimize.examples.digits --repo $(REPO) --work build/digits --quiet
 
 demo: $(REPO)/digits/1/model.onnx
 
@@ -44,11 +47,14 @@ protos: install-dev
 bench: install-dev
 	$(BIN)/python benchmarks/bench_server.py --write-results
 	$(BIN)/python benchmarks/bench_compare.py --write-results --profile
+	$(BIN)/python benchmarks/bench_optimize.py digits
+	$(BIN)/python benchmarks/bench_optimize.py cnn --seconds 2
+	$(BIN)/python benchmarks/bench_optimize.py minilm --seconds 6
 
 lint: install-dev
 	$(BIN)/ruff check server scripts tests benchmarks optimize
 	$(BIN)/ruff format --check server scripts tests benchmarks optimize
-	$(BIN)/mypy server
+	$(BIN)/mypy server optimize
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

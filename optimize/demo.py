@@ -90,7 +90,9 @@ def to_onnx(clf) -> bytes:
         ],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="ortserve-demo")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="ortserve-demo"
+    )
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model.SerializeToString()
@@ -123,16 +125,23 @@ def build(repo: Path, force: bool = False, quiet: bool = False) -> Path:
         import onnxruntime
         import sklearn
 
-        write_manifest(staging, {
-            "model": MODEL,
-            "version": "1",
-            "parent": None,
-            "source": "optimize.demo: sklearn MLPClassifier(64) on load_digits, exported with onnx.helper",
-            "seed": SEED,
-            "validation": {"test_accuracy": accuracy, "test_rows": int(len(y_test))},
-            "libraries": {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-                          "scikit-learn": sklearn.__version__, "numpy": np.__version__},
-        })
+        write_manifest(
+            staging,
+            {
+                "model": MODEL,
+                "version": "1",
+                "parent": None,
+                "source": "optimize.demo: sklearn MLPClassifier(64) on load_digits, exported with onnx.helper",
+                "seed": SEED,
+                "validation": {"test_accuracy": accuracy, "test_rows": len(y_test)},
+                "libraries": {
+                    "onnx": onnx.__version__,
+                    "onnxruntime": onnxruntime.__version__,
+                    "scikit-learn": sklearn.__version__,
+                    "numpy": np.__version__,
+                },
+            },
+        )
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
@@ -142,15 +151,30 @@ def build(repo: Path, force: bool = False, quiet: bool = False) -> Path:
     if not config.exists():
         config.write_text(CONFIG_TOML)
     if not quiet:
-        print(json.dumps({"model": MODEL, "version": "1", "path": str(target), "test_accuracy": round(accuracy, 4),
-                          "seconds": round(time.perf_counter() - started, 2)}), file=sys.stderr)
+        print(
+            json.dumps(
+                {
+                    "model": MODEL,
+                    "version": "1",
+                    "path": str(target),
+                    "test_accuracy": round(accuracy, 4),
+                    "seconds": round(time.perf_counter() - started, 2),
+                }
+            ),
+            file=sys.stderr,
+        )
     return target
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m optimize.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repo", type=Path, default=Path("models"), help="model repository folder (default: models)")
+    parser = argparse.ArgumentParser(
+        prog="python -m optimize.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--repo", type=Path, default=Path("models"), help="model repository folder (default: models)"
+    )
     parser.add_argument("--force", action="store_true", help="rebuild version 1 even if it exists")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)

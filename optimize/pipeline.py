@@ -1,0 +1,293 @@
+"""One optimize run: load the source, build every variant, validate, benchmark, gate, publish, report.
+
+Nothing reaches the repository before every variant has been built, validated and benchmarked; each published
+version is renamed into place whole (see :mod:`optimize.publish`)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as _dt
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .artifacts import Artifact, OnnxArtifact, TorchArtifact
+from .bench import benchmark
+from .context import Context, Progress
+from .cpu import cpu_info
+from .errors import OptimizeError
+from .recipe import Recipe, VariantSpec
+from .sources import Source, load_source
+from .specs import Dataset, load_npz, synthetic_inputs
+from .steps import get_step, make_config
+from .steps.onnx_steps import copy_onnx
+from .validate import compare, run_onnx, run_torch
+
+__all__ = ["RunResult", "VariantResult", "run"]
+
+BASELINE = "baseline"
+
+
+@dataclass
+class VariantResult:
+    name: str
+    steps: list[dict[str, Any]]
+    path: Path | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    bench: dict[str, Any] = field(default_factory=dict)
+    speedup: dict[str, float] = field(default_factory=dict)
+    accepted: bool = False
+    reasons: list[str] = field(default_factory=list)
+    version: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "steps": self.steps,
+            "validation": self.metrics,
+            "benchmark": self.bench,
+            "speedup": self.speedup,
+            "accepted": self.accepted,
+            "reasons": self.reasons,
+            "version": self.version,
+        }
+
+
+@dataclass
+class RunResult:
+    variants: list[VariantResult]
+    baseline: dict[str, Any]
+    report_dir: Path
+    info: dict[str, Any]
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if any(v.accepted for v in self.variants) else 1
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("onnx", "onnxruntime", "numpy", "torch", "torch-pruning", "transformers", "onnxscript"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[pkg] = md.version(pkg)
+    return out
+
+
+def _load_data(recipe: Recipe, source: Source) -> tuple[Dataset, Dataset, Dataset | None]:
+    eval_data = (
+        load_npz(Path(recipe.eval_data), source.specs)
+        if recipe.eval_data
+        else synthetic_inputs(source.specs, recipe.samples, recipe.dims, recipe.seed)
+    )
+    calib = load_npz(Path(recipe.calibration_data), source.specs) if recipe.calibration_data else eval_data
+    train = load_npz(Path(recipe.train_data), source.specs) if recipe.train_data else None
+    return eval_data, calib, train
+
+
+def _apply(
+    variant: VariantSpec, art: Artifact, ctx: Context, workdir: Path
+) -> tuple[OnnxArtifact, list[dict]]:
+    """Run the variant's steps in order; a torch artifact is exported before the first ONNX step and at the end."""
+    done: list[dict[str, Any]] = []
+    steps = list(variant.steps)
+    i = 0
+    while True:
+        if i < len(steps):
+            name, params = steps[i]
+        elif isinstance(art, TorchArtifact):
+            name, params = "export", {}
+        else:
+            break
+        step = get_step(name)
+        cfg = make_config(name, params)
+        if step.accepts == "torch" and not isinstance(art, TorchArtifact):
+            raise OptimizeError(f"variant {variant.name!r}: step {name!r} needs a PyTorch model, not ONNX")
+        if step.accepts == "onnx" and isinstance(art, TorchArtifact):
+            steps.insert(i, ("export", {}))
+            continue
+        ctx.log(f"{variant.name}: {name}")
+        out_dir = workdir / variant.name / f"{len(done):02d}-{name}"
+        art = step.run(art, cfg, ctx, out_dir)
+        done.append({"step": name, "params": {k: v for k, v in vars(cfg).items()}})
+        i += 1
+    assert isinstance(art, OnnxArtifact)
+    return art, done
+
+
+def run(recipe: Recipe, progress: Progress | None = None, workdir: Path | None = None) -> RunResult:
+    log = progress or Progress()
+    recipe.check()
+    if not recipe.model:
+        raise OptimizeError("no model given: pass MODEL or set model in the recipe")
+    if recipe.repo and not recipe.name:
+        raise OptimizeError("--repo needs --name (the model's folder in the repository)")
+    seed = recipe.seed
+    np.random.seed(seed)
+    source = load_source(recipe.model, recipe.weights, recipe.inputs, recipe.output_names)
+    eval_data, calib, train = _load_data(recipe, source)
+    log(f"source: {source.description}; eval data: {eval_data.source}")
+    cpu = cpu_info()
+    out_dir = Path(recipe.out or "optimize-out")
+    with tempfile.TemporaryDirectory(prefix="optimize-", dir=workdir) as tmp:
+        work = Path(tmp)
+        ctx = Context(work, seed, source.specs, recipe.dims, calib, train, cpu, source.hints, log)
+        if isinstance(source.artifact, TorchArtifact):
+            ctx.reference_module = source.artifact.module
+        # The reference outputs and the FP32 ONNX baseline for speed-ups.
+        if isinstance(source.artifact, TorchArtifact):
+            _seed_torch(seed)
+            ref_out = run_torch(source.artifact.module, source.specs, eval_data)
+            baseline_art, _ = _apply(VariantSpec(BASELINE, []), source.artifact, ctx, work)
+            reference = "PyTorch model"
+        else:
+            baseline_art = copy_onnx(source.artifact.path, work / BASELINE / "00-copy")
+            ref_out = run_onnx(source.artifact.path, eval_data)
+            reference = "source ONNX model"
+        results: list[VariantResult] = []
+        for variant in recipe.variants:
+            _seed_torch(seed)
+            art = copy.copy(source.artifact)
+            if not variant.steps:  # the FP32 model itself: the baseline (a copy of the source, or its export)
+                final: OnnxArtifact = copy_onnx(baseline_art.path, work / variant.name / "00-copy")
+                done: list[dict[str, Any]] = (
+                    [{"step": "export", "params": vars(make_config("export", {}))}]
+                    if isinstance(art, TorchArtifact)
+                    else []
+                )
+            else:
+                final, done = _apply(variant, art, ctx, work)
+            res = VariantResult(variant.name, done, final.path)
+            res.metrics = compare(ref_out, run_onnx(final.path, eval_data), eval_data.labels)
+            results.append(res)
+        base_metrics = compare(ref_out, run_onnx(baseline_art.path, eval_data), eval_data.labels)
+        log(f"benchmark: batch sizes {recipe.batch_sizes}, {recipe.bench_seconds:g}s each")
+        models = {BASELINE: baseline_art.path} | {r.name: r.path for r in results if r.path}
+        figures = benchmark(
+            models,
+            source.specs,
+            recipe.dims,
+            recipe.batch_sizes,
+            recipe.threads,
+            recipe.bench_seconds,
+            seed,
+            log,
+        )
+        base_bench = figures[BASELINE]
+        gb = str(recipe.speedup_batch)
+        for res, variant in zip(results, recipe.variants, strict=True):
+            res.bench = figures[res.name]
+            res.speedup = {
+                b: base_bench["batches"][b]["p50_ms"] / res.bench["batches"][b]["p50_ms"]
+                for b in res.bench["batches"]
+            }
+            gates = recipe.gates.merged(variant.gates)
+            res.reasons = gates.check(res.metrics, res.speedup.get(gb))
+            res.accepted = not res.reasons
+        info = {
+            "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "source": source.description,
+            "source_kind": source.kind,
+            "reference": reference,
+            "eval_data": eval_data.source,
+            "synthetic_data": eval_data.synthetic,
+            "seed": seed,
+            "cpu": cpu,
+            "libraries": library_versions(),
+            "gates": vars(recipe.gates),
+            "speedup_batch": recipe.speedup_batch,
+            "inputs": [s.to_dict() for s in source.specs],
+        }
+        baseline = {"validation": base_metrics, "benchmark": base_bench}
+        accepted = [r for r in results if r.accepted]
+        if recipe.repo and accepted:
+            from .publish import publish_versions
+
+            parent = recipe.parent or _parent_version(source)
+            entries = [(r.path, _manifest_extra(r, info, parent)) for r in accepted if r.path]
+            versions = publish_versions(Path(recipe.repo), recipe.name or "", entries, recipe.max_batch_size)
+            for r, v in zip(accepted, versions, strict=True):
+                r.version = v
+                log(f"published {r.name} as {recipe.name}/{v}")
+        result = RunResult(results, baseline, out_dir, info)
+        if recipe.repo and recipe.name:
+            _propose_canary(result, Path(recipe.repo) / recipe.name, recipe.name, out_dir)
+        from .report import write_report
+
+        write_report(result, out_dir, models={r.name: r.path for r in results if r.path})
+        for r in results:
+            r.path = None  # the temporary folder is gone after this
+    return result
+
+
+CANARY_PERCENT = 10
+
+
+def _propose_canary(result: RunResult, model_dir: Path, name: str, out_dir: Path) -> None:
+    """Write ``canary-flags.json`` (flagd format, as ``<repo>/flags.json`` takes it) sending CANARY_PERCENT of
+    traffic to the fastest accepted variant; the user merges it to roll out. Nothing if no variant is faster."""
+    import json
+    import tomllib
+
+    gb = str(result.info["speedup_batch"])
+    best = max((v for v in result.variants if v.version), key=lambda v: v.speedup.get(gb, 0), default=None)
+    if best is None or best.speedup.get(gb, 0) <= 1.0:
+        return
+    try:
+        current = tomllib.loads((model_dir / "config.toml").read_text()).get("default_version")
+    except (OSError, tomllib.TOMLDecodeError):
+        current = None
+    if current is None or str(current) == str(best.version):
+        return
+    flags = {
+        "flags": {
+            name: {
+                "state": "ENABLED",
+                "defaultVariant": "current",
+                "variants": {"current": str(current), best.name: str(best.version)},
+                "targeting": {"fractional": [["current", 100 - CANARY_PERCENT], [best.name, CANARY_PERCENT]]},
+            }
+        }
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "canary-flags.json").write_text(json.dumps(flags, indent=2) + "\n")
+
+
+def _seed_torch(seed: int) -> None:
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.manual_seed(seed)
+
+
+def _parent_version(source: Source) -> str | None:
+    """The version the source came from, when it is a model.onnx inside a repository version folder."""
+    if isinstance(source.artifact, OnnxArtifact):
+        folder = Path(source.artifact.path).resolve().parent
+        if folder.name.isdigit() and (folder / "manifest.json").exists():
+            return folder.name
+    return None
+
+
+def _manifest_extra(r: VariantResult, info: dict[str, Any], parent: str | None) -> dict[str, Any]:
+    return {
+        "parent": parent,
+        "variant": r.name,
+        "recipe": {"steps": r.steps},
+        "seed": info["seed"],
+        "source": info["source"],
+        "validation": dict(
+            r.metrics, reference=info["reference"], data=info["eval_data"], synthetic=info["synthetic_data"]
+        ),
+        "benchmark": dict(r.bench, speedup=r.speedup),
+        "libraries": info["libraries"],
+        "cpu": info["cpu"],
+        "created": info["created"],
+    }
