@@ -357,7 +357,10 @@ def quantize_static(art: OnnxArtifact, cfg: QuantizeStatic, ctx: Context, out_di
         if cfg.preprocess:
             pre = Path(tmp) / "pre.onnx"
             try:
-                quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+                # When symbolic shape inference gives up, ONNX Runtime saves its partial model into
+                # the current directory: keep that litter in the temp folder.
+                with contextlib.chdir(tmp):
+                    quant_pre_process(str(Path(src).resolve()), str(pre.resolve()), skip_symbolic_shape=False)
             except Exception:  # symbolic shape inference does not know every op; plain ONNX inference does
                 quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             src = pre
