@@ -10,10 +10,13 @@ import numpy as np
 
 __all__ = ["HEAD", "markdown", "plots", "timeline", "write_section"]
 
+from benchmarks.bench_server import CHANNELS, INPUT
+
 HEAD = "## load comparison: ortserve vs raw ONNX Runtime and MLServer"
 TITLES = {
     "digits": "digits (demo MLP, one-row requests: overhead-bound)",
-    "cnn": "small CNN 64/128/256 channels on 3x32x32 (one-row requests: compute-bound)",
+    "cnn": f"small CNN {'/'.join(map(str, CHANNELS))} channels on {'x'.join(map(str, INPUT))} "
+    "(one-row requests: compute-bound)",
 }
 SHED = ("RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED")
 
