@@ -27,8 +27,10 @@ SEED = 0
 MODEL = "digits"
 
 CONFIG_TOML = """\
-# The demo model, written by `python -m optimize.demo`.
+# The demo model, written by `python -m optimize.demo`. Variants published later (versions 2, 3...)
+# serve only when asked for by version or routed by a flag: the default stays version 1.
 max_batch_size = 64
+default_version = "1"
 
 [batching]
 max_queue_delay_us = 500

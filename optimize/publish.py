@@ -2,7 +2,8 @@
 
 Each version is assembled in a hidden temporary folder beside the model's versions and renamed into place, so a
 reader never sees a half-written version. ``config.toml`` is created when missing (with ``default_version`` set to
-the model's first version, so that publishing never rolls a variant out) and otherwise left alone."""
+the model's first version, so that publishing never rolls a variant out); an existing one without
+``default_version`` gets the version that served until then pinned, and is otherwise left alone."""
 
 from __future__ import annotations
 
@@ -67,8 +68,29 @@ def publish_versions(
         published.append(number)
     config = model_dir / CONFIG
     if published and not config.exists():
-        first = min(versions + published)
-        tmp_cfg = model_dir / f".{CONFIG}.tmp"
-        tmp_cfg.write_text(_config_text(first, max_batch_size))
-        os.replace(tmp_cfg, config)
+        _write_atomic(config, _config_text(min(versions + published), max_batch_size))
+    elif published and versions:
+        _pin_default_version(config, max(versions))
     return published
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _pin_default_version(config: Path, serving: int) -> None:
+    """A config without ``default_version`` serves the highest version, so a new version would be
+    rolled out by being published. Pin the version that served until now (a top-level key, so it
+    goes before the first table)."""
+    import tomllib
+
+    text = config.read_text()
+    if "default_version" in tomllib.loads(text):
+        return
+    _write_atomic(
+        config,
+        "# Pinned by optimize when it published a higher version: publishing is not rolling out.\n"
+        f'default_version = "{serving}"\n' + text,
+    )

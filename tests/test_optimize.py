@@ -551,3 +551,20 @@ def test_digits_demo_recipe_publishes_all_variants_in_time(tmp_path):
     # a second run keeps what is there
     assert digits_main(["--repo", str(repo), "--work", str(tmp_path / "build"), "--quiet"]) == 0
     assert versions(repo / "digits") == ["1", "2", "3", "4"]
+
+
+def test_publishing_pins_the_serving_version_when_config_has_no_default(mlp, tmp_path):
+    # Without default_version the server serves the highest version: publishing version 2 would roll it out.
+    from optimize.publish import publish_versions
+    from server.repository import load_model_config
+
+    model_dir = tmp_path / "models" / "mlp"
+    (model_dir / "1").mkdir(parents=True)
+    (model_dir / "1" / "model.onnx").write_bytes(mlp["model"].read_bytes())
+    (model_dir / "config.toml").write_text("max_batch_size = 8\n[batching]\nmax_queue_delay_us = 100\n")
+    assert publish_versions(tmp_path / "models", "mlp", [(mlp["model"], {})]) == [2]
+    config = load_model_config(model_dir)
+    assert config.default_version == "1" and config.max_batch_size == 8
+    assert config.batching.max_queue_delay_us == 100
+    assert publish_versions(tmp_path / "models", "mlp", [(mlp["model"], {})]) == [3]
+    assert load_model_config(model_dir).default_version == "1"
