@@ -98,7 +98,7 @@ class InferenceCore:
             key = (model, "")
             stats = self._unknown.get(key)
             if stats is None:
-                stats = self._unknown[key] = self.metrics.version(*key)
+                stats = self._unknown[key] = self.metrics.version(*key, loaded=False)
             return stats
 
     def record(

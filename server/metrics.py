@@ -157,8 +157,8 @@ class Metrics:
             registry=r,
         )
 
-    def version(self, model: str, version: str) -> VersionStats:
-        return VersionStats(self, model, version)
+    def version(self, model: str, version: str, loaded: bool = True) -> VersionStats:
+        return VersionStats(self, model, version, loaded=loaded)
 
 
 @dataclass
@@ -182,8 +182,13 @@ class VersionStats:
     # rows per batch -> [batches run, their compute seconds] (V2 ModelStatistics batch_stats)
     batch_sizes: dict[int, list] = field(default_factory=dict)
     _children: dict = field(default_factory=dict, repr=False)
+    # False for the stats failed requests to unknown models/versions are counted under: they only
+    # count requests, so they create no batch, queue or readiness series.
+    loaded: bool = True
 
     def __post_init__(self) -> None:
+        if not self.loaded:
+            return
         m, labels = self.metrics, (self.model, self.version)
         self._batch = m.batch_size.labels(*labels)
         self._depth = m.queue_depth.labels(*labels)

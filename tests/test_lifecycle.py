@@ -244,3 +244,27 @@ def test_access_log_has_one_json_line_per_request_with_its_id(tmp_path, start_se
         and "missing input 'b'" in access["req-bad"]["message"]
     )
     assert access["req-md"]["code"] == "OK"
+
+
+def test_unknown_models_add_no_readiness_or_queue_series(tmp_path, start_server):
+    m.publish(tmp_path, "addmul", 1, m.addmul())
+    server = start_server(tmp_path)
+    with Client(server.target) as c:
+        for name, version in (("nope", ""), ("addmul", "9")):
+            with pytest.raises(grpc.RpcError):
+                c.predict(name, {"a": A, "b": A}, version=version)
+    text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+    series = [
+        (s.name, s.labels)
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.labels.get("version", "x") == ""
+    ]
+    assert {name for name, _ in series} == {
+        "ortserve_requests_total",
+        "ortserve_requests_created",
+        "ortserve_request_duration_seconds_bucket",
+        "ortserve_request_duration_seconds_count",
+        "ortserve_request_duration_seconds_sum",
+        "ortserve_request_duration_seconds_created",
+    }
