@@ -116,8 +116,9 @@ class ModelManager:
         self._require_manifest = require_manifest
         self._on_change = on_change or (lambda name, serving: None)
         self._drain_timeout = drain_timeout
-        self._refused: dict[tuple[str, str], tuple] = {}
+        self._refused: dict[tuple[str, str], tuple] = {}  # (model, version) -> (files, config) refused
         self._config_errors: dict[str, str] = {}
+        self._refused_configs: dict[str, ModelConfig] = {}  # config changes whose versions failed to load
         self._unloaded: set[str] = set()  # models unloaded explicitly (repository API)
         self._lock = asyncio.Lock()
         self.entries: dict[str, ModelEntry] = {}
@@ -175,16 +176,8 @@ class ModelManager:
         self._config_errors.pop(name, None)
         model = self.models.get(name)
         if model is not None and model.config != entry.config:
-            log.info("model %s: config.toml changed, reloading its versions", name)
-            replacement = Model(name, entry.config)
-            for version, path in entry.wanted().items():
-                mv = await self._load(name, version, path, entry.config)
-                if mv is not None:
-                    replacement.versions[version] = mv
-            old = model
-            self.models[name] = replacement
-            self._on_change(name, bool(replacement.versions))
-            await asyncio.gather(*(self._release(mv) for mv in old.versions.values()))
+            if self._refused_configs.get(name) != entry.config:
+                await self._reload(model, entry)
             return
         if model is None:
             model = self.models[name] = Model(name, entry.config)
@@ -197,6 +190,39 @@ class ModelManager:
                 model.versions = {**model.versions, version: mv}
                 self._on_change(name, True)
         await self._retire(name, set(model.versions) - set(wanted))
+
+    async def _reload(self, model: Model, entry: ModelEntry) -> None:
+        """Load the model's versions under its changed config.toml and swap them in; if a version
+        that is serving now fails under the new config, the change is refused and the old one stays."""
+        name, config = model.name, entry.config
+        assert config is not None  # the caller checked
+        log.info("model %s: config.toml changed, reloading its versions", name)
+        loaded: dict[str, ModelVersion] = {}
+        failed: list[str] = []
+        for version, path in entry.wanted().items():
+            mv = await self._load(name, version, path, config)
+            if mv is None:
+                failed.append(version)
+            else:
+                loaded[version] = mv
+        if any(v in model.versions for v in failed):
+            self._refused_configs[name] = config
+            log.error(
+                "model %s: config.toml change refused: version(s) %s do not load with it; "
+                "the previous config keeps serving",
+                name,
+                ", ".join(failed),
+            )
+            await asyncio.gather(*(self._release(mv) for mv in loaded.values()))
+            for mv in model.versions.values():
+                mv.stats.ready(True)  # the released replacements shared these label sets
+            return
+        self._refused_configs.pop(name, None)
+        self.models[name] = Model(name, config, loaded)
+        self._on_change(name, bool(loaded))
+        await asyncio.gather(*(self._release(mv) for mv in model.versions.values()))
+        for mv in loaded.values():
+            mv.stats.ready(True)
 
     async def _retire(self, name: str, versions: set[str]) -> None:
         model = self.models.get(name)
@@ -222,7 +248,7 @@ class ModelManager:
 
     async def _load(self, name: str, version: str, path: Path, config: ModelConfig) -> ModelVersion | None:
         key = (name, version)
-        fingerprint = _fingerprint(path)
+        fingerprint = (_fingerprint(path), config)  # new files or a new config.toml: try again
         if self._refused.get(key) == fingerprint:
             return None  # already refused and unchanged: do not retry or log again
         loop = asyncio.get_running_loop()

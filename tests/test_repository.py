@@ -150,3 +150,30 @@ def test_runtime_options_reach_onnxruntime(tmp_path, start_server):
     assert "2 instance(s)" in line["message"]
     with Client(server.target) as c:
         assert served_sum(c) == 2
+
+
+def test_config_change_reloads_and_a_bad_one_keeps_the_old_config(tmp_path, start_server):
+    m.publish(tmp_path, "addmul", 1, m.addmul(offset=100), "max_batch_size = 16\n")
+    server = start_server(tmp_path, "--poll-interval", "0.1")
+    config = tmp_path / "addmul" / "config.toml"
+    with Client(server.target) as c:
+        assert c.metadata("addmul").max_batch_size == 16
+        # names an input the model does not have: every version fails to load under it
+        config.write_text('max_batch_size = 8\n[[inputs]]\nname = "nope"\n')
+        line = server.wait_log("config.toml change refused")
+        assert "version(s) 1" in line["message"]
+        assert c.metadata("addmul").max_batch_size == 16 and served_sum(c) == 102
+        config.write_text("max_batch_size = 8\n")
+        end = time.monotonic() + 15
+        while c.metadata("addmul").max_batch_size != 8:
+            assert time.monotonic() < end, "the good config was not applied"
+            time.sleep(0.1)
+        assert served_sum(c) == 102
+    text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+    ready = [
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "ortserve_model_ready" and s.labels == {"model": "addmul", "version": "1"}
+    ]
+    assert ready == [1.0]
