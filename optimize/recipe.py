@@ -60,7 +60,7 @@ class Recipe:
     gate_batch: int | None = None
     threads: int = 0
     bench_seconds: float = 1.0
-    max_batch_size: int = 32
+    max_batch_size: int | None = None  # None: the server decides from the ONNX signature
     parent: str | None = None
     variants: list[VariantSpec] = field(default_factory=list)
 
@@ -93,6 +93,28 @@ class Recipe:
         if self.gate_batch:
             return self.gate_batch
         return 8 if 8 in self.batch_sizes else max(self.batch_sizes)
+
+
+GATE_KEYS = ("max_accuracy_drop", "min_cosine", "min_speedup")
+
+
+def _known(table: Any, allowed: set[str], where: str) -> dict[str, Any]:
+    """The table itself, after checking it is one and has only known keys (a typo must not be ignored)."""
+    if not isinstance(table, dict):
+        raise OptimizeError(f"{where}: expected a table, got {table!r}")
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise OptimizeError(f"{where}: unknown key {unknown[0]!r}; keys: {', '.join(sorted(allowed))}")
+    return table
+
+
+def _gates(table: Any, where: str) -> dict[str, float]:
+    out = {}
+    for key, value in _known(table, set(GATE_KEYS), where).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise OptimizeError(f"{where}: {key} must be a number, got {value!r}")
+        out[key] = float(value)
+    return out
 
 
 def _typed(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -146,7 +168,7 @@ def load_recipe(path: Path) -> Recipe:
     r.repo = rel(_typed(data, "repo", str, str(path)))
     r.out = rel(_typed(data, "out", str, str(path)))
     r.seed = _typed(data, "seed", int, str(path)) or 0
-    r.max_batch_size = _typed(data, "max_batch_size", int, str(path)) or 32
+    r.max_batch_size = _typed(data, "max_batch_size", int, str(path))
     r.parent = _typed(data, "parent", str, str(path))
     if "inputs" in data:
         try:
@@ -154,33 +176,44 @@ def load_recipe(path: Path) -> Recipe:
         except (KeyError, TypeError) as e:
             raise OptimizeError(f"recipe {path}: each [[inputs]] needs name, dtype and shape") from e
     r.output_names = _typed(data, "output_names", list, str(path))
-    d = data.get("data", {})
+    d = _known(
+        data.get("data", {}), {"eval", "calibration", "train", "samples", "dims"}, f"recipe {path} [data]"
+    )
     r.eval_data = rel(_typed(d, "eval", str, "[data]"))
     r.calibration_data = rel(_typed(d, "calibration", str, "[data]"))
     r.train_data = rel(_typed(d, "train", str, "[data]"))
     r.samples = _typed(d, "samples", int, "[data]") or 256
     r.dims = dict(_typed(d, "dims", dict, "[data]") or {})
-    g = data.get("gates", {})
-    bad = sorted(set(g) - {"max_accuracy_drop", "min_cosine", "min_speedup"})
-    if bad:
-        raise OptimizeError(f"recipe {path}: unknown gate {bad[0]!r}")
-    r.gates = Gates(**{k: float(v) for k, v in g.items()})
-    b = data.get("benchmark", {})
+    r.gates = Gates(**_gates(data.get("gates", {}), f"recipe {path} [gates]"))
+    b = _known(
+        data.get("benchmark", {}),
+        {"batch_sizes", "gate_batch", "threads", "seconds"},
+        f"recipe {path} [benchmark]",
+    )
     r.batch_sizes = list(_typed(b, "batch_sizes", list, "[benchmark]") or [1, 8, 32])
     r.gate_batch = _typed(b, "gate_batch", int, "[benchmark]")
     r.threads = _typed(b, "threads", int, "[benchmark]") or 0
     r.bench_seconds = float(_typed(b, "seconds", (int, float), "[benchmark]") or 1.0)
-    for i, v in enumerate(data.get("variants", [])):
+    variants = data.get("variants", [])
+    if not isinstance(variants, list):
+        raise OptimizeError(f"recipe {path}: variants must be an array of tables ([[variants]])")
+    for i, v in enumerate(variants):
+        where = f"recipe {path}: variants[{i}]"
+        _known(v, {"name", "steps", "gates"}, where)
         name = v.get("name") or f"variant{i + 1}"
+        if not isinstance(v.get("steps"), list) or not v["steps"]:
+            raise OptimizeError(
+                f"{where} ({name!r}): 'steps' must be a non-empty list, e.g. steps = [{{step = \"quantize-dynamic\"}}]"
+            )
         steps = []
-        for s in v.get("steps", []):
+        for s in v["steps"]:
             if not isinstance(s, dict) or "step" not in s:
                 raise OptimizeError(
                     f"recipe {path}: variant {name!r}: each step is a table with a 'step' key"
                 )
             params = {k: val for k, val in s.items() if k != "step"}
             steps.append((s["step"], params))
-        r.variants.append(VariantSpec(name, steps, dict(v.get("gates", {}))))
+        r.variants.append(VariantSpec(name, steps, _gates(v.get("gates", {}), f"{where} gates")))
     return r
 
 
@@ -215,6 +248,7 @@ def recipe_to_toml(r: Recipe) -> str:
         ("out", absolute(r.out)),
         ("seed", r.seed),
         ("max_batch_size", r.max_batch_size),
+        ("parent", r.parent),
         ("output_names", r.output_names),
     ]:
         if value is not None:

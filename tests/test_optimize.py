@@ -417,6 +417,15 @@ def test_bad_input_is_one_line_and_exit_2(mlp, tmp_path, capsys, make_args, mess
         ('steps = [{step = "quantize-dynamic", bits = 4}]', "unknown parameter 'bits'"),
         ('steps = [{step = "quantize-static", method = "magic"}]', "method must be"),
         ('steps = [{step = "quantize-dynamic", per_channel = "yes"}]', "wrong type"),
+        # typos must not silently publish the untouched model or drop a gate
+        ('step = [{step = "quantize-dynamic"}]', "unknown key 'step'"),
+        ("", "'steps' must be a non-empty list"),
+        ('steps = [{step = "quantize-dynamic"}]\ngates = {min_cosin = 0.9}', "unknown key 'min_cosin'"),
+        (
+            'steps = [{step = "quantize-dynamic"}]\ngates = {min_cosine = "high"}',
+            "min_cosine must be a number",
+        ),
+        ('steps = [{step = "quantize-dynamic"}]\n[data]\nevaluation = "x.npz"', "unknown key 'evaluation'"),
     ],
 )
 def test_bad_recipe_is_exit_2(mlp, tmp_path, capsys, variant, message):
@@ -551,6 +560,21 @@ def test_digits_demo_recipe_publishes_all_variants_in_time(tmp_path):
     # a second run keeps what is there
     assert digits_main(["--repo", str(repo), "--work", str(tmp_path / "build"), "--quiet"]) == 0
     assert versions(repo / "digits") == ["1", "2", "3", "4"]
+
+
+def test_a_failed_publish_leaves_the_default_pinned(mlp, tmp_path):
+    from optimize.errors import OptimizeError
+    from optimize.publish import publish_versions
+    from server.repository import load_model_config
+
+    model_dir = tmp_path / "models" / "mlp"
+    (model_dir / "1").mkdir(parents=True)
+    (model_dir / "1" / "model.onnx").write_bytes(mlp["model"].read_bytes())
+    (model_dir / "config.toml").write_text("max_batch_size = 8\n")
+    with pytest.raises(OptimizeError, match="cannot publish into .*published before the error: 2"):
+        publish_versions(tmp_path / "models", "mlp", [(mlp["model"], {}), (tmp_path / "missing.onnx", {})])
+    assert load_model_config(model_dir).default_version == "1"
+    assert not [p for p in model_dir.iterdir() if p.name.startswith(".")]
 
 
 def test_publishing_pins_the_serving_version_when_config_has_no_default(mlp, tmp_path):

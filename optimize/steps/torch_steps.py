@@ -274,7 +274,12 @@ class Finetune:
 def finetune(art: TorchArtifact, cfg: Finetune, ctx: Context, out_dir: Path) -> TorchArtifact:
     import torch
 
+    # Labels are used only from --train-data: the calibration data defaults to the evaluation data,
+    # and training on the labels the accuracy gate is measured on would grade the variant on its homework.
     data = ctx.train or ctx.calibration
+    labels = data.labels if ctx.train is not None else None
+    if ctx.train is None:
+        ctx.log("finetune: no --train-data: distilling towards the unpruned model on the calibration inputs")
     module = copy.deepcopy(art.module)
     torch.manual_seed(ctx.seed)
     if cfg.function:
@@ -284,15 +289,15 @@ def finetune(art: TorchArtifact, cfg: Finetune, ctx: Context, out_dir: Path) -> 
         except (ImportError, AttributeError) as e:
             raise OptimizeError(f"finetune: cannot find function {cfg.function!r} ({e})") from e
         arrays = dict(data.inputs)
-        if data.labels is not None:
-            arrays["labels"] = data.labels
+        if labels is not None:
+            arrays["labels"] = labels
         result = fn(module, arrays)
         module = result if result is not None else module
         return TorchArtifact(module.eval(), art.specs, art.output_names)
     names = [s.name for s in art.specs]
     inputs = [torch.from_numpy(np.ascontiguousarray(data.inputs[n])) for n in names]
-    if data.labels is not None:
-        targets = torch.from_numpy(data.labels.astype(np.int64))
+    if labels is not None:
+        targets = torch.from_numpy(labels.astype(np.int64))
         loss_fn: Any = torch.nn.functional.cross_entropy
     else:
         if ctx.reference_module is None:
