@@ -146,6 +146,7 @@ class App:
         await self.health.shutdown()
         for task in self._tasks:
             task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.server is not None:
             stop = asyncio.ensure_future(self.server.stop(grace))
             force = asyncio.ensure_future(self._force.wait())

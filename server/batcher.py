@@ -354,10 +354,17 @@ class NoBatching(_Base):
 
     async def _acquire_and_run(self, request: _Request) -> None:
         try:
-            await self._slots.acquire()
-        finally:
-            self._waiting -= 1
-            self._stats.queue_depth(self._waiting)
+            try:
+                await self._slots.acquire()
+            finally:
+                self._waiting -= 1
+                self._stats.queue_depth(self._waiting)
+        except asyncio.CancelledError:  # closed before its turn: its caller must not wait forever
+            if not request.future.done():
+                request.future.set_exception(
+                    Unavailable("the model version was unloaded before the request ran")
+                )
+            raise
         await self._run([request])
 
     async def close(self, timeout: float) -> None:
@@ -366,6 +373,7 @@ class NoBatching(_Base):
             await asyncio.wait(list(self._tasks), timeout=timeout)
         for t in list(self._tasks):
             t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 def make_batcher(

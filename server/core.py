@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ServeError
 from .metrics import UNKNOWN_MODEL, Metrics, VersionStats
-from .models import ModelManager, ModelVersion
+from .models import ModelManager
 from .routing import Route, Router
 from .shadow import ShadowMirror
 
@@ -60,12 +59,7 @@ class InferenceCore:
         self.metrics = metrics
         self.router = router if router is not None else Router(models)
         self.shadow = shadow if shadow is not None else ShadowMirror(metrics)
-        self._unknown: dict[tuple[str, str], VersionStats] = {}
-
-    def resolve(self, request: InferRequest) -> tuple[ModelVersion, str]:
-        """The version that serves the request and the flag variant that chose it ("" when none)."""
-        route = request.route or self.router.route(request)
-        return route.version, route.variant
+        self._unknown: dict[str, VersionStats] = {}
 
     async def infer(self, request: InferRequest) -> InferResponse:
         route = request.route = self.router.route(request)
@@ -89,17 +83,17 @@ class InferenceCore:
         )
 
     def stats_for(self, request: InferRequest) -> VersionStats:
-        """The stats a finished or failed request is counted under (unknown models share one label)."""
-        try:
-            return self.resolve(request)[0].stats
-        except ServeError:
-            # Labels never take unvalidated client strings: an unknown version counts as "".
-            model = request.model if request.model in self.models.models else UNKNOWN_MODEL
-            key = (model, "")
-            stats = self._unknown.get(key)
-            if stats is None:
-                stats = self._unknown[key] = self.metrics.version(*key, loaded=False)
-            return stats
+        """The stats a request that got no answer is counted under: its routed version, or, when it
+        failed before routing, one requests-only label set per model (unknown models share one), so
+        that a failure is never counted under a version it did not reach."""
+        if request.route is not None:
+            return request.route.version.stats
+        # Labels never take unvalidated client strings: an unknown model counts as _unknown.
+        model = request.model if request.model in self.models.models else UNKNOWN_MODEL
+        stats = self._unknown.get(model)
+        if stats is None:
+            stats = self._unknown[model] = self.metrics.version(model, "", loaded=False)
+        return stats
 
     def record(
         self, request: InferRequest, response: InferResponse | None, api: str, code: str, started: float

@@ -410,13 +410,19 @@ def _parse_flag(key: str, spec: Any) -> Flag:
 def parse_flags(text: str | bytes) -> FlagSet:
     """Parse and compile a flagd flags document; raises FlagsError naming the first problem."""
     try:
-        doc = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise FlagsError("json", f"not valid JSON: {e}") from None
+        source = text if isinstance(text, str) else text.decode("utf-8")
+        doc = json.loads(source)
+    except (ValueError, UnicodeDecodeError) as e:  # UnicodeDecodeError: not UTF-8 (e.g. a UTF-16 file)
+        raise FlagsError("json", f"not valid UTF-8 JSON: {e}") from None
+    except RecursionError:
+        raise FlagsError("json", "JSON nested too deeply") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("flags"), dict):
         raise FlagsError("schema", "expected an object with a 'flags' object")
-    flags = {key: _parse_flag(key, spec) for key, spec in doc["flags"].items()}
-    return FlagSet(flags, text if isinstance(text, str) else text.decode())
+    try:
+        flags = {key: _parse_flag(key, spec) for key, spec in doc["flags"].items()}
+    except RecursionError:
+        raise FlagsError("schema", "targeting rules nested too deeply") from None
+    return FlagSet(flags, source)
 
 
 def check_versions(flags: FlagSet, loaded: Mapping[str, Collection[str]]) -> None:

@@ -175,27 +175,28 @@ class ModelManager:
             return
         self._config_errors.pop(name, None)
         model = self.models.get(name)
-        if model is not None and model.config != entry.config:
-            if self._refused_configs.get(name) != entry.config:
-                await self._reload(model, entry)
-            return
+        config = entry.config
+        if model is not None and model.config != config:
+            if self._refused_configs.get(name) != config and await self._reload(model, entry, config):
+                return
+            config = model.config  # refused: keep following the repository under the serving config
         if model is None:
-            model = self.models[name] = Model(name, entry.config)
-        wanted = entry.wanted()
+            model = self.models[name] = Model(name, config)
+        wanted = {v: entry.versions[v] for v in config.versions.select(list(entry.versions))}
         for version, path in wanted.items():
             if version in model.versions:
                 continue
-            mv = await self._load(name, version, path, entry.config)
+            mv = await self._load(name, version, path, config)
             if mv is not None:
                 model.versions = {**model.versions, version: mv}
                 self._on_change(name, True)
         await self._retire(name, set(model.versions) - set(wanted))
 
-    async def _reload(self, model: Model, entry: ModelEntry) -> None:
-        """Load the model's versions under its changed config.toml and swap them in; if a version
-        that is serving now fails under the new config, the change is refused and the old one stays."""
-        name, config = model.name, entry.config
-        assert config is not None  # the caller checked
+    async def _reload(self, model: Model, entry: ModelEntry, config: ModelConfig) -> bool:
+        """Load the model's versions under its changed config.toml and swap them in. If a version
+        that is serving now fails under the new config, the change is refused (False) and the
+        serving versions stay."""
+        name = model.name
         log.info("model %s: config.toml changed, reloading its versions", name)
         loaded: dict[str, ModelVersion] = {}
         failed: list[str] = []
@@ -213,16 +214,13 @@ class ModelManager:
                 name,
                 ", ".join(failed),
             )
-            await asyncio.gather(*(self._release(mv) for mv in loaded.values()))
-            for mv in model.versions.values():
-                mv.stats.ready(True)  # the released replacements shared these label sets
-            return
+            await asyncio.gather(*(self._release(mv, v in model.versions) for v, mv in loaded.items()))
+            return False
         self._refused_configs.pop(name, None)
         self.models[name] = Model(name, config, loaded)
         self._on_change(name, bool(loaded))
-        await asyncio.gather(*(self._release(mv) for mv in model.versions.values()))
-        for mv in loaded.values():
-            mv.stats.ready(True)
+        await asyncio.gather(*(self._release(mv, v in loaded) for v, mv in model.versions.items()))
+        return True
 
     async def _retire(self, name: str, versions: set[str]) -> None:
         model = self.models.get(name)
@@ -238,11 +236,14 @@ class ModelManager:
                 del self.models[name]
         await asyncio.gather(*(self._release(mv) for mv in gone))
 
-    async def _release(self, mv: ModelVersion) -> None:
+    async def _release(self, mv: ModelVersion, succeeded: bool = False) -> None:
+        """Drain and unload one version. ``succeeded``: a new load of the same version serves now
+        and shares its metric series, which must then be left alone."""
         log.info("model %s version %s: unloading (draining its queue)", mv.model, mv.version)
         await mv.batcher.close(self._drain_timeout)
-        mv.stats.ready(False)
-        mv.stats.queue_depth(0)
+        if not succeeded:
+            mv.stats.ready(False)
+            mv.stats.queue_depth(0)
         mv.pool.close()
         log.info("model %s version %s: unloaded", mv.model, mv.version)
 

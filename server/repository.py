@@ -132,6 +132,12 @@ def _int(where: str, value: Any, minimum: int = 0) -> int:
     return value
 
 
+def _bool(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
 def _tensors(where: str, items: Any) -> tuple[TensorConfig, ...]:
     if not isinstance(items, list):
         raise ConfigError(f"{where}: expected an array of tables")
@@ -189,7 +195,7 @@ def parse_model_config(name: str, data: dict[str, Any], where: str = "config.tom
     if not isinstance(prefs, list):
         raise ConfigError(f"{where} [batching] preferred_batch_sizes: expected a list of integers")
     kwargs["batching"] = BatchingConfig(
-        enabled=bool(b.get("enabled", True)),
+        enabled=_bool(f"{where} [batching] enabled", b.get("enabled", True)),
         max_queue_delay_us=_int(f"{where} [batching] max_queue_delay_us", b.get("max_queue_delay_us", 500)),
         preferred_batch_sizes=tuple(
             sorted(_int(f"{where} [batching] preferred_batch_sizes", p, 1) for p in prefs)
@@ -212,8 +218,8 @@ def parse_model_config(name: str, data: dict[str, Any], where: str = "config.tom
         inter_op_threads=_int(f"{where} [runtime] inter_op_threads", r.get("inter_op_threads", 0)),
         graph_optimization_level=level,
         instances=_int(f"{where} [runtime] instances", r.get("instances", 1), 1),
-        warmup=bool(r.get("warmup", True)),
-        allow_spinning=bool(r.get("allow_spinning", True)),
+        warmup=_bool(f"{where} [runtime] warmup", r.get("warmup", True)),
+        allow_spinning=_bool(f"{where} [runtime] allow_spinning", r.get("allow_spinning", True)),
     )
     v = data.get("versions", {})
     _check_keys(f"{where} [versions]", v, {"policy"})

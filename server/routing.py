@@ -72,6 +72,14 @@ class Router:
         self._by_model = _by_model(flags)
         self.flags = flags
 
+    def _fallback(self, model: str, flag: Flag) -> tuple[ModelVersion, str]:
+        """The flag's variant names a version unloaded since the flags were checked: its default
+        variant serves, else the model's default version, rather than failing that share of traffic."""
+        try:
+            return self.models.get(model, flag.variants[flag.default_variant]), flag.default_variant
+        except ServeError:
+            return self.models.get(model), ""
+
     def route(self, request: InferRequest) -> Route:
         models = self.models
         if request.version:
@@ -86,14 +94,19 @@ class Router:
             mv, variant = models.get(request.model), ""
         else:
             variant = attributes.get(OVERRIDE_ATTRIBUTE, "")
-            if not variant:
+            if variant:
+                if variant not in flag.variants:
+                    raise InvalidInput(
+                        f"{OVERRIDE_ATTRIBUTE} '{variant}' is not a variant of flag '{flag.key}'; "
+                        f"variants: {', '.join(flag.variants)}"
+                    )
+                mv = models.get(request.model, flag.variants[variant])  # asked for by name: no fallback
+            else:
                 variant = flag.evaluate(key, attributes)
-            elif variant not in flag.variants:
-                raise InvalidInput(
-                    f"{OVERRIDE_ATTRIBUTE} '{variant}' is not a variant of flag '{flag.key}'; "
-                    f"variants: {', '.join(flag.variants)}"
-                )
-            mv = models.get(request.model, flag.variants[variant])
+                try:
+                    mv = models.get(request.model, flag.variants[variant])
+                except ServeError:
+                    mv, variant = self._fallback(request.model, flag)
         if rules.shadow is None:
             return Route(mv, variant)
         shadow_version = rules.shadow.variants[rules.shadow.evaluate(key, attributes)]

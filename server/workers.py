@@ -74,6 +74,9 @@ def serve_workers(settings: Settings) -> int:
     def spawn(index: int) -> None:
         pid = os.fork()
         if pid == 0:
+            # Its own process group: a Ctrl-C at the terminal (or a signal to the group) reaches the
+            # supervisor only, which forwards it once; a second copy would cut the drain short.
+            os.setpgrp()
             os.close(ready_r)
             code = 1
             try:

@@ -7,6 +7,7 @@ import asyncio
 import copy
 import json
 import math
+import shutil
 
 import grpc
 import numpy as np
@@ -301,5 +302,24 @@ def test_flags_naming_a_version_not_yet_loaded_go_in_once_it_loads(tmp_path):
             r = c.predict("addmul", {"a": A, "b": A}, targeting_key="alice")
             assert (r.variant, r.version) == ("canary", "4")
             np.testing.assert_array_equal(r["sum"], A * 2 + 40)
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_variant_whose_version_is_removed_falls_back_to_the_default_variant(tmp_path):
+    for version in ("1", "2"):
+        m.publish(tmp_path, "addmul", version, m.addmul(OFFSETS[version]), CONFIG)
+    (tmp_path / "flags.json").write_text(json.dumps(with_weights(50, 50)))
+    server = ServerProcess(tmp_path, "--poll-interval", "0.1")
+    try:
+        keys = [f"user-{i}" for i in range(100)]
+        assert {r.version for r in asyncio.run(_predict_many(server.target, keys))} == {"1", "2"}
+        shutil.rmtree(tmp_path / "addmul" / "2")
+        server.wait_log("version 2: unloaded")
+        results = asyncio.run(_predict_many(server.target, keys))  # none fails
+        assert {(r.variant, r.version) for r in results} == {("stable", "1")}
+        with Client(server.target) as c, pytest.raises(grpc.RpcError) as e:  # asked for by name: no fallback
+            c.predict("addmul", {"a": A, "b": A}, metadata=[("x-variant", "canary")])
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         assert server.stop() == 0

@@ -571,7 +571,7 @@ def test_a_failed_publish_leaves_the_default_pinned(mlp, tmp_path):
     (model_dir / "1").mkdir(parents=True)
     (model_dir / "1" / "model.onnx").write_bytes(mlp["model"].read_bytes())
     (model_dir / "config.toml").write_text("max_batch_size = 8\n")
-    with pytest.raises(OptimizeError, match="cannot publish into .*published before the error: 2"):
+    with pytest.raises(OptimizeError, match=r"cannot publish into .*published before the error: 2"):
         publish_versions(tmp_path / "models", "mlp", [(mlp["model"], {}), (tmp_path / "missing.onnx", {})])
     assert load_model_config(model_dir).default_version == "1"
     assert not [p for p in model_dir.iterdir() if p.name.startswith(".")]

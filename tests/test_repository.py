@@ -163,12 +163,19 @@ def test_config_change_reloads_and_a_bad_one_keeps_the_old_config(tmp_path, star
         line = server.wait_log("config.toml change refused")
         assert "version(s) 1" in line["message"]
         assert c.metadata("addmul").max_batch_size == 16 and served_sum(c) == 102
+        # the refused config does not freeze the model: a new version still arrives
+        m.publish(tmp_path, "addmul", 2, m.addmul(offset=200))
+        end = time.monotonic() + 15
+        while list(c.list_models().models[0].versions) != ["1", "2"]:
+            assert time.monotonic() < end, "version 2 was not loaded under the serving config"
+            time.sleep(0.1)
+        assert served_sum(c, version="2") == 202
         config.write_text("max_batch_size = 8\n")
         end = time.monotonic() + 15
         while c.metadata("addmul").max_batch_size != 8:
             assert time.monotonic() < end, "the good config was not applied"
             time.sleep(0.1)
-        assert served_sum(c) == 102
+        assert served_sum(c) == 202
     text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
     ready = [
         s.value
