@@ -164,6 +164,15 @@ def _doc(targeting=None, variants=None, **extra):
     return json.dumps({"flags": {"digits": flag}})
 
 
+def _deep_rules(depth: int) -> str:
+    """A flags document whose targeting nests ``if`` ``depth`` times (deep enough: refused, not a crash)."""
+    rule = '{"if": [true, ' * depth + '{"fractional": [["a", 50], ["b", 50]]}' + ', "a"]}' * depth
+    head = (
+        '{"flags": {"digits": {"state": "ENABLED", "defaultVariant": "a", "variants": {"a": "1", "b": "2"}, '
+    )
+    return head + '"targeting": ' + rule + "}}}"
+
+
 INVALID = [
     ("bad json", '{"flags": {"digits": ', "json"),
     ("not an object", "[1, 2]", "schema"),
@@ -189,6 +198,10 @@ INVALID = [
         ),
         "version",
     ),
+    # an editor that saves UTF-16 (PowerShell 5's Out-File does); json.loads alone would take it
+    ("utf-16 file", _doc({"fractional": [["a", 50], ["b", 50]]}).encode("utf-16"), "json"),
+    ("json nested too deeply", "[" * 100_000 + "]" * 100_000, "json"),
+    ("rules nested too deeply", _deep_rules(600), "json"),
 ]
 
 
