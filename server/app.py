@@ -96,7 +96,7 @@ class App:
         names = [
             inference_v1.add_to_server(self.core, self.server),
             admin.add_to_server(self.flags, self.server),
-            inference_v2.add_to_server(self.core, self.server),
+            inference_v2.add_to_server(self.core, self.server, workers=s.workers),
             self.health.add_to_server(self.server),
             reflection.SERVICE_NAME,
         ]

@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import onnx_models as m
@@ -41,6 +42,15 @@ def test_two_workers_share_the_port_and_sum_their_metrics(tmp_path, start_server
         with Client(server.target) as c:
             np.testing.assert_array_equal(c.predict("addmul", {"a": A, "b": A})["sum"], A * 2)
     assert requests_ok(server) == n
+    # repository control would reach one worker only: refused, with the way to do it instead
+    import tritonclient.grpc as triton
+    from tritonclient.utils import InferenceServerException
+
+    client = triton.InferenceServerClient(server.target)
+    with pytest.raises(InferenceServerException) as e:
+        client.unload_model("addmul")
+    assert e.value.status() == "StatusCode.FAILED_PRECONDITION" and "--workers 2" in e.value.message()
+    client.close()
     assert server.stop() == 0
 
 

@@ -250,8 +250,9 @@ def _unimplemented(feature: str, instead: str):
 
 
 class GRPCInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, core: InferenceCore) -> None:
+    def __init__(self, core: InferenceCore, workers: int = 1) -> None:
         self.core = core
+        self.workers = workers
 
     async def _version(self, name: str, version: str, context: grpc.aio.ServicerContext) -> ModelVersion:
         try:
@@ -389,6 +390,14 @@ class GRPCInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
 
     async def _control(self, request, context, action: str) -> None:
+        if self.workers > 1:
+            # Each worker process has its own table of loaded models: a load or unload would reach
+            # whichever worker took the connection, and the others would go on as before.
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"repository {action} acts on one process and this server runs --workers {self.workers}: "
+                "change the repository folder instead (with --poll-interval every worker follows it)",
+            )
         try:
             if request.repository_name:
                 raise InvalidInput(
@@ -432,6 +441,6 @@ class GRPCInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     LogSettings = _unimplemented("log settings", "set log_level at start (--log-level)")
 
 
-def add_to_server(core: InferenceCore, server: grpc.aio.Server) -> str:
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(GRPCInferenceServicer(core), server)
+def add_to_server(core: InferenceCore, server: grpc.aio.Server, workers: int = 1) -> str:
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(GRPCInferenceServicer(core, workers), server)
     return pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
