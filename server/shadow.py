@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +30,7 @@ log = logging.getLogger("ortserve.shadow")
 
 # Batcher priority: 0 is the default level and runs after explicit levels 1..2**31-1, so this
 # runs after every caller's request.
+SHADOW_TIMEOUT_S = 5.0  # longest a mirrored request may wait for the shadow version's queue
 SHADOW_PRIORITY = (1 << 31) + 1
 
 
@@ -78,6 +81,9 @@ class ShadowMirror:
     def __init__(self, metrics: Metrics, queue_size: int = 256) -> None:
         self.metrics = metrics
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
+        # Prometheus children resolved once per label set (``.labels()`` costs about 1 us each)
+        self._counters: dict[tuple[str, ...], Any] = {}
+        self._outputs: dict[tuple[str, ...], tuple[Any, Any, Any, Any]] = {}
 
     def _outcome(self, job_or_labels: _Job | tuple[str, str, str], outcome: str) -> None:
         labels = (
@@ -85,7 +91,11 @@ class ShadowMirror:
             if isinstance(job_or_labels, tuple)
             else (job_or_labels.model, job_or_labels.primary_version, job_or_labels.shadow.version)
         )
-        self.metrics.shadow_requests.labels(*labels, outcome).inc()
+        key = (*labels, outcome)
+        child = self._counters.get(key)
+        if child is None:
+            child = self._counters[key] = self.metrics.shadow_requests.labels(*key)
+        child.inc()
 
     def submit(
         self,
@@ -107,7 +117,9 @@ class ShadowMirror:
         while True:
             job = await self._queue.get()
             try:
-                result = await job.shadow.infer(dict(job.inputs), None, SHADOW_PRIORITY)
+                # bounded: a shadow version kept busy by its own traffic must not hold this worker forever
+                deadline = time.monotonic() + SHADOW_TIMEOUT_S
+                result = await job.shadow.infer(dict(job.inputs), deadline, SHADOW_PRIORITY)
                 comparisons = await loop.run_in_executor(None, self._compare, job.outputs, result.outputs)
             except asyncio.CancelledError:
                 raise
@@ -127,9 +139,19 @@ class ShadowMirror:
         m = self.metrics
         labels = (job.model, job.primary_version, job.shadow.version)
         for name, c in comparisons.items():
-            m.shadow_rows.labels(*labels, name).inc(c.rows)
-            m.shadow_top1.labels(*labels, name).inc(c.top1_agree)
+            key = (*labels, name)
+            children = self._outputs.get(key)
+            if children is None:
+                children = self._outputs[key] = (
+                    m.shadow_rows.labels(*key),
+                    m.shadow_top1.labels(*key),
+                    m.shadow_max_abs_diff.labels(*key),
+                    m.shadow_cosine.labels(*key),
+                )
+            rows, top1, diff, cosine = children
+            rows.inc(c.rows)
+            top1.inc(c.top1_agree)
             if c.max_abs_diff is not None and c.cosine is not None:
-                m.shadow_max_abs_diff.labels(*labels, name).observe(c.max_abs_diff)
-                m.shadow_cosine.labels(*labels, name).observe(c.cosine)
+                diff.observe(c.max_abs_diff)
+                cosine.observe(c.cosine)
         self._outcome(labels, "compared")
