@@ -244,11 +244,15 @@ class DynamicBatcher(_Base):
         return rows
 
     def _take(self, key: tuple, limit: int) -> list[_Request]:
-        batch, keep, rows, full = [], [], 0, False
+        """The oldest live requests of ``key`` up to ``limit`` rows, and always at least the first
+        one (a request larger than a preferred size must still run, or the loop would spin)."""
+        batch: list[_Request] = []
+        keep: list[_Request] = []
+        rows, full = 0, False
         for r in self._queue:
             if r.future.done():
                 continue
-            if not full and r.key == key and rows + r.rows <= limit:
+            if not full and r.key == key and (rows + r.rows <= limit or not batch):
                 batch.append(r)
                 rows += r.rows
             else:
@@ -301,10 +305,7 @@ class DynamicBatcher(_Base):
                 handle = loop.call_later(remaining, self._wakeup.set)
                 await self._wakeup.wait()
                 handle.cancel()
-            # At least the first request: a preferred size smaller than it would take nothing, and this
-            # loop would spin without ever awaiting (a 5-row request with preferred sizes [4, 8]).
-            limit = max(self._limit(available), first.rows) if timed_out else self._max_rows
-            batch = self._take(first.key, limit)
+            batch = self._take(first.key, self._limit(available) if timed_out else self._max_rows)
             if batch:
                 self._spawn(batch)  # the batch task releases the slot
                 spawned = True
