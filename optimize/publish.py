@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from server.files import write_atomic
 from server.manifest import write_manifest
 
 from .errors import OptimizeError
@@ -58,7 +59,7 @@ def publish_versions(
         config = model_dir / CONFIG
         if not config.exists():
             # the version that serves now (the highest), or the first one published here
-            _write_atomic(config, _config_text(max(versions) if versions else 1, max_batch_size))
+            write_atomic(config, _config_text(max(versions) if versions else 1, max_batch_size))
         elif versions:
             _pin_default_version(config, max(versions))
         for path, extra in variants:
@@ -82,12 +83,6 @@ def publish_versions(
     return published
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _pin_default_version(config: Path, serving: int) -> None:
     """A config without ``default_version`` serves the highest version, so a new version would be
     rolled out by being published. Pin the version that served until now (a top-level key, so it
@@ -100,7 +95,7 @@ def _pin_default_version(config: Path, serving: int) -> None:
             return
     except tomllib.TOMLDecodeError as e:
         raise OptimizeError(f"{config}: invalid TOML ({e}); fix it before publishing") from e
-    _write_atomic(
+    write_atomic(
         config,
         "# Pinned by optimize when it published a higher version: publishing is not rolling out.\n"
         f'default_version = "{serving}"\n' + text,

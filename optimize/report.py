@@ -4,9 +4,10 @@ accuracy)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from server.files import write_atomic
 
 if TYPE_CHECKING:
     from .pipeline import RunResult
@@ -161,8 +162,6 @@ def write_report(result: RunResult, out_dir: Path, models: dict[str, Path] | Non
         "variants": [v.to_dict() for v in result.variants],
         "accepted": [v.name for v in result.variants if v.accepted],
     }
-    tmp = out_dir / ".report.json.tmp"
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, out_dir / "report.json")
+    write_atomic(out_dir / "report.json", json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     (out_dir / "report.md").write_text(_markdown(result))
     _plot(result, out_dir / "plot.png")

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from .files import write_atomic
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -58,9 +59,7 @@ def write_manifest(
     manifest["files"] = {
         n: {"sha256": file_digest(version_dir / n), "size": (version_dir / n).stat().st_size} for n in names
     }
-    tmp = version_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, version_dir / MANIFEST)
+    write_atomic(version_dir / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
 

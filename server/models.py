@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -21,7 +20,8 @@ import numpy as np
 
 from .batcher import Batcher, InferResult, make_batcher
 from .errors import InvalidInput, ModelNotFound
-from .manifest import ManifestError, read_manifest, verify_manifest
+from .files import file_stamp
+from .manifest import MANIFEST, ManifestError, read_manifest, verify_manifest
 from .metrics import Metrics, VersionStats
 from .repository import MODEL_FILE, ModelConfig, ModelEntry, scan_repository
 from .runtime import SessionPool
@@ -86,14 +86,7 @@ class Model:
 
 def _fingerprint(path: Path) -> tuple:
     """Changes when a version's files are replaced, so that a refused version is retried."""
-    parts: list[tuple[str, int | None, int | None]] = []
-    for name in (MODEL_FILE, "manifest.json"):
-        try:
-            st = os.stat(path / name)
-            parts.append((name, st.st_mtime_ns, st.st_size))
-        except OSError:
-            parts.append((name, None, None))
-    return tuple(parts)
+    return tuple(file_stamp(path / name) for name in (MODEL_FILE, MANIFEST))
 
 
 class ModelManager:

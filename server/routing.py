@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import InvalidInput, ServeError
+from .files import file_stamp, write_atomic
 from .flags import SHADOW_SUFFIX, Flag, FlagsError, FlagSet, check_versions, parse_flags
 from .metrics import Metrics
 from .models import ModelManager, ModelVersion
@@ -119,33 +118,6 @@ class Router:
         return Route(mv, variant, shadow)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = os.stat(path).st_mode & 0o777
-    except OSError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)  # mkstemp makes 0600: keep what the operator had
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _stamp(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
 class FlagSource:
     """The flags file behind a Router: loaded at start, polled for changes, replaced by Admin.
     Every document is validated (JSON, schema, operators, weights, loaded versions) before it is
@@ -202,7 +174,7 @@ class FlagSource:
     async def load(self) -> bool:
         """(Re)load the file if it changed since the last look; True when new flags went in."""
         async with self._lock:
-            stamp = _stamp(self.path)
+            stamp = file_stamp(self.path)
             if stamp is None and not self._announced:
                 log.info("no flags file at %s: requests go to default versions until one appears", self.path)
             self._announced = True
@@ -240,8 +212,8 @@ class FlagSource:
             except FlagsError as e:
                 self._refuse(e, "admin")
                 raise
-            await asyncio.to_thread(_write_atomically, self.path, flags.text)
-            self._stamp, self._retry = _stamp(self.path), None
+            await asyncio.to_thread(write_atomic, self.path, flags.text)
+            self._stamp, self._retry = file_stamp(self.path), None
             self._accept(flags, "admin")
             return flags
 
