@@ -225,7 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.write_recipe:
             from .recipe import recipe_to_toml
 
-            args.write_recipe.write_text(recipe_to_toml(recipe))
+            try:
+                args.write_recipe.write_text(recipe_to_toml(recipe))
+            except OSError as e:
+                raise OptimizeError(f"--write-recipe {args.write_recipe}: {e.strerror or e}") from e
             print(f"optimize: wrote {args.write_recipe}")
             return 0
         from .context import Progress

@@ -128,6 +128,10 @@ def run(recipe: Recipe, progress: Progress | None = None, workdir: Path | None =
         raise OptimizeError("no model given: pass MODEL or set model in the recipe")
     if recipe.repo and not recipe.name:
         raise OptimizeError("--repo needs --name (the model's folder in the repository)")
+    if recipe.repo:
+        from .publish import check_name
+
+        check_name(recipe.name or "")  # before hours of work, not at publishing time
     seed = recipe.seed
     np.random.seed(seed)
     source = load_source(recipe.model, recipe.weights, recipe.inputs, recipe.output_names)
@@ -135,6 +139,10 @@ def run(recipe: Recipe, progress: Progress | None = None, workdir: Path | None =
     log(f"source: {source.description}; eval data: {eval_data.source}")
     cpu = cpu_info()
     out_dir = Path(recipe.out or "optimize-out")
+    try:  # before anything is built or published: a report folder that cannot be made fails now
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OptimizeError(f"report folder {out_dir}: {e.strerror or e}") from e
     with tempfile.TemporaryDirectory(prefix="optimize-", dir=workdir) as tmp:
         work = Path(tmp)
         ctx = Context(work, seed, source.specs, recipe.dims, calib, train, cpu, source.hints, log)

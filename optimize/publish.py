@@ -19,7 +19,7 @@ from server.manifest import write_manifest
 
 from .errors import OptimizeError
 
-__all__ = ["existing_versions", "publish_versions"]
+__all__ = ["check_name", "existing_versions", "publish_versions"]
 
 CONFIG = "config.toml"
 
@@ -41,6 +41,11 @@ def _config_text(default_version: int, max_batch_size: int | None) -> str:
     )
 
 
+def check_name(name: str) -> None:
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise OptimizeError(f"bad model name {name!r}: use a plain folder name such as 'digits'")
+
+
 def publish_versions(
     repo: Path, name: str, variants: list[tuple[Path, dict[str, Any]]], max_batch_size: int | None = None
 ) -> list[int]:
@@ -49,8 +54,7 @@ def publish_versions(
     ``config.toml`` is settled first, so that a server polling the repository never takes a new
     version for the default, even if publishing stops half-way. ``max_batch_size`` goes into a new
     config only when given (absent, the server decides from the ONNX signature)."""
-    if not name or "/" in name or name.startswith("."):
-        raise OptimizeError(f"bad model name {name!r}: use a plain folder name such as 'digits'")
+    check_name(name)
     model_dir = Path(repo) / name
     published: list[int] = []
     try:

@@ -27,7 +27,7 @@ from typing import Any
 
 from .errors import OptimizeError
 from .gates import Gates
-from .specs import TensorSpec
+from .specs import TensorSpec, check_dtype
 from .steps import make_config
 
 __all__ = ["Recipe", "VariantSpec", "load_recipe", "recipe_to_toml"]
@@ -173,6 +173,8 @@ def load_recipe(path: Path) -> Recipe:
     if "inputs" in data:
         try:
             r.inputs = [TensorSpec(i["name"], i["dtype"], tuple(i["shape"])) for i in data["inputs"]]
+            for spec in r.inputs:
+                check_dtype(spec.dtype, f"recipe {path} [[inputs]] {spec.name!r}")
         except (KeyError, TypeError) as e:
             raise OptimizeError(f"recipe {path}: each [[inputs]] needs name, dtype and shape") from e
     r.output_names = _typed(data, "output_names", list, str(path))

@@ -14,7 +14,7 @@ from typing import Any
 
 from .artifacts import Artifact, OnnxArtifact, TorchArtifact
 from .errors import OptimizeError
-from .specs import TensorSpec, onnx_input_specs
+from .specs import TensorSpec, check_dtype, onnx_input_specs
 
 __all__ = ["Source", "load_source", "parse_input_spec"]
 
@@ -36,6 +36,7 @@ def parse_input_spec(text: str) -> TensorSpec:
     if len(parts) != 3:
         raise OptimizeError(f"--input {text!r}: write NAME:DTYPE:DIMS, e.g. x:float32:batch,3,32,32")
     name, dtype, dims = parts
+    check_dtype(dtype, f"--input {text!r}")
     shape = tuple(int(d) if d.isdigit() else d for d in dims.split(",") if d)
     return TensorSpec(name, dtype, shape)
 
@@ -136,7 +137,12 @@ def _load_weights(module: Any, weights: str) -> None:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except Exception as e:  # a corrupt or foreign file
+            raise OptimizeError(
+                f"{weights}: cannot read as safetensors ({str(e).splitlines()[0][:160]})"
+            ) from e
     else:
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -168,7 +174,13 @@ def _load_factory(
     factory = getattr(mod, attr, None)
     if not callable(factory):
         raise OptimizeError(f"{target!r}: module {modname!r} has no callable {attr!r}")
-    module = factory()
+    try:
+        module = factory()
+    except Exception as e:  # the user's code: say where, in one line
+        raise OptimizeError(
+            f"{target!r} raised {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''} "
+            "(the factory is called with no arguments)"
+        ) from e
     if not isinstance(module, torch.nn.Module):
         raise OptimizeError(f"{target!r} returned {type(module).__name__}, not a torch.nn.Module")
     if weights:

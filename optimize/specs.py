@@ -105,6 +105,16 @@ def resolve_shape(spec: TensorSpec, batch: int, dims: dict[str, int]) -> tuple[i
     return tuple(out)
 
 
+def check_dtype(dtype: str, where: str) -> None:
+    """A numpy dtype name, or a one-line error saying which ones are meant."""
+    try:
+        np.dtype(dtype)
+    except TypeError:
+        raise OptimizeError(
+            f"{where}: unknown dtype {dtype!r}, expected e.g. float32, float16, int64, int32, bool"
+        ) from None
+
+
 def synthetic_inputs(specs: list[TensorSpec], rows: int, dims: dict[str, int], seed: int) -> Dataset:
     """Seeded inputs from the signature: floats ~ N(0, 1); masks all ones; type ids zero; other integers
     uniform in ``[0, INT_HIGH)``."""
@@ -165,4 +175,6 @@ def load_npz(path: Path, specs: list[TensorSpec]) -> Dataset:
         raise OptimizeError(f"{path}: arrays have different row counts {sorted(rows)}")
     if not inputs:
         raise OptimizeError(f"{path}: the model has no inputs to feed")
+    if rows == {0}:
+        raise OptimizeError(f"{path}: the arrays have no rows")
     return Dataset(inputs, labels, synthetic=False, source=str(path))

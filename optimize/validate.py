@@ -101,7 +101,7 @@ def compare(
         "cosine": float(np.mean(cos)),
         "min_cosine": float(np.min(cos)),
     }
-    if labels is not None or _looks_like_scores(ref[i]):
+    if ref[i].ndim == 2 and (labels is not None or _looks_like_scores(ref[i])):  # top-1 needs [rows, classes]
         metrics["top1_agreement"] = float(np.mean(ref[i].argmax(1) == cand[i].argmax(1)))
     if labels is not None:
         ra, ca = _accuracy(ref[i], labels), _accuracy(cand[i], labels)

@@ -592,3 +592,74 @@ def test_publishing_pins_the_serving_version_when_config_has_no_default(mlp, tmp
     assert config.batching.max_queue_delay_us == 100
     assert publish_versions(tmp_path / "models", "mlp", [(mlp["model"], {})]) == [3]
     assert load_model_config(model_dir).default_version == "1"
+
+
+def test_dynamic_quantization_of_gemms_sharing_a_transposed_weight(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("Gemm", ["x", "w"], ["h"], transB=1),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("Gemm", ["r", "w"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "shared",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 16])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "shared.onnx")
+    code = main([str(tmp_path / "shared.onnx"), "--quantize", "dynamic", "--out", str(tmp_path / "r"), *FAST])
+    assert code in (0, 1)  # built and validated (accepted or gated), not a crash
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["variants"][0]["validation"]["cosine"] > 0.9
+
+
+def test_a_one_dimensional_output_with_labels_is_measured(tmp_path):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x"], ["y"], keepdims=0, axes=[1])],
+        "regression",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "reg.onnx")
+    x = np.random.default_rng(0).random((20, 4)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, labels=np.zeros(20, np.int64))
+    code = main(
+        [
+            str(tmp_path / "reg.onnx"),
+            "--fp32",
+            "--data",
+            str(tmp_path / "d.npz"),
+            "--out",
+            str(tmp_path / "r"),
+            *FAST,
+        ]
+    )
+    assert code == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert "top1_agreement" not in report["variants"][0]["validation"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--input", "x:flaot32:batch,4"], "unknown dtype 'flaot32'"),
+        (["--write-recipe", "/nonexistent/dir/r.toml"], "--write-recipe /nonexistent/dir/r.toml"),
+        (["--repo", "REPO", "--name", "a/b"], "bad model name 'a/b'"),
+    ],
+)
+def test_more_bad_input_is_one_line_and_exit_2(mlp, tmp_path, capsys, args, message):
+    args = [a.replace("REPO", str(tmp_path / "models")) for a in args]
+    code = main([str(mlp["model"]), "--quantize", "dynamic", *args, "--out", str(tmp_path / "o"), *FAST])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").rglob("model.onnx"))

@@ -204,11 +204,12 @@ def _gemm_to_matmul(model: Any) -> int:
             and attrs.get("alpha", 1.0) == 1.0
             and attrs.get("beta", 1.0) == 1.0
         ):
-            w = numpy_helper.to_array(inits[node.input[1]])
             if attrs.get("transB", 0):
-                w = np.ascontiguousarray(w.T)
                 wname = node.input[1] + "_T"
-                model.graph.initializer.append(numpy_helper.from_array(w, wname))
+                if wname not in inits:  # a weight shared by several Gemms is transposed once
+                    w = np.ascontiguousarray(numpy_helper.to_array(inits[node.input[1]]).T)
+                    inits[wname] = numpy_helper.from_array(w, wname)
+                    model.graph.initializer.append(inits[wname])
             else:
                 wname = node.input[1]
             mm_out = node.output[0] + "_matmul" if len(node.input) > 2 and node.input[2] else node.output[0]
