@@ -15,7 +15,7 @@ EPILOG = """\
 common case (no recipe):
   optimize model.onnx --quantize dynamic --repo models --name digits
       builds a dynamic INT8 variant with the settings that suit this CPU (per-channel weights, reduce_range
-      only without VNNI, transformer fusions where they apply), validates it against model.onnx, benchmarks
+      only without VNNI, the graph rewrites that measured faster here), validates it against model.onnx, benchmarks
       it at batch 1/8/32 and publishes it as the next version of models/digits. default_version is never
       changed: publishing is not rolling out.
 

@@ -135,6 +135,13 @@ def run(recipe: Recipe, progress: Progress | None = None, workdir: Path | None =
     seed = recipe.seed
     np.random.seed(seed)
     source = load_source(recipe.model, recipe.weights, recipe.inputs, recipe.output_names)
+    named = {d for s in source.specs for d in s.shape if isinstance(d, str)}
+    unknown = sorted(set(recipe.dims) - named)
+    if unknown:
+        raise OptimizeError(
+            f"--dim {unknown[0]}: the model has no dimension of that name; its named dimensions: "
+            f"{', '.join(sorted(named)) or 'none'}"
+        )
     eval_data, calib, train = _load_data(recipe, source)
     log(f"source: {source.description}; eval data: {eval_data.source}")
     cpu = cpu_info()
