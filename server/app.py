@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -111,9 +111,9 @@ class App:
         await self.server.start()
         await self.health.set("", True)
         if s.poll_interval > 0:
-            self._spawn(self.models.poll(s.poll_interval))
+            self._spawn(_every(s.poll_interval, self.models.sync, "repository scan"))
         if s.flags_poll_interval > 0:
-            self._spawn(self.flags.poll(s.flags_poll_interval))
+            self._spawn(_every(s.flags_poll_interval, self.flags.load, "flags reload"))
         for _ in range(s.shadow_workers):
             self._spawn(shadow.run())
         if self._on_ready is not None:  # a worker under the supervisor, which logs the ready event
@@ -183,6 +183,16 @@ class App:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+async def _every(interval: float, action: Callable[[], Awaitable[object]], what: str) -> None:
+    """Run ``action`` every ``interval`` seconds until cancelled; a failure is logged, never fatal."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await action()
+        except Exception:
+            log.exception("%s failed", what)
 
 
 def run(settings: Settings, on_ready: Callable[[App], None] | None = None, worker: int | None = None) -> None:

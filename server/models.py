@@ -330,11 +330,3 @@ class ModelManager:
             for name in list(self.models):
                 await self._retire(name, set(self.models[name].versions))
             self.models.clear()
-
-    async def poll(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.sync()
-            except Exception:  # a scan error must not stop polling
-                log.exception("repository scan failed")

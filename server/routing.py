@@ -216,11 +216,3 @@ class FlagSource:
             self._stamp, self._retry = file_stamp(self.path), None
             self._accept(flags, "admin")
             return flags
-
-    async def poll(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.load()
-            except Exception:  # a bad file must never stop the watcher
-                log.exception("flags reload failed")

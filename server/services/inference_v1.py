@@ -7,10 +7,10 @@ import grpc
 from .._proto.ortserve.v1 import inference_pb2 as pb
 from .._proto.ortserve.v1 import inference_pb2_grpc as pb_grpc
 from ..core import InferenceCore, InferRequest, InferResponse
-from ..errors import InvalidInput, ServeError
+from ..errors import InvalidInput
 from ..models import ModelVersion
 from ..tensors import from_numpy, to_numpy
-from .status import deadline_from, infer_or_abort, invocation_metadata, new_request_id, status_for
+from .status import deadline_from, infer_or_abort, invocation_metadata, new_request_id, version_or_abort
 
 __all__ = ["InferenceServicer", "add_to_server"]
 
@@ -77,11 +77,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         return out
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context) -> pb.ModelMetadataResponse:
-        try:
-            mv: ModelVersion = self.core.models.get(request.model, request.version)
-        except ServeError as e:
-            await context.abort(status_for(e), str(e))
-            raise
+        mv: ModelVersion = await version_or_abort(self.core, context, request.model, request.version)
         m = self.core.models.models[request.model]
         sig = mv.signature
         return pb.ModelMetadataResponse(

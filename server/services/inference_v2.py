@@ -38,6 +38,7 @@ from .status import (
     invocation_metadata,
     new_request_id,
     status_for,
+    version_or_abort,
 )
 
 __all__ = ["GRPCInferenceServicer", "add_to_server", "decode", "encode"]
@@ -255,11 +256,7 @@ class GRPCInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.workers = workers
 
     async def _version(self, name: str, version: str, context: grpc.aio.ServicerContext) -> ModelVersion:
-        try:
-            return self.core.models.get(name, version)
-        except ServeError as e:
-            await context.abort(status_for(e), str(e))
-            raise
+        return await version_or_abort(self.core, context, name, version)
 
     # -- health and metadata -------------------------------------------------------------------
     async def ServerLive(self, request, context) -> pb.ServerLiveResponse:

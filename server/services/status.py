@@ -15,6 +15,7 @@ import grpc
 
 from .. import errors
 from ..core import InferenceCore, InferRequest, InferResponse
+from ..models import ModelVersion
 
 __all__ = [
     "STATUS",
@@ -51,6 +52,17 @@ def status_for(error: errors.ServeError) -> grpc.StatusCode:
 
 _ID_PREFIX = os.urandom(6).hex()
 _ID_COUNTER = itertools.count(1)
+
+
+async def version_or_abort(
+    core: InferenceCore, context: grpc.aio.ServicerContext, model: str, version: str
+) -> ModelVersion:
+    """The loaded model version, or the RPC aborted with the core's status and message."""
+    try:
+        return core.models.get(model, version)
+    except errors.ServeError as e:
+        await context.abort(status_for(e), str(e))
+        raise
 
 
 def new_request_id() -> str:
