@@ -28,8 +28,8 @@ install-dev: $(VENV)/.installed-dev
 # The demo repository: digits version 1 (fp32), then the optimize toolchain publishes its
 # dynamic INT8, static INT8 and pruned variants as versions 2-4.
 $(REPO)/digits/1/model.onnx: | $(VENV)/.installed
-	$(BIN)/python -m optimize.demo --repo $(REPO)
-	$(BIN)/python -m optimize.examples.digits --repo $(REPO) --work build/digits --quiet
+	$(BIN)/python -m ortserve.optimize.demo --repo $(REPO)
+	$(BIN)/python -m ortserve.optimize.examples.digits --repo $(REPO) --work build/digits --quiet
 
 demo: $(REPO)/digits/1/model.onnx
 

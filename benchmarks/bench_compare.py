@@ -38,7 +38,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 from benchmarks import compare_report as report  # noqa: E402
 from benchmarks.bench_server import CNN_CONFIG, INPUT, THREADS, machine, raw_onnxruntime, small_cnn  # noqa: E402
@@ -104,7 +103,7 @@ def digits_stand_in() -> Any:
     without training it (for the smoke run; the full run trains the real demo model)."""
     import onnx
 
-    from optimize.demo import to_onnx
+    from ortserve.optimize.demo import to_onnx
 
     rng = np.random.default_rng(0)
     clf = SimpleNamespace(
@@ -117,8 +116,8 @@ def digits_stand_in() -> Any:
 def build_repo(repo: Path, smoke: bool) -> None:
     import onnx
 
-    from onnx_models import publish
-    from optimize.demo import CONFIG_TOML, build
+    from ortserve.optimize.demo import CONFIG_TOML, build
+    from tests.onnx_models import publish
 
     if smoke:
         publish(repo, "digits", 1, digits_stand_in(), CONFIG_TOML)
@@ -179,14 +178,14 @@ async def sweep(
 
 
 def _v1_stub(channel: Any) -> Any:
-    from server._proto.ortserve.v1 import inference_pb2_grpc
+    from ortserve._proto.ortserve.v1 import inference_pb2_grpc
 
     return inference_pb2_grpc.InferenceStub(channel)
 
 
 def server_accepts(flag: str) -> bool:
     out = subprocess.run(
-        [sys.executable, "-m", "server", "--help"],
+        [sys.executable, "-m", "ortserve", "--help"],
         check=False,
         capture_output=True,
         text=True,
@@ -273,10 +272,10 @@ def versions() -> dict[str, str]:
     import grpc
     import onnxruntime
 
-    import server
+    import ortserve
 
     return {
-        "ortserve": server.__version__,
+        "ortserve": ortserve.__version__,
         "Python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
         "grpcio": grpc.__version__,
@@ -294,7 +293,7 @@ def run(
     workers: tuple[int, ...],
     log: Callable[[str], None],
 ) -> dict:
-    from server.testing import ServerProcess
+    from ortserve.testing import ServerProcess
 
     specs = {"digits": DIGITS, "cnn": CNN}
     series: list[Series] = []
@@ -362,7 +361,7 @@ def run(
             label = f"ortserve v1, --workers {n}"
             if not has_workers:
                 skipped.append(
-                    f"{label}: the server does not accept --workers yet (`python -m server --help`)"
+                    f"{label}: the server does not accept --workers yet (`python -m ortserve --help`)"
                 )
                 continue
             try:

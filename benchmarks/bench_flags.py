@@ -22,9 +22,9 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from server.core import InferRequest
-from server.flags import parse_flags
-from server.routing import Router
+from ortserve.core.core import InferRequest
+from ortserve.rollout.flags import parse_flags
+from ortserve.rollout.router import Router
 
 DESIGN = {
     "flags": {

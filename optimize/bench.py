@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from .context import Progress
-from .cpu import cpu_info
-from .specs import TensorSpec, synthetic_inputs
+from ortserve.optimize.context import Progress
+from ortserve.optimize.cpu import cpu_info
+from ortserve.optimize.specs import TensorSpec, synthetic_inputs
 
 __all__ = ["benchmark", "file_size"]
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .specs import Dataset, TensorSpec
+from ortserve.optimize.specs import Dataset, TensorSpec
 
 __all__ = ["Context", "Progress"]
 
@@ -21,7 +21,7 @@ class Progress:
 
     def __call__(self, msg: str) -> None:
         if not self.quiet:
-            print(f"optimize: {msg}", file=sys.stderr, flush=True)
+            print(f"ortserve-optimize: {msg}", file=sys.stderr, flush=True)
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Build the demo model repository: a small MLP trained on scikit-learn's bundled digits data
 set (8x8 images, pixel values 0..16), exported to ONNX and published as ``digits`` version 1.
 
-    python -m optimize.demo --repo models          # reuses an existing version 1
-    python -m optimize.demo --repo models --force  # rebuilds it
+    python -m ortserve.optimize.demo --repo models          # reuses an existing version 1
+    python -m ortserve.optimize.demo --repo models --force  # rebuilds it
 
 The ONNX graph takes raw pixels ``input`` float32 [N, 64] and returns ``logits`` [N, 10],
 ``probabilities`` [N, 10] and ``label`` int64 [N]. Training is seeded: the same
@@ -27,7 +27,7 @@ SEED = 0
 MODEL = "digits"
 
 CONFIG_TOML = """\
-# The demo model, written by `python -m optimize.demo`. Variants published later (versions 2, 3...)
+# The demo model, written by `python -m ortserve.optimize.demo`. Variants published later (versions 2, 3...)
 # serve only when asked for by version or routed by a flag: the default stays version 1.
 max_batch_size = 64
 default_version = "1"
@@ -104,7 +104,7 @@ def build(repo: Path, force: bool = False, quiet: bool = False) -> Path:
     """Train, export and publish ``digits`` version 1 (kept when it exists, unless ``force``)."""
     import onnxruntime as ort
 
-    from server.manifest import write_manifest
+    from ortserve.repository.manifest import write_manifest
 
     model_dir = repo / MODEL
     target = model_dir / "1"
@@ -133,7 +133,7 @@ def build(repo: Path, force: bool = False, quiet: bool = False) -> Path:
                 "model": MODEL,
                 "version": "1",
                 "parent": None,
-                "source": "optimize.demo: sklearn MLPClassifier(64) on load_digits, exported with onnx.helper",
+                "source": "ortserve.optimize.demo: sklearn MLPClassifier(64) on load_digits, exported with onnx.helper",
                 "seed": SEED,
                 "validation": {"test_accuracy": accuracy, "test_rows": len(y_test)},
                 "libraries": {
@@ -170,7 +170,7 @@ def build(repo: Path, force: bool = False, quiet: bool = False) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m optimize.demo",
+        prog="python -m ortserve.optimize.demo",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

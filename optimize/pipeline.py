@@ -1,7 +1,7 @@
 """One optimize run: load the source, build every variant, validate, benchmark, gate, publish, report.
 
 Nothing reaches the repository before every variant has been built, validated and benchmarked; each published
-version is renamed into place whole (see :mod:`optimize.publish`)."""
+version is renamed into place whole (see :mod:`ortserve.optimize.publish`)."""
 
 from __future__ import annotations
 
@@ -16,17 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import Artifact, OnnxArtifact, TorchArtifact
-from .bench import benchmark
-from .context import Context, Progress
-from .cpu import cpu_info
-from .errors import OptimizeError
-from .recipe import Recipe, VariantSpec
-from .sources import Source, load_source
-from .specs import Dataset, load_npz, synthetic_inputs
-from .steps import get_step, make_config
-from .steps.onnx_steps import copy_onnx
-from .validate import compare, run_onnx, run_torch
+from ortserve.optimize.artifacts import Artifact, OnnxArtifact, TorchArtifact
+from ortserve.optimize.bench import benchmark
+from ortserve.optimize.context import Context, Progress
+from ortserve.optimize.cpu import cpu_info
+from ortserve.optimize.errors import OptimizeError
+from ortserve.optimize.recipe import Recipe, VariantSpec
+from ortserve.optimize.sources import Source, load_source
+from ortserve.optimize.specs import Dataset, load_npz, synthetic_inputs
+from ortserve.optimize.steps import get_step, make_config
+from ortserve.optimize.steps.onnx_steps import copy_onnx
+from ortserve.optimize.validate import compare, run_onnx, run_torch
 
 __all__ = ["RunResult", "VariantResult", "run"]
 
@@ -129,7 +129,7 @@ def run(recipe: Recipe, progress: Progress | None = None, workdir: Path | None =
     if recipe.repo and not recipe.name:
         raise OptimizeError("--repo needs --name (the model's folder in the repository)")
     if recipe.repo:
-        from .publish import check_name
+        from ortserve.optimize.publish import check_name
 
         check_name(recipe.name or "")  # before hours of work, not at publishing time
     seed = recipe.seed
@@ -222,7 +222,7 @@ def run(recipe: Recipe, progress: Progress | None = None, workdir: Path | None =
         baseline = {"validation": base_metrics, "benchmark": base_bench}
         accepted = [r for r in results if r.accepted]
         if recipe.repo and accepted:
-            from .publish import publish_versions
+            from ortserve.optimize.publish import publish_versions
 
             parent = recipe.parent or _parent_version(source)
             entries = [(r.path, _manifest_extra(r, info, parent)) for r in accepted if r.path]
@@ -233,7 +233,7 @@ def run(recipe: Recipe, progress: Progress | None = None, workdir: Path | None =
         result = RunResult(results, baseline, out_dir, info)
         if recipe.repo and recipe.name:
             _propose_canary(result, Path(recipe.repo) / recipe.name, recipe.name, out_dir)
-        from .report import write_report
+        from ortserve.optimize.report import write_report
 
         write_report(result, out_dir, models={r.name: r.path for r in results if r.path})
         for r in results:

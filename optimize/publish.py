@@ -14,10 +14,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from server.files import write_atomic
-from server.manifest import write_manifest
-
-from .errors import OptimizeError
+from ortserve.optimize.errors import OptimizeError
+from ortserve.repository.files import write_atomic
+from ortserve.repository.manifest import write_manifest
 
 __all__ = ["check_name", "existing_versions", "publish_versions"]
 

@@ -1,6 +1,6 @@
 """The recipe: which variants to build (each an ordered list of steps), with data, gates and benchmark settings.
 
-A recipe is TOML; paths in it are relative to the recipe file. ``optimize --write-recipe FILE`` writes the run
+A recipe is TOML; paths in it are relative to the recipe file. ``ortserve-optimize --write-recipe FILE`` writes the run
 the flags describe, so the common case can grow into a recipe::
 
     model = "model.onnx"
@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import OptimizeError
-from .gates import Gates
-from .specs import TensorSpec, check_dtype
-from .steps import make_config
+from ortserve.optimize.errors import OptimizeError
+from ortserve.optimize.gates import Gates
+from ortserve.optimize.specs import TensorSpec, check_dtype
+from ortserve.optimize.steps import make_config
 
 __all__ = ["Recipe", "VariantSpec", "load_recipe", "recipe_to_toml"]
 

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server.files import write_atomic
+from ortserve.repository.files import write_atomic
 
 if TYPE_CHECKING:
-    from .pipeline import RunResult
+    from ortserve.optimize.pipeline import RunResult
 
 __all__ = ["write_report"]
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .artifacts import Artifact, OnnxArtifact, TorchArtifact
-from .errors import OptimizeError
-from .specs import TensorSpec, check_dtype, onnx_input_specs
+from ortserve.optimize.artifacts import Artifact, OnnxArtifact, TorchArtifact
+from ortserve.optimize.errors import OptimizeError
+from ortserve.optimize.specs import TensorSpec, check_dtype, onnx_input_specs
 
 __all__ = ["Source", "load_source", "parse_input_spec"]
 

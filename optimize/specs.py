@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import OptimizeError
+from ortserve.optimize.errors import OptimizeError
 
 __all__ = [
     "Dataset",

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .specs import Dataset, TensorSpec
+from ortserve.optimize.specs import Dataset, TensorSpec
 
 __all__ = ["compare", "primary_output", "run_onnx", "run_torch"]
 

@@ -1,7 +1,7 @@
-"""Generate the Python gRPC stubs for every .proto under protos/ into server/_proto/.
+"""Generate the Python gRPC stubs for every .proto under protos/ into server/_proto/ (the ``ortserve._proto`` package).
 
 protoc writes absolute imports (``from ortserve.v1 import x_pb2``); they are rewritten
-to package-relative ones so the stubs live inside the ``server`` package.
+to package-relative ones so the stubs live inside the ``ortserve`` package.
 
     python scripts/gen_protos.py [--out DIR]
 """

@@ -2,7 +2,7 @@
 
 The client is importable without the server's heavy dependencies::
 
-    from server.client import Client
+    from ortserve.client import Client
 """
 
 __version__ = "0.1.0"

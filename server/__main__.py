@@ -1,10 +1,10 @@
-"""``ortserve`` / ``python -m server``: parse settings, set up logging, serve."""
+"""``ortserve`` / ``python -m ortserve``: parse settings, set up logging, serve."""
 
 from __future__ import annotations
 
 import sys
 
-from .settings import SettingsError, load_settings
+from ortserve.ops.settings import SettingsError, load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -13,18 +13,18 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as e:
         print(f"ortserve: {e}", file=sys.stderr)
         return 2
-    from .logs import setup_logging
+    from ortserve.ops.logs import setup_logging
 
     setup_logging(settings.log_level, settings.log_format)
     if settings.workers > 1:
-        from .workers import serve_workers  # forks before any gRPC object exists
+        from ortserve.ops.workers import serve_workers  # forks before any gRPC object exists
 
         try:
             return serve_workers(settings)
         except OSError as e:
             print(f"ortserve: {e}", file=sys.stderr)
             return 1
-    from .app import run  # heavy imports (onnxruntime, grpc) after --help and settings errors
+    from ortserve.ops.app import run  # heavy imports (onnxruntime, grpc) after --help and settings errors
 
     try:
         run(settings)

@@ -1,6 +1,6 @@
 """A small client for ``ortserve.v1.Inference``, sync and asyncio.
 
-from server.client import Client
+from ortserve.client import Client
 with Client("127.0.0.1:8001") as c:
     result = c.predict("digits", {"input": pixels})   # pixels: float32 [N, 64]
     print(result["label"], result.version)
@@ -18,9 +18,9 @@ from typing import Any
 import grpc
 import numpy as np
 
-from ._proto.ortserve.v1 import inference_pb2 as pb
-from ._proto.ortserve.v1 import inference_pb2_grpc as pb_grpc
-from .tensors import from_numpy, to_numpy
+from ortserve._proto.ortserve.v1 import inference_pb2 as pb
+from ortserve._proto.ortserve.v1 import inference_pb2_grpc as pb_grpc
+from ortserve.tensors import from_numpy, to_numpy
 
 __all__ = ["AsyncClient", "Client", "Prediction"]
 

@@ -1,5 +1,5 @@
 """The core's exceptions. They know nothing of the transport: one table at the gRPC edge
-(``server.services.status``) maps them to status codes.
+(``ortserve.edge.call``) maps them to status codes.
 
     ServeError
      ├── ModelNotFound        the model or version is not in the repository (NOT_FOUND)

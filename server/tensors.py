@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInput
+from ortserve.errors import InvalidInput
 
 __all__ = [
     "DTYPES",

@@ -1,7 +1,7 @@
 """Run the real server in a subprocess for tests and benchmarks.
 
-from server.testing import ServerProcess
-server = ServerProcess(Path("models"))      # python -m server on free loopback ports
+from ortserve.testing import ServerProcess
+server = ServerProcess(Path("models"))      # python -m ortserve on free loopback ports
 ... Client(server.target) ...
 server.stop()                                 # SIGTERM, returns the exit code
 """
@@ -21,7 +21,7 @@ __all__ = ["ServerProcess"]
 
 
 class ServerProcess:
-    """``python -m server`` in a subprocess; its JSON log lines are collected as they come."""
+    """``python -m ortserve`` in a subprocess; its JSON log lines are collected as they come."""
 
     def __init__(
         self, repo: Path, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 60
@@ -29,7 +29,7 @@ class ServerProcess:
         cmd = [
             sys.executable,
             "-m",
-            "server",
+            "ortserve",
             "--model-repository",
             str(repo),
             "--port",

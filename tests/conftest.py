@@ -1,15 +1,12 @@
-"""Fixtures that run the real server (``python -m server``) on loopback ephemeral ports."""
+"""Fixtures that run the real server (``python -m ortserve``) on loopback ephemeral ports."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from server.testing import ServerProcess
+from ortserve.testing import ServerProcess
 
 __all__ = ["ServerProcess"]
 

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from server.manifest import write_manifest
+from ortserve.repository.manifest import write_manifest
 
 F = TensorProto.FLOAT
 

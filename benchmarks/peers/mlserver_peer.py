@@ -172,8 +172,8 @@ class MLServerProcess:
     def _wait_ready(self, timeout: float) -> None:
         import grpc
 
-        from server._proto.inference import grpc_service_pb2 as pb
-        from server._proto.inference import grpc_service_pb2_grpc as pb_grpc
+        from ortserve._proto.inference import grpc_service_pb2 as pb
+        from ortserve._proto.inference import grpc_service_pb2_grpc as pb_grpc
 
         end = time.monotonic() + timeout
         with grpc.insecure_channel(self.target) as channel:

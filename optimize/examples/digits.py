@@ -1,10 +1,10 @@
 """The digits demo through ``optimize``: dynamic INT8, static INT8 and pruned variants of ``digits``.
 
-``python -m optimize.demo`` trains the scikit-learn MLP and publishes it as ``digits`` version 1 (FP32). This
+``python -m ortserve.optimize.demo`` trains the scikit-learn MLP and publishes it as ``digits`` version 1 (FP32). This
 module carries that model over to PyTorch (the same weights, the same three outputs), writes the train and
 evaluation data, and runs the recipe, which publishes the variants as the next versions::
 
-    python -m optimize.examples.digits --repo models --work build/digits
+    python -m ortserve.optimize.examples.digits --repo models --work build/digits
 
 It also holds ``cnn()``, a small digits CNN that the pruning benchmark trains and prunes.
 """
@@ -22,8 +22,8 @@ SEED = 0
 HIDDEN = 64
 
 RECIPE = """\
-# The digits demo recipe, written by `python -m optimize.examples.digits`.
-model = "optimize.examples.digits:mlp"
+# The digits demo recipe, written by `python -m ortserve.optimize.examples.digits`.
+model = "ortserve.optimize.examples.digits:mlp"
 weights = "digits.safetensors"
 name = "digits"
 parent = "1"
@@ -121,7 +121,7 @@ def cnn(width: int = 32) -> Any:
 
 
 def digits_split(seed: int = SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The same train/test split as ``optimize.demo`` (raw pixels 0..16, float32)."""
+    """The same train/test split as ``ortserve.optimize.demo`` (raw pixels 0..16, float32)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -161,7 +161,7 @@ def prepare(repo: Path, work: Path) -> Path:
 
     source = repo / "digits" / "1" / "model.onnx"
     if not source.exists():
-        raise SystemExit(f"{source} not found: run `python -m optimize.demo --repo {repo}` first")
+        raise SystemExit(f"{source} not found: run `python -m ortserve.optimize.demo --repo {repo}` first")
     work.mkdir(parents=True, exist_ok=True)
     save_file(weights_from_onnx(source), str(work / "digits.safetensors"))
     x_train, x_test, y_train, y_test = digits_split()
@@ -174,7 +174,7 @@ def prepare(repo: Path, work: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m optimize.examples.digits", description=__doc__.split("\n\n")[0]
+        prog="python -m ortserve.optimize.examples.digits", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("--repo", type=Path, default=Path("models"))
     p.add_argument("--work", type=Path, default=Path("build/digits"))
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         return 0
     recipe = prepare(args.repo, args.work)
-    from optimize.__main__ import main as optimize_main
+    from ortserve.optimize.__main__ import main as optimize_main
 
     flags = ["--recipe", str(recipe), "--repo", str(args.repo), "--out", str(args.work / "report")]
     return optimize_main(flags + (["--quiet"] if args.quiet else []))

@@ -2,7 +2,7 @@
 
 A step is ``run(artifact, config, ctx, out_dir) -> artifact``: it reads one artifact (an ONNX file or a torch
 module), writes what it makes under ``out_dir`` and returns the new artifact. Heavy libraries are imported inside
-the functions so that listing steps (``optimize --list-steps``) stays instant.
+the functions so that listing steps (``ortserve-optimize --list-steps``) stays instant.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import OptimizeError
+from ortserve.optimize.errors import OptimizeError
 
 __all__ = ["REGISTRY", "StepDef", "get_step", "make_config", "register"]
 
@@ -102,7 +102,7 @@ def get_step(name: str) -> StepDef:
 
 
 def _load_all() -> None:
-    from . import onnx_steps, torch_steps  # noqa: F401  (registration side effect)
+    from ortserve.optimize.steps import onnx_steps, torch_steps  # noqa: F401  (registration side effect)
 
 
 def out_file(out_dir: Path, name: str = "model.onnx") -> Path:

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import OnnxArtifact
-from ..context import Context
-from ..errors import OptimizeError
-from . import out_file, register
+from ortserve.optimize.artifacts import OnnxArtifact
+from ortserve.optimize.context import Context
+from ortserve.optimize.errors import OptimizeError
+from ortserve.optimize.steps import out_file, register
 
 __all__ = ["Fp16", "GraphOptimize", "QuantizeDynamic", "QuantizeStatic"]
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import Artifact, OnnxArtifact, TorchArtifact
-from ..context import Context
-from ..errors import OptimizeError
-from . import out_file, register
+from ortserve.optimize.artifacts import Artifact, OnnxArtifact, TorchArtifact
+from ortserve.optimize.context import Context
+from ortserve.optimize.errors import OptimizeError
+from ortserve.optimize.steps import out_file, register
 
 __all__ = ["Export", "Finetune", "PruneMagnitude", "PruneStructured", "export_module"]
 

@@ -1,0 +1,332 @@
+"""The loaded models: versions found in the repository, loaded (sessions, batcher, stats),
+swapped in and out while serving.
+
+A version is loaded off the event loop (manifest check, sessions, warm-up), then published
+to the table requests read. A removed version leaves the table first, so new requests do not
+reach it, then its batcher drains what it had already accepted, then its sessions go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ortserve.core.batcher import Batcher, InferResult, make_batcher
+from ortserve.core.runtime import SessionPool
+from ortserve.core.signature import Signature
+from ortserve.errors import InvalidInput, ModelNotFound
+from ortserve.metrics import Metrics, VersionStats
+from ortserve.repository.config import MODEL_FILE, ModelConfig, ModelEntry, scan_repository
+from ortserve.repository.files import file_stamp
+from ortserve.repository.manifest import MANIFEST, ManifestError, read_manifest, verify_manifest
+
+__all__ = ["Model", "ModelManager", "ModelVersion"]
+
+log = logging.getLogger("ortserve.models")
+
+
+@dataclass(eq=False)
+class ModelVersion:
+    model: str
+    version: str
+    path: Path
+    config: ModelConfig
+    pool: SessionPool
+    batcher: Batcher
+    stats: VersionStats
+    manifest: dict[str, Any] | None
+
+    @property
+    def signature(self) -> Signature:
+        return self.pool.signature
+
+    @property
+    def sha256(self) -> str:
+        if not self.manifest:
+            return ""
+        entry = self.manifest["files"].get(MODEL_FILE, {})
+        return entry.get("sha256", "") if isinstance(entry, dict) else ""
+
+    def check_outputs(self, names: list[str] | None) -> None:
+        if not names:
+            return
+        known = self.pool.output_names
+        for n in names:
+            if n not in known:
+                raise InvalidInput(f"unknown output '{n}', expected outputs: {', '.join(known)}")
+
+    async def infer(
+        self, inputs: dict[str, np.ndarray], deadline: float | None, priority: int
+    ) -> InferResult:
+        rows = self.signature.validate(inputs)
+        return await self.batcher.submit(inputs, rows, deadline, priority)
+
+
+@dataclass(eq=False)
+class Model:
+    name: str
+    config: ModelConfig
+    versions: dict[str, ModelVersion] = field(default_factory=dict)
+
+    def sorted_versions(self) -> list[str]:
+        return sorted(self.versions, key=int)
+
+    def default_version(self) -> str | None:
+        if self.config.default_version is not None:
+            return self.config.default_version
+        return max(self.versions, key=int) if self.versions else None
+
+
+def _fingerprint(path: Path) -> tuple:
+    """Changes when a version's files are replaced, so that a refused version is retried."""
+    return tuple(file_stamp(path / name) for name in (MODEL_FILE, MANIFEST))
+
+
+class ModelManager:
+    def __init__(
+        self,
+        root: Path,
+        executor: Executor,
+        metrics: Metrics,
+        *,
+        max_input_elements: int,
+        require_manifest: bool = False,
+        on_change: Callable[[str, bool], None] | None = None,
+        drain_timeout: float = 30.0,
+    ) -> None:
+        self.root = Path(root)
+        self.models: dict[str, Model] = {}
+        self._executor = executor
+        self._metrics = metrics
+        self._max_elements = max_input_elements
+        self._require_manifest = require_manifest
+        self._on_change = on_change or (lambda name, serving: None)
+        self._drain_timeout = drain_timeout
+        self._refused: dict[tuple[str, str], tuple] = {}  # (model, version) -> (files, config) refused
+        self._config_errors: dict[str, str] = {}
+        self._refused_configs: dict[str, ModelConfig] = {}  # config changes whose versions failed to load
+        self._unloaded: set[str] = set()  # models unloaded explicitly (repository API)
+        self._lock = asyncio.Lock()
+        self.entries: dict[str, ModelEntry] = {}
+
+    # -- lookups (hot path) --------------------------------------------------------------------
+    def get(self, model: str, version: str = "") -> ModelVersion:
+        m = self.models.get(model)
+        if m is None or not m.versions:
+            raise ModelNotFound(
+                f"model '{model}' is not loaded; loaded models: {', '.join(self.ready_models()) or 'none'}"
+            )
+        if not version:
+            version = m.default_version() or ""
+            mv = m.versions.get(version)
+            if mv is None:
+                raise ModelNotFound(
+                    f"model '{model}': default version {version} is not loaded; "
+                    f"loaded versions: {', '.join(m.sorted_versions())}"
+                )
+            return mv
+        mv = m.versions.get(version)
+        if mv is None:
+            raise ModelNotFound(
+                f"model '{model}' has no loaded version '{version}'; "
+                f"loaded versions: {', '.join(m.sorted_versions())}"
+            )
+        return mv
+
+    def ready_models(self) -> list[str]:
+        return sorted(name for name, m in self.models.items() if m.versions)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def sync(self) -> None:
+        """Bring the loaded set in line with the repository: load new versions, drop removed ones."""
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            entries = await loop.run_in_executor(None, scan_repository, self.root)
+            self.entries = entries
+            for name in sorted(set(self.models) | set(entries)):
+                entry = entries.get(name)
+                if entry is None or name in self._unloaded:
+                    await self._retire(
+                        name, set(self.models[name].versions) if name in self.models else set()
+                    )
+                    continue
+                await self._sync_model(entry)
+
+    async def _sync_model(self, entry: ModelEntry) -> None:
+        name = entry.name
+        if entry.config is None:
+            if self._config_errors.get(name) != entry.error:
+                log.error("model %s: config refused, keeping what is loaded: %s", name, entry.error)
+                self._config_errors[name] = entry.error or ""
+            return
+        self._config_errors.pop(name, None)
+        model = self.models.get(name)
+        config = entry.config
+        if model is not None and model.config != config:
+            if self._refused_configs.get(name) != config and await self._reload(model, entry, config):
+                return
+            config = model.config  # refused: keep following the repository under the serving config
+        if model is None:
+            model = self.models[name] = Model(name, config)
+        wanted = {v: entry.versions[v] for v in config.versions.select(list(entry.versions))}
+        for version, path in wanted.items():
+            if version in model.versions:
+                continue
+            mv = await self._load(name, version, path, config)
+            if mv is not None:
+                model.versions = {**model.versions, version: mv}
+                self._on_change(name, True)
+        await self._retire(name, set(model.versions) - set(wanted))
+
+    async def _reload(self, model: Model, entry: ModelEntry, config: ModelConfig) -> bool:
+        """Load the model's versions under its changed config.toml and swap them in. If a version
+        that is serving now fails under the new config, the change is refused (False) and the
+        serving versions stay."""
+        name = model.name
+        log.info("model %s: config.toml changed, reloading its versions", name)
+        loaded: dict[str, ModelVersion] = {}
+        failed: list[str] = []
+        for version, path in entry.wanted().items():
+            mv = await self._load(name, version, path, config)
+            if mv is None:
+                failed.append(version)
+            else:
+                loaded[version] = mv
+        if any(v in model.versions for v in failed):
+            self._refused_configs[name] = config
+            log.error(
+                "model %s: config.toml change refused: version(s) %s do not load with it; "
+                "the previous config keeps serving",
+                name,
+                ", ".join(failed),
+            )
+            await asyncio.gather(*(self._release(mv, v in model.versions) for v, mv in loaded.items()))
+            return False
+        self._refused_configs.pop(name, None)
+        self.models[name] = Model(name, config, loaded)
+        self._on_change(name, bool(loaded))
+        await asyncio.gather(*(self._release(mv, v in loaded) for v, mv in model.versions.items()))
+        return True
+
+    async def _retire(self, name: str, versions: set[str]) -> None:
+        model = self.models.get(name)
+        if model is None or not versions:
+            if model is not None and not model.versions and name not in self.entries:
+                del self.models[name]
+            return
+        gone = [model.versions[v] for v in versions]
+        model.versions = {v: mv for v, mv in model.versions.items() if v not in versions}
+        if not model.versions:
+            self._on_change(name, False)
+            if name not in self.entries or name in self._unloaded:
+                del self.models[name]
+        await asyncio.gather(*(self._release(mv) for mv in gone))
+
+    async def _release(self, mv: ModelVersion, succeeded: bool = False) -> None:
+        """Drain and unload one version. ``succeeded``: a new load of the same version serves now
+        and shares its metric series, which must then be left alone."""
+        log.info("model %s version %s: unloading (draining its queue)", mv.model, mv.version)
+        await mv.batcher.close(self._drain_timeout)
+        if not succeeded:
+            mv.stats.ready(False)
+            mv.stats.queue_depth(0)
+        mv.pool.close()
+        log.info("model %s version %s: unloaded", mv.model, mv.version)
+
+    async def _load(self, name: str, version: str, path: Path, config: ModelConfig) -> ModelVersion | None:
+        key = (name, version)
+        fingerprint = (_fingerprint(path), config)  # new files or a new config.toml: try again
+        if self._refused.get(key) == fingerprint:
+            return None  # already refused and unchanged: do not retry or log again
+        loop = asyncio.get_running_loop()
+        try:
+            manifest, pool = await loop.run_in_executor(None, self._open, path, config)
+        except Exception as e:
+            self._refused[key] = fingerprint
+            self._metrics.load_failures.labels(name, version).inc()
+            log.error("model %s version %s: refused, other versions keep serving: %s", name, version, e)
+            return None
+        self._refused.pop(key, None)
+        stats = self._metrics.version(name, version)
+        batcher = make_batcher(pool, self._executor, pool.signature.max_batch_size, config.batching, stats)
+        stats.ready(True)
+        log.info(
+            "model %s version %s: loaded from %s, providers %s, max_batch_size %d, %s, %d instance(s)",
+            name,
+            version,
+            path,
+            ",".join(pool.providers),
+            pool.signature.max_batch_size,
+            "dynamic batching"
+            if config.batching.enabled and pool.signature.max_batch_size
+            else "no batching",
+            pool.instances,
+        )
+        return ModelVersion(name, version, path, config, pool, batcher, stats, manifest)
+
+    def _open(self, path: Path, config: ModelConfig) -> tuple[dict | None, SessionPool]:
+        manifest = read_manifest(path)
+        if manifest is None:
+            if self._require_manifest:
+                raise ManifestError(f"{path}: no manifest.json and require_manifest is set")
+            log.warning("%s has no manifest.json: its files are not verified", path)
+        else:
+            verify_manifest(path, manifest)
+        pool = SessionPool(path / MODEL_FILE, config, self._max_elements)
+        if config.runtime.warmup:
+            pool.warmup()
+        return manifest, pool
+
+    # -- explicit control (repository API) -----------------------------------------------------
+    async def load_model(self, name: str) -> None:
+        self._unloaded.discard(name)
+        await self.sync()
+        if name not in self.models or not self.models[name].versions:
+            raise ModelNotFound(f"model '{name}': no loadable version in the repository {self.root}")
+
+    def index(self) -> list[tuple[str, str, str, str]]:
+        """Every model version in the repository or loaded, as (model, version, state, reason) with
+        state READY or UNAVAILABLE; a model with no version folder gets one row with version ""."""
+        rows = []
+        for name in sorted(set(self.entries) | set(self.models)):
+            model, entry = self.models.get(name), self.entries.get(name)
+            loaded = model.versions if model is not None else {}
+            found = set(entry.versions) if entry is not None else set()
+            wanted = set(entry.wanted()) if entry is not None else set()
+            for version in sorted(found | set(loaded), key=int):
+                if version in loaded:
+                    rows.append((name, version, "READY", ""))
+                    continue
+                if name in self._unloaded:
+                    reason = "unloaded"
+                elif name in self._config_errors:
+                    reason = f"config refused: {self._config_errors[name]}"
+                elif (name, version) in self._refused:
+                    reason = "refused at load (the server log says why)"
+                elif version not in wanted:
+                    reason = "not selected by the version policy"
+                else:
+                    reason = "not loaded yet"
+                rows.append((name, version, "UNAVAILABLE", reason))
+            if not found and not loaded:
+                rows.append((name, "", "UNAVAILABLE", self._config_errors.get(name) or "no version folder"))
+        return rows
+
+    async def unload_model(self, name: str) -> None:
+        if name not in self.models and name not in self.entries:
+            raise ModelNotFound(f"model '{name}' is not in the repository")
+        self._unloaded.add(name)
+        await self.sync()
+
+    async def close(self) -> None:
+        async with self._lock:
+            for name in list(self.models):
+                await self._retire(name, set(self.models[name].versions))
+            self.models.clear()

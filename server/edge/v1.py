@@ -1,0 +1,105 @@
+"""``ortserve.v1.Inference``: the project's own API (raw-bytes tensors)."""
+
+from __future__ import annotations
+
+import grpc
+
+from ortserve._proto.ortserve.v1 import inference_pb2 as pb
+from ortserve._proto.ortserve.v1 import inference_pb2_grpc as pb_grpc
+from ortserve.core.core import InferenceCore, InferRequest, InferResponse
+from ortserve.core.models import ModelVersion
+from ortserve.edge.call import (
+    deadline_from,
+    infer_or_abort,
+    invocation_metadata,
+    new_request_id,
+    version_or_abort,
+)
+from ortserve.errors import InvalidInput
+from ortserve.tensors import from_numpy, to_numpy
+
+__all__ = ["InferenceServicer", "add_to_server"]
+
+API = "v1"
+
+
+def decode(request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> InferRequest:
+    inputs = {}
+    for t in request.inputs:
+        if t.name in inputs:
+            raise InvalidInput(f"input '{t.name}' is given twice")
+        inputs[t.name] = to_numpy(t.name, t.dtype, t.shape, t.data)
+    md = invocation_metadata(context)
+    return InferRequest(
+        model=request.model,
+        inputs=inputs,
+        version=request.version,
+        outputs=list(request.outputs) or None,
+        deadline=deadline_from(context),
+        priority=request.priority,
+        request_id=request.request_id or md.get("x-request-id") or new_request_id(),
+        targeting_key=request.targeting_key or md.get("x-targeting-key", ""),
+        attributes=md,
+    )
+
+
+def encode(response: InferResponse) -> pb.PredictResponse:
+    out = pb.PredictResponse(
+        model=response.model,
+        version=response.version,
+        request_id=response.request_id,
+        variant=response.variant,
+    )
+    for name, array in response.outputs.items():
+        dtype, shape, data = from_numpy(array)
+        out.outputs.append(pb.Tensor(name=name, dtype=dtype, shape=shape, data=data))
+    return out
+
+
+def _spec(spec) -> pb.TensorSpec:
+    return pb.TensorSpec(name=spec.name, dtype=spec.dtype, shape=list(spec.shape))
+
+
+class InferenceServicer(pb_grpc.InferenceServicer):
+    def __init__(self, core: InferenceCore) -> None:
+        self.core = core
+
+    async def Predict(
+        self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PredictResponse:
+        return await infer_or_abort(
+            self.core, context, API, request.model, lambda: decode(request, context), encode
+        )
+
+    async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
+        out = pb.ListModelsResponse()
+        for name in self.core.models.ready_models():
+            m = self.core.models.models[name]
+            out.models.append(
+                pb.ModelSummary(
+                    name=name, versions=m.sorted_versions(), default_version=m.default_version() or ""
+                )
+            )
+        return out
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context) -> pb.ModelMetadataResponse:
+        mv: ModelVersion = await version_or_abort(self.core, context, request.model, request.version)
+        m = self.core.models.models[request.model]
+        sig = mv.signature
+        return pb.ModelMetadataResponse(
+            name=mv.model,
+            version=mv.version,
+            versions=m.sorted_versions(),
+            inputs=[_spec(s) for s in sig.inputs],
+            outputs=[_spec(s) for s in sig.outputs],
+            max_batch_size=sig.max_batch_size,
+            dynamic_batching=sig.max_batch_size > 0 and mv.config.batching.enabled,
+            providers=mv.pool.providers,
+            default_version=m.default_version() or "",
+            sha256=mv.sha256,
+        )
+
+
+def add_to_server(core: InferenceCore, server: grpc.aio.Server) -> str:
+    pb_grpc.add_InferenceServicer_to_server(InferenceServicer(core), server)
+    return pb.DESCRIPTOR.services_by_name["Inference"].full_name

@@ -1,0 +1,208 @@
+"""Wiring and lifecycle: ``serve`` = ``startup`` -> ``main_loop`` -> ``shutdown``.
+
+Signals only set state: the first SIGTERM/SIGINT starts a graceful shutdown (health goes
+NOT_SERVING, new RPCs are refused, in-flight ones get ``grace_period`` seconds to finish);
+a second one cuts the grace short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+from ortserve.core.core import InferenceCore
+from ortserve.core.models import ModelManager
+from ortserve.edge import admin
+from ortserve.edge import v1 as inference_v1
+from ortserve.edge import v2 as inference_v2
+from ortserve.edge.health import Health
+from ortserve.metrics import Metrics
+from ortserve.ops.settings import Settings
+from ortserve.rollout.router import FlagSource, Router
+from ortserve.rollout.shadow import ShadowMirror
+
+__all__ = ["App", "run"]
+
+log = logging.getLogger("ortserve")
+
+
+class App:
+    def __init__(
+        self, settings: Settings, on_ready: Callable[[App], None] | None = None, worker: int | None = None
+    ) -> None:
+        self.settings = settings
+        self._on_ready = on_ready
+        self.worker = worker
+        self.metrics = Metrics()
+        self.health = Health()
+        self.executor: ThreadPoolExecutor | None = None
+        self.models: ModelManager | None = None
+        self.core: InferenceCore | None = None
+        self.flags: FlagSource | None = None
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+        self.metrics_port = 0
+        self._metrics_server: WSGIServer | None = None
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- phases --------------------------------------------------------------------------------
+    async def startup(self) -> None:
+        s = self.settings
+        if s.metrics_port >= 0:
+            self._metrics_server, _ = start_http_server(
+                s.metrics_port, s.metrics_host, registry=self.metrics.registry
+            )
+            self.metrics_port = self._metrics_server.server_port
+        threads = s.inference_threads or max(8, os.cpu_count() or 1)
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ort")
+        self.models = ModelManager(
+            s.model_repository,
+            self.executor,
+            self.metrics,
+            max_input_elements=s.max_input_elements,
+            require_manifest=s.require_manifest,
+            on_change=self.health.model_changed,
+            drain_timeout=s.grace_period,
+        )
+        await self.models.sync()
+        if not self.models.ready_models():
+            log.warning("no model loaded from %s", s.model_repository)
+        router = Router(self.models)
+        self.flags = FlagSource(s.flags_path, router, self.metrics)
+        await self.flags.load()
+        shadow = ShadowMirror(self.metrics, s.shadow_queue_size)
+        self.core = InferenceCore(self.models, self.metrics, router, shadow, access_log=s.access_log)
+
+        options = [
+            ("grpc.max_receive_message_length", s.max_message_size),
+            ("grpc.max_send_message_length", s.max_message_size),
+            # gRPC enables SO_REUSEPORT by default: a second server would silently share the port.
+            # (--workers N: every worker binds the same port on purpose.)
+            ("grpc.so_reuseport", 1 if s.workers > 1 else 0),
+        ]
+        self.server = grpc.aio.server(options=options)
+        names = [
+            inference_v1.add_to_server(self.core, self.server),
+            admin.add_to_server(self.flags, self.server),
+            inference_v2.add_to_server(self.core, self.server, workers=s.workers),
+            self.health.add_to_server(self.server),
+            reflection.SERVICE_NAME,
+        ]
+        reflection.enable_server_reflection(names, self.server)
+        address = f"{s.host}:{s.port}"
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError as e:
+            raise OSError(f"cannot bind gRPC server to {address}: {e}") from e
+        if not self.port:
+            raise OSError(f"cannot bind gRPC server to {address}")
+        await self.server.start()
+        await self.health.set("", True)
+        if s.poll_interval > 0:
+            self._spawn(_every(s.poll_interval, self.models.sync, "repository scan"))
+        if s.flags_poll_interval > 0:
+            self._spawn(_every(s.flags_poll_interval, self.flags.load, "flags reload"))
+        for _ in range(s.shadow_workers):
+            self._spawn(shadow.run())
+        if self._on_ready is not None:  # a worker under the supervisor, which logs the ready event
+            log.info(
+                "worker %s serving gRPC on %s:%d, models: %s",
+                self.worker,
+                s.host,
+                self.port,
+                ", ".join(self.models.ready_models()) or "none",
+                extra={"event": "worker_ready"},
+            )
+            self._on_ready(self)
+            return
+        log.info(
+            "serving gRPC on %s:%d, metrics on %s:%d, models: %s",
+            s.host,
+            self.port,
+            s.metrics_host,
+            self.metrics_port,
+            ", ".join(self.models.ready_models()) or "none",
+            extra={"event": "ready", "grpc_port": self.port, "metrics_port": self.metrics_port},
+        )
+
+    async def main_loop(self) -> None:
+        await self._stop.wait()
+
+    async def shutdown(self) -> None:
+        grace = self.settings.grace_period
+        log.info("shutting down: refusing new requests, draining in-flight ones for up to %.1fs", grace)
+        await self.health.shutdown()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.server is not None:
+            stop = asyncio.ensure_future(self.server.stop(grace))
+            force = asyncio.ensure_future(self._force.wait())
+            await asyncio.wait({stop, force}, return_when=asyncio.FIRST_COMPLETED)
+            if not stop.done():
+                log.warning("second signal: stopping now")
+                await self.server.stop(0)
+            force.cancel()
+        if self.models is not None:
+            await self.models.close()
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+        log.info("stopped", extra={"event": "stopped"})
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.handle_exit)
+        try:
+            await self.startup()
+            await self.main_loop()
+        finally:
+            await self.shutdown()
+
+    # -- signals -------------------------------------------------------------------------------
+    def handle_exit(self) -> None:
+        if self._stop.is_set():
+            self._force.set()
+        self._stop.set()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def _every(interval: float, action: Callable[[], Awaitable[object]], what: str) -> None:
+    """Run ``action`` every ``interval`` seconds until cancelled; a failure is logged, never fatal."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await action()
+        except Exception:
+            log.exception("%s failed", what)
+
+
+def run(settings: Settings, on_ready: Callable[[App], None] | None = None, worker: int | None = None) -> None:
+    """Run the server until SIGTERM/SIGINT, on uvloop where it is installed."""
+    app = App(settings, on_ready, worker)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        asyncio.run(app.serve())
+    else:
+        uvloop.run(app.serve())

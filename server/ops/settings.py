@@ -1,0 +1,194 @@
+"""The server's settings: one typed object fed by CLI flags, a TOML file and ``ORTSERVE_*``
+environment variables, in that order of precedence (flags win), over the defaults below.
+
+    ortserve --model-repository models --port 8001
+    ORTSERVE_PORT=9001 ortserve
+    ortserve --config ortserve.toml        # keys as below, e.g. port = 9001, log_format = "json"
+
+Values are validated (types and bounds) in ``Settings.validate``; building resources from
+them (sessions, servers) is ``ortserve.ops.app``'s job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Settings", "SettingsError", "build_parser", "load_settings"]
+
+ENV_PREFIX = "ORTSERVE_"
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _opt(
+    default: Any,
+    help: str,
+    *,
+    ge: float | None = None,
+    le: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    return field(default=default, metadata={"help": help, "ge": ge, "le": le, "choices": choices})
+
+
+@dataclass
+class Settings:
+    model_repository: Path = _opt(Path("models"), "folder holding <model>/<version>/model.onnx")
+    host: str = _opt("127.0.0.1", "address the gRPC server binds to")
+    port: int = _opt(8001, "gRPC port (0: pick a free one; the chosen port is logged)", ge=0, le=65535)
+    metrics_host: str = _opt("127.0.0.1", "address the Prometheus metrics endpoint binds to")
+    metrics_port: int = _opt(
+        8002, "Prometheus metrics port (0: pick a free one; -1: disabled)", ge=-1, le=65535
+    )
+    poll_interval: float = _opt(
+        0.0,
+        "seconds between repository rescans that load new versions and "
+        "unload removed ones (0: scan only at start)",
+        ge=0,
+    )
+    max_message_size: int = _opt(64 * 1024 * 1024, "largest gRPC message accepted or sent, in bytes", ge=1024)
+    max_input_elements: int = _opt(
+        1 << 26, "default bound on elements per input tensor (a model's config.toml may set its own)", ge=1
+    )
+    inference_threads: int = _opt(
+        0,
+        "threads in the pool that runs ONNX Runtime batches (0: 8 "
+        "or the number of CPU cores, whichever is larger)",
+        ge=0,
+    )
+    require_manifest: bool = _opt(False, "refuse versions that have no manifest.json")
+    flags: Path | None = _opt(
+        None,
+        "OpenFeature flagd JSON file with the routing flags, reloaded when it "
+        "changes and written by the Admin service (default: <model_repository>/flags.json)",
+    )
+    flags_poll_interval: float = _opt(
+        1.0, "seconds between checks of the flags file for changes (0: load only at start)", ge=0
+    )
+    shadow_queue_size: int = _opt(
+        256, "requests waiting to be mirrored to shadow versions; more are dropped (and counted)", ge=1
+    )
+    shadow_workers: int = _opt(4, "shadow requests in flight at once", ge=1)
+    workers: int = _opt(
+        1,
+        "server processes sharing the gRPC port (SO_REUSEPORT); a supervisor serves "
+        "their combined metrics and restarts a worker that dies",
+        ge=1,
+        le=256,
+    )
+    grace_period: float = _opt(10.0, "seconds to drain in-flight requests on SIGTERM/SIGINT", ge=0)
+    log_level: str = _opt("info", "log level", choices=("debug", "info", "warning", "error"))
+    access_log: bool = _opt(
+        False, "log one line per inference request (request id, model, version, variant, status, duration)"
+    )
+    log_format: str = _opt("text", "log line format", choices=("text", "json"))
+    config: Path | None = _opt(None, "TOML file with any of these settings (keys with underscores)")
+
+    @property
+    def flags_path(self) -> Path:
+        return self.flags if self.flags is not None else self.model_repository / "flags.json"
+
+    def validate(self) -> Settings:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            meta = f.metadata
+            if value is None:
+                continue
+            if meta.get("ge") is not None and value < meta["ge"]:
+                raise SettingsError(f"{f.name}: {value} is below the minimum {meta['ge']}")
+            if meta.get("le") is not None and value > meta["le"]:
+                raise SettingsError(f"{f.name}: {value} is above the maximum {meta['le']}")
+            if meta.get("choices") and value not in meta["choices"]:
+                raise SettingsError(f"{f.name}: '{value}' is not one of {', '.join(meta['choices'])}")
+        return self
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    default = f.default
+    if f.name in ("config", "flags"):
+        return Path
+    return type(default)
+
+
+def _coerce(name: str, kind: type, value: Any) -> Any:
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    try:
+        if kind is bool:
+            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if kind in (int, float, str, Path) and isinstance(value, str):
+            return kind(value)
+    except ValueError:
+        pass
+    raise SettingsError(f"{name}: expected {kind.__name__}, got {value!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ortserve",
+        description="Serve an ONNX model repository over gRPC (ortserve.v1 Predict) with dynamic batching.",
+        epilog="Every option can also be set as ORTSERVE_<NAME> in the environment (e.g. ORTSERVE_PORT=9001) "
+        "or as <name> = value in the --config TOML file. Precedence: flags, environment, file, defaults.",
+    )
+    for f in dataclasses.fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        kind = _field_type(f)
+        help_text = f.metadata["help"] + (f" (default: {f.default})" if f.default is not None else "")
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(
+                flag,
+                type=kind,
+                default=None,
+                choices=f.metadata.get("choices"),
+                help=help_text,
+                metavar=f.name.upper(),
+            )
+    return parser
+
+
+def load_settings(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Merge defaults < TOML file < environment < flags into a validated Settings."""
+    environ = dict(os.environ if environ is None else environ)
+    args = vars(build_parser().parse_args(argv))
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    values: dict[str, Any] = {}
+
+    config_path = args.get("config") or environ.get(ENV_PREFIX + "CONFIG")
+    if config_path:
+        try:
+            data = tomllib.loads(Path(config_path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise SettingsError(f"config file {config_path}: {e}") from e
+        data = data.get("server", data)
+        for key, value in data.items():
+            name = key.replace("-", "_")
+            if name not in fields or name == "config":
+                raise SettingsError(f"config file {config_path}: unknown setting '{key}'")
+            values[name] = _coerce(name, _field_type(fields[name]), value)
+        values["config"] = Path(config_path)
+
+    for name, f in fields.items():
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None and name != "config":
+            values[name] = _coerce(ENV_PREFIX + name.upper(), _field_type(f), raw)
+
+    for name, value in args.items():
+        if value is not None:
+            values[name] = value
+    return Settings(**values).validate()

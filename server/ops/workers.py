@@ -1,0 +1,174 @@
+"""``ortserve --workers N``: N server processes sharing one port (SO_REUSEPORT).
+
+The supervisor forks the workers before any gRPC object exists (it never imports the server
+application itself), reserves the port so that ``--port 0`` works, serves the metrics of all
+workers on one endpoint (prometheus_client's multiprocess mode), forwards SIGTERM/SIGINT to
+every worker for a graceful drain, and restarts a worker that dies while serving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import select
+import shutil
+import signal
+import socket
+import tempfile
+import time
+
+from ortserve.ops.settings import Settings
+
+__all__ = ["serve_workers"]
+
+log = logging.getLogger("ortserve.workers")
+
+_RESTART_WINDOW_S = 10.0
+_MAX_QUICK_RESTARTS = 3
+
+
+def _reserve_port(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise OSError(f"cannot bind gRPC server to {host}:{port}: {e}") from e
+    return sock  # bound, never listening: it only holds the port for the workers
+
+
+def _worker(settings: Settings, index: int, ready_fd: int, reserved: socket.socket) -> int:
+    reserved.close()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    from ortserve.ops.app import run  # imported after fork: no gRPC state crosses it
+
+    def on_ready(_app) -> None:
+        os.write(ready_fd, b"%d\n" % index)
+
+    try:
+        run(settings, on_ready=on_ready, worker=index)
+    except OSError as e:
+        log.error("worker %d: %s", index, e)
+        return 1
+    return 0
+
+
+def serve_workers(settings: Settings) -> int:
+    """Run ``settings.workers`` worker processes until SIGTERM/SIGINT; the exit status is 0 when
+    every worker drained and exited cleanly."""
+    metrics_dir = tempfile.mkdtemp(prefix="ortserve-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # before prometheus_client is imported anywhere
+    reserved = _reserve_port(settings.host, settings.port)
+    port = reserved.getsockname()[1]
+    child = dataclasses.replace(settings, port=port, metrics_port=-1)
+    ready_r, ready_w = os.pipe()
+    workers: dict[int, tuple[int, float]] = {}  # pid -> (index, started)
+    stopping = False
+    failed = False
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            # Its own process group: a Ctrl-C at the terminal (or a signal to the group) reaches the
+            # supervisor only, which forwards it once; a second copy would cut the drain short.
+            os.setpgrp()
+            os.close(ready_r)
+            code = 1
+            try:
+                code = _worker(child, index, ready_w, reserved)
+            finally:
+                os._exit(code)
+        workers[pid] = (index, time.monotonic())
+
+    def on_signal(signum, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(workers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for i in range(settings.workers):
+        spawn(i)
+
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    ready = 0
+    deadline = time.monotonic() + 120
+    while ready < settings.workers and not stopping:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            log.error("workers did not start within 120 s")
+            on_signal(signal.SIGTERM, None)
+            failed = True
+            break
+        readable, _, _ = select.select([ready_r], [], [], min(remaining, 0.5))
+        if readable:
+            ready += os.read(ready_r, 4096).count(b"\n")
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid:
+            workers.pop(pid, None)
+            log.error("worker exited with status %d before it was ready", os.waitstatus_to_exitcode(status))
+            on_signal(signal.SIGTERM, None)
+            failed = True
+
+    metrics_server = None
+    if not stopping and not failed:
+        metrics_port = 0
+        if settings.metrics_port >= 0:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=metrics_dir)
+            metrics_server, _ = start_http_server(
+                settings.metrics_port, settings.metrics_host, registry=registry
+            )
+            metrics_port = metrics_server.server_port
+        log.info(
+            "serving gRPC on %s:%d with %d workers, metrics on %s:%d",
+            settings.host,
+            port,
+            settings.workers,
+            settings.metrics_host,
+            metrics_port,
+            extra={"event": "ready", "grpc_port": port, "metrics_port": metrics_port},
+        )
+
+    quick_restarts: list[float] = []
+    while workers:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        if pid not in workers:
+            continue
+        index, _started = workers.pop(pid)
+        code = os.waitstatus_to_exitcode(status)
+        multiprocess.mark_process_dead(pid, metrics_dir)
+        if stopping:
+            # A worker still starting up when the signal came had nothing in flight: the signal's
+            # default action ended it. A serving worker drains and exits 0.
+            if code not in (0, -signal.SIGTERM, -signal.SIGINT):
+                failed = True
+                log.error("worker %d exited with status %d", index, code)
+            continue
+        now = time.monotonic()
+        quick_restarts = [t for t in quick_restarts if now - t < _RESTART_WINDOW_S] + [now]
+        if len(quick_restarts) > _MAX_QUICK_RESTARTS:
+            log.error("worker %d exited with status %d; too many restarts, stopping", index, code)
+            failed = True
+            on_signal(signal.SIGTERM, None)
+            continue
+        log.error("worker %d exited with status %d while serving; restarting it", index, code)
+        spawn(index)
+
+    if metrics_server is not None:
+        metrics_server.shutdown()
+    reserved.close()
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    log.info("stopped", extra={"event": "stopped"})
+    return 1 if failed else 0

@@ -1,1 +1,0 @@
-"""gRPC servicers: thin adapters that decode, call the core, and encode."""

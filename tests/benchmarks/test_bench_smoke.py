@@ -1,0 +1,170 @@
+"""Smoke checks of the benchmark harness (benchmarks/): it works end to end against a real server.
+
+They assert that the tools run and report sensibly, not any figure: the figures come from
+``make bench`` on a quiet machine. The whole file takes a few seconds of load.
+
+Whatever sends V2 requests runs in a subprocess: the harness uses ``server._proto.inference``,
+whose protobuf symbols clash with tritonclient's, which tests/test_v2.py imports into this
+process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+from benchmarks import bench_compare, compare_report, loadgen  # noqa: E402
+from ortserve.client import AsyncClient  # noqa: E402
+from ortserve.optimize.demo import CONFIG_TOML  # noqa: E402
+from ortserve.testing import ServerProcess  # noqa: E402
+from tests.onnx_models import publish  # noqa: E402
+
+X = {"input": (np.random.default_rng(0).random((1, 64)) * 16).astype(np.float32)}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("bench") / "models"
+    publish(repo, "digits", 1, bench_compare.digits_stand_in(), CONFIG_TOML)
+    s = ServerProcess(repo)
+    yield s
+    s.stop()
+
+
+def run_script(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_loadgen_closed_and_open_loop(server):
+    async def run():
+        async with AsyncClient(server.target) as c:
+            send = loadgen.predict_sender(c, "digits", X)
+            closed = await loadgen.measure(
+                lambda: loadgen.closed_loop(send, 4, 0.5, 0.2), server.metrics_url, "digits", 0.2
+            )
+            opened = await loadgen.measure(
+                lambda: loadgen.open_loop(send, 200, 0.5, 0.2), server.metrics_url, "digits", 0.2
+            )
+            missing = await loadgen.closed_loop(loadgen.predict_sender(c, "nope", X), 1, 0.2, 0.0)
+            return closed, opened, missing
+
+    closed, opened, missing = loadgen.run_async(run())
+    assert closed.requests > 0 and closed.errors == {} and closed.mode == "closed"
+    assert 0 < closed.p50_ms <= closed.p99_ms <= closed.max_ms
+    assert closed.served == {"1": closed.requests}
+    assert closed.mean_batch is not None and closed.mean_batch >= 1 and closed.batches > 0
+    assert opened.mode == "open" and opened.rate_rps == 200 and opened.errors == {}
+    assert 40 <= opened.sent <= 200  # Poisson: ~100 in 0.5 s
+    assert opened.requests == opened.sent and opened.served == {"1": opened.requests}
+    assert 0 < opened.p99_from_send_ms <= opened.max_ms + 1
+    assert missing.requests == 0 and set(missing.errors) == {"NOT_FOUND"} and missing.errors["NOT_FOUND"] > 0
+
+
+def test_loadgen_cli_v2_closed_and_open_loop_writes_json_and_csv(server, tmp_path):
+    common = ["--target", server.target, "--protocol", "v2", "--duration", "0.3", "--warmup", "0.1",
+              "--metrics-url", server.metrics_url]  # fmt: skip
+    run_script("benchmarks/loadgen.py", *common, "--concurrency", "1,2", "--json", str(tmp_path / "c.json"),
+               "--csv", str(tmp_path / "c.csv"))  # fmt: skip
+    rows = json.loads((tmp_path / "c.json").read_text())
+    assert [(r["mode"], r["concurrency"]) for r in rows] == [("closed", 1), ("closed", 2)]
+    assert all(r["requests"] > 0 and r["label"] == "v2 digits" and r["mean_batch"] >= 1 for r in rows)
+    csv_lines = (tmp_path / "c.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("concurrency,duration_s,requests,throughput_rps") and len(csv_lines) == 3
+    out = run_script("benchmarks/loadgen.py", *common, "--rate", "300").stdout
+    (opened,) = json.loads(out)
+    assert opened["mode"] == "open" and opened["sent"] > 0 and opened["requests"] == opened["sent"]
+
+
+def test_open_loop_is_bounded_and_counts_generator_backlog():
+    async def slow(_: int) -> str:
+        await asyncio.sleep(0.2)
+        return "1"
+
+    result = asyncio.run(loadgen.open_loop(slow, 500, 0.3, 0.0, max_in_flight=5, drain_timeout=0.05))
+    assert result.errors.get("CLIENT_BACKLOG", 0) > 0
+    assert result.concurrency <= 5
+
+
+@pytest.mark.skipif(
+    shutil.which("locust", path=str(Path(sys.executable).parent)) is None,
+    reason="locust is not installed (pip install locust)",
+)
+def test_locust_users_run_headless(server, tmp_path):
+    locust = str(Path(sys.executable).parent / "locust")
+    runs = {
+        protocol: subprocess.Popen(
+            [
+                locust,
+                "-f",
+                str(ROOT / "benchmarks" / "locustfile.py"),
+                "--headless",
+                "-u",
+                "2",
+                "-r",
+                "2",
+                "-t",
+                "2s",
+                "--host",
+                server.target,
+                "--protocol",
+                protocol,
+                "--json",
+                "--skip-log",
+                "--only-summary",
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for protocol in ("v1", "v2")
+    }
+    for protocol, proc in runs.items():
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err[-2000:]
+        stats = json.loads(out)
+        names = {s["name"]: s for s in stats}
+        expected = "Predict digits@1" if protocol == "v1" else "ModelInfer digits@1"
+        assert expected in names, names.keys()
+        assert names[expected]["num_requests"] > 0 and names[expected]["num_failures"] == 0
+
+
+def test_bench_compare_smoke_writes_its_section_and_plots(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\n## server core: Predict throughput and latency\n\nkept\n")
+    plots = tmp_path / "plots"
+    run_script("benchmarks/bench_compare.py", "--smoke", "--concurrency", "4", "--workers", "2", "--results",
+               str(results), "--plots", str(plots), "--json", str(tmp_path / "all.json"))  # fmt: skip
+    text = results.read_text()
+    assert "## server core: Predict throughput and latency\n\nkept" in text  # other sections intact
+    assert "## load comparison: ortserve vs raw ONNX Runtime and MLServer" in text
+    assert "### Targets" in text and "### Overload" in text
+    assert {p.name for p in plots.glob("*.png")} >= {
+        "latency_throughput_digits.png",
+        "latency_throughput_cnn.png",
+        "overload_cnn.png",
+    }
+    data = json.loads((tmp_path / "all.json").read_text())
+    labels = {s["label"] for s in data["series"]}
+    assert {"ortserve v1, batching on", "ortserve v1, batching off", "ortserve V2, batching on"} <= labels
+    # --workers 2 either ran or is reported as skipped, with the reason.
+    assert "ortserve v1, --workers 2" in labels or any("--workers 2" in s for s in data["skipped"])
+    assert all(p["requests"] > 0 for s in data["series"] for p in s["points"])
+    overload = data["overload"]
+    assert overload["result"]["sent"] > 0 and overload["capacity_rps"] > 0
+    # a second run replaces the section instead of appending another
+    compare_report.write_section(results, compare_report.HEAD + "\n\nagain\n")
+    text = results.read_text()
+    assert text.count("## load comparison") == 1 and "again" in text and "kept" in text
