@@ -295,7 +295,7 @@ def v2_request(
     ``parameters``: ints go as int64_param (e.g. Triton's ``timeout`` in microseconds), strings as
     string_param."""
     from ortserve._proto.inference import grpc_service_pb2 as pb
-    from ortserve.tensors import v2_from_numpy
+    from ortserve.edge.codec import v2_from_numpy
 
     request = pb.ModelInferRequest(model_name=model, model_version=str(version or ""))
     for key, value in (parameters or {}).items():

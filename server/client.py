@@ -20,7 +20,7 @@ import numpy as np
 
 from ortserve._proto.ortserve.v1 import inference_pb2 as pb
 from ortserve._proto.ortserve.v1 import inference_pb2_grpc as pb_grpc
-from ortserve.tensors import from_numpy, to_numpy
+from ortserve.edge.codec import from_numpy, to_numpy
 
 __all__ = ["AsyncClient", "Client", "Prediction"]
 

@@ -13,8 +13,8 @@ import numpy as np
 import onnxruntime as ort
 
 from ortserve.core.signature import Signature, TensorSpec
+from ortserve.dtypes import DTYPES, ONNX_TYPES
 from ortserve.repository.config import ModelConfig, RuntimeConfig, TensorConfig
-from ortserve.tensors import DTYPES, ONNX_TYPES
 
 __all__ = ["SessionPool", "resolve_providers"]
 

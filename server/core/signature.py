@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ortserve.dtypes import dtype_name
 from ortserve.errors import InvalidInput
-from ortserve.tensors import dtype_name
 
 __all__ = ["Signature", "TensorSpec"]
 
@@ -16,7 +16,7 @@ __all__ = ["Signature", "TensorSpec"]
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
-    dtype: str  # our dtype name (ortserve.tensors.DTYPES)
+    dtype: str  # our dtype name (ortserve.dtypes.DTYPES)
     shape: tuple[int, ...]  # the full shape, batch dimension included; -1: dynamic
 
     def describe(self) -> str:

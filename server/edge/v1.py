@@ -15,8 +15,8 @@ from ortserve.edge.call import (
     new_request_id,
     version_or_abort,
 )
+from ortserve.edge.codec import from_numpy, to_numpy
 from ortserve.errors import InvalidInput
-from ortserve.tensors import from_numpy, to_numpy
 
 __all__ = ["InferenceServicer", "add_to_server"]
 

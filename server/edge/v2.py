@@ -28,6 +28,7 @@ from ortserve._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from ortserve._proto.inference import model_config_pb2 as mc
 from ortserve.core.core import InferenceCore, InferRequest, InferResponse
 from ortserve.core.models import ModelVersion
+from ortserve.dtypes import V2_NAMES
 from ortserve.edge.call import (
     deadline_from,
     infer_or_abort,
@@ -37,9 +38,9 @@ from ortserve.edge.call import (
     status_for,
     version_or_abort,
 )
+from ortserve.edge.codec import contents_to_numpy, v2_from_numpy, v2_to_numpy
 from ortserve.errors import InvalidInput, ServeError
 from ortserve.repository.config import MODEL_FILE, VersionPolicy
-from ortserve.tensors import V2_NAMES, contents_to_numpy, v2_from_numpy, v2_to_numpy
 
 __all__ = ["GRPCInferenceServicer", "add_to_server", "decode", "encode"]
 

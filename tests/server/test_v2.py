@@ -346,10 +346,11 @@ def test_model_without_batch_dimension(client):
 
 @pytest.mark.parametrize("datatype", ["BOOL", "UINT8", "INT64", "FP16", "FP32", "FP64", "BF16", "BYTES"])
 def test_v2_codec_round_trip(datatype):
-    # The codec alone (server.tensors imports no generated protobuf code).
+    # The codec alone (ortserve.edge.codec imports no generated protobuf code).
     from types import SimpleNamespace
 
-    from ortserve.tensors import DTYPES, V2_DTYPES, contents_to_numpy, v2_from_numpy, v2_to_numpy
+    from ortserve.dtypes import DTYPES, V2_DTYPES
+    from ortserve.edge.codec import contents_to_numpy, v2_from_numpy, v2_to_numpy
 
     if datatype == "BYTES":
         x = np.array([["a", ""], ["ü", "xyz"]], dtype=object)

@@ -1,4 +1,5 @@
-"""dtype table and raw-bytes <-> numpy codecs, shared by both protocols.
+"""Tensor codecs at the edge: raw bytes (and V2 typed contents) <-> numpy, shared by both protocols
+and the Python client.
 
 Numeric tensors are raw little-endian C-order bytes read with ``np.frombuffer`` (no copy).
 String tensors use the Open Inference Protocol's BYTES layout: each element is a 4-byte
@@ -18,19 +19,15 @@ from typing import Any
 
 import numpy as np
 
+from ortserve.dtypes import DTYPES, V2_DTYPES, V2_NAMES, dtype_name
 from ortserve.errors import InvalidInput
 
 __all__ = [
-    "DTYPES",
     "MAX_DIM",
-    "ONNX_TYPES",
     "V2_CONTENTS",
-    "V2_DTYPES",
-    "V2_NAMES",
     "check_shape",
     "contents_to_numpy",
     "decode_bytes_tensor",
-    "dtype_name",
     "encode_bytes_tensor",
     "from_numpy",
     "parse_dtype",
@@ -40,68 +37,6 @@ __all__ = [
     "v2_to_numpy",
 ]
 
-try:  # bfloat16 comes with onnx's dependency ml_dtypes
-    from ml_dtypes import bfloat16 as _bfloat16
-
-    _BF16: np.dtype | None = np.dtype(_bfloat16)
-except ImportError:  # pragma: no cover
-    _BF16 = None
-
-# Our wire names (numpy's) -> numpy dtype. "string" is numpy object dtype holding bytes.
-DTYPES: dict[str, np.dtype] = {
-    "bool": np.dtype(np.bool_),
-    "int8": np.dtype(np.int8),
-    "uint8": np.dtype(np.uint8),
-    "int16": np.dtype(np.int16),
-    "uint16": np.dtype(np.uint16),
-    "int32": np.dtype(np.int32),
-    "uint32": np.dtype(np.uint32),
-    "int64": np.dtype(np.int64),
-    "uint64": np.dtype(np.uint64),
-    "float16": np.dtype(np.float16),
-    "float32": np.dtype(np.float32),
-    "float64": np.dtype(np.float64),
-    "string": np.dtype(object),
-}
-if _BF16 is not None:
-    DTYPES["bfloat16"] = _BF16
-
-# ONNX Runtime's type strings (NodeArg.type) -> our names.
-ONNX_TYPES: dict[str, str] = {
-    "tensor(bool)": "bool",
-    "tensor(int8)": "int8",
-    "tensor(uint8)": "uint8",
-    "tensor(int16)": "int16",
-    "tensor(uint16)": "uint16",
-    "tensor(int32)": "int32",
-    "tensor(uint32)": "uint32",
-    "tensor(int64)": "int64",
-    "tensor(uint64)": "uint64",
-    "tensor(float16)": "float16",
-    "tensor(float)": "float32",
-    "tensor(double)": "float64",
-    "tensor(bfloat16)": "bfloat16",
-    "tensor(string)": "string",
-}
-
-# The Open Inference Protocol's datatype names -> ours.
-V2_DTYPES: dict[str, str] = {
-    "BOOL": "bool",
-    "UINT8": "uint8",
-    "UINT16": "uint16",
-    "UINT32": "uint32",
-    "UINT64": "uint64",
-    "INT8": "int8",
-    "INT16": "int16",
-    "INT32": "int32",
-    "INT64": "int64",
-    "FP16": "float16",
-    "FP32": "float32",
-    "FP64": "float64",
-    "BYTES": "string",
-    "BF16": "bfloat16",
-}
-V2_NAMES: dict[str, str] = {ours: v2 for v2, ours in V2_DTYPES.items()}
 # The InferTensorContents field that carries each V2 datatype as typed values. FP16 and BF16
 # have none: the protocol sends them only as raw bytes.
 V2_CONTENTS: dict[str, str] = {
@@ -130,7 +65,6 @@ _CONTENTS_WIRE = {
     "fp64_contents": np.dtype(np.float64),
 }
 
-_NAMES = {dt: name for name, dt in DTYPES.items()}
 # A bound that keeps shape products in int64 and rejects absurd shapes before any allocation.
 MAX_DIM = 1 << 31
 _LEN = struct.Struct("<I")
@@ -143,12 +77,6 @@ def parse_dtype(name: str, tensor: str) -> np.dtype:
         raise InvalidInput(
             f"input '{tensor}': unknown dtype '{name}', expected one of {', '.join(DTYPES)}"
         ) from None
-
-
-def dtype_name(dtype: np.dtype) -> str:
-    if dtype.kind in "OSU":
-        return "string"
-    return _NAMES[np.dtype(dtype)]
 
 
 def parse_v2_datatype(datatype: str, tensor: str) -> str:
