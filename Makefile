@@ -51,10 +51,14 @@ bench: install-dev
 	$(BIN)/python benchmarks/bench_optimize.py cnn --seconds 2
 	$(BIN)/python benchmarks/bench_optimize.py minilm --seconds 6
 
+# mypy does not follow setuptools' editable import hook, so it checks a tree of links laid out as
+# the installed package is (server/ -> ortserve, optimize/ -> ortserve.optimize).
 lint: install-dev
-	$(BIN)/ruff check server scripts tests benchmarks optimize
-	$(BIN)/ruff format --check server scripts tests benchmarks optimize
-	$(BIN)/mypy server optimize
+	$(BIN)/ruff check server scripts tests benchmarks optimize setup.py
+	$(BIN)/ruff format --check server scripts tests benchmarks optimize setup.py
+	rm -rf build/typecheck && mkdir -p build/typecheck/ortserve
+	cp -rs $(CURDIR)/server/. build/typecheck/ortserve/ && ln -s $(CURDIR)/optimize build/typecheck/ortserve/optimize
+	cd build/typecheck && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p ortserve
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

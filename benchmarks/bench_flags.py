@@ -22,9 +22,9 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ortserve.core.core import InferRequest
+from ortserve.core import InferRequest
+from ortserve.rollout import FlagRouter as Router
 from ortserve.rollout.flags import parse_flags
-from ortserve.rollout.router import Router
 
 DESIGN = {
     "flags": {

@@ -17,6 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 PROTOS = ROOT / "protos"
 
 
+POOL_MODULE = '''"""A descriptor pool of ortserve's own: the Open Inference Protocol's ``inference.*`` symbols are
+also defined by Triton's and KServe's Python clients, and two definitions in protobuf's default
+pool refuse to load in one process. Ours live here, so the server, the client and tritonclient
+can share a process. (Written by scripts/gen_protos.py.)"""
+
+from google.protobuf import descriptor_pool
+
+POOL = descriptor_pool.DescriptorPool()
+'''
+
+
 def generate(out: Path) -> list[Path]:
     from grpc_tools import protoc  # dev dependency, only needed here
 
@@ -48,8 +59,18 @@ def generate(out: Path) -> list[Path]:
                 text,
                 flags=re.M,
             )
+        if path.name.endswith("_pb2.py"):
+            pool = "." * (depth + 1) + "_pool"
+            text = text.replace(
+                "_descriptor_pool.Default().AddSerializedFile(", "_POOL.AddSerializedFile("
+            ).replace(
+                "_sym_db = _symbol_database.Default()\n",
+                f"_sym_db = _symbol_database.Default()\nfrom {pool} import POOL as _POOL\n",
+            )
         path.write_text(text)
         written.append(path)
+    (out / "_pool.py").write_text(POOL_MODULE)
+    written.append(out / "_pool.py")
     for directory in {p.parent for p in written} | {out}:
         d = directory
         while True:

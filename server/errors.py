@@ -1,20 +1,33 @@
-"""The core's exceptions. They know nothing of the transport: one table at the gRPC edge
-(``ortserve.edge.call``) maps them to status codes.
+"""The server's exceptions. They know nothing of the transport: one table at the gRPC edge
+(``ortserve.edge.status``) maps them to status codes, and each names the transport-neutral
+``outcome`` that metrics and logs record for a request that ends with it.
 
-    ServeError
-     ├── ModelNotFound        the model or version is not in the repository (NOT_FOUND)
-     ├── InvalidInput         the request does not fit the model's signature (INVALID_ARGUMENT)
-     ├── QueueFull            the batcher's queue is at max_queue_size (RESOURCE_EXHAUSTED)
-     ├── DeadlineExceeded     the request's deadline passed before it ran (DEADLINE_EXCEEDED)
-     ├── Unavailable          the model is unloading or the server is draining (UNAVAILABLE)
-     └── InferenceFailed      ONNX Runtime failed on the batch (INTERNAL)
+    ServeError                    outcome              gRPC status at the edge
+     ├── ModelNotFound            not_found            NOT_FOUND: no such model or version loaded
+     ├── InvalidInput             invalid_input        INVALID_ARGUMENT: the request does not fit
+     │    └── FlagsError          invalid_input        (a flags document that is refused)
+     ├── QueueFull                queue_full           RESOURCE_EXHAUSTED: the batcher's queue is full
+     ├── DeadlineExceeded         deadline_exceeded    DEADLINE_EXCEEDED: expired before it ran
+     ├── Unavailable              unavailable          UNAVAILABLE: unloading or draining (retryable)
+     ├── FailedPrecondition       failed_precondition  FAILED_PRECONDITION: not in this server's state
+     ├── InferenceFailed          failed               INTERNAL: ONNX Runtime failed on the batch
+     └── InternalError            internal             INTERNAL: a bug; logged with its traceback
+
+A request cancelled by its caller ends with the outcome ``cancelled`` (``asyncio.CancelledError``).
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 __all__ = [
+    "CANCELLED",
+    "OK",
     "DeadlineExceeded",
+    "FailedPrecondition",
+    "FlagsError",
     "InferenceFailed",
+    "InternalError",
     "InvalidInput",
     "ModelNotFound",
     "QueueFull",
@@ -22,30 +35,54 @@ __all__ = [
     "Unavailable",
 ]
 
+OK = "ok"
+CANCELLED = "cancelled"
+
 
 class ServeError(Exception):
-    """Base of every error the core reports to a caller."""
+    """Base of every error reported to a caller. ``recorded`` is set once the request it ended
+    has been counted, so that the edge does not count it twice."""
+
+    outcome: ClassVar[str] = "error"
+    recorded: bool = False
 
 
 class ModelNotFound(ServeError):
-    pass
+    outcome = "not_found"
 
 
 class InvalidInput(ServeError):
-    pass
+    outcome = "invalid_input"
+
+
+class FlagsError(InvalidInput):
+    """A flags document that is refused. ``reason`` is a short label for metrics:
+    json, schema, operator, weights, version, size, depth, io."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class QueueFull(ServeError):
-    pass
+    outcome = "queue_full"
 
 
 class DeadlineExceeded(ServeError):
-    pass
+    outcome = "deadline_exceeded"
 
 
 class Unavailable(ServeError):
-    pass
+    outcome = "unavailable"
+
+
+class FailedPrecondition(ServeError):
+    outcome = "failed_precondition"
 
 
 class InferenceFailed(ServeError):
-    pass
+    outcome = "failed"
+
+
+class InternalError(ServeError):
+    outcome = "internal"

@@ -1,8 +1,11 @@
 """Every Prometheus metric the server exports, in one place, plus the per-version counters
 that the protocols' statistics RPCs read.
 
-    ortserve_requests_total{model,version,variant,api,code} requests by gRPC status (variant: the flag
-                                                            variant that routed it, "" when none did)
+    ortserve_requests_total{model,version,variant,api,outcome}  inference requests by outcome (ok,
+                                                            invalid_input, not_found, queue_full, deadline_exceeded,
+                                                            unavailable, failed, internal, cancelled: see
+                                                            ortserve.errors); variant: the flag variant that
+                                                            routed it, "" when none did
     ortserve_request_duration_seconds{model,version,variant,api}  end-to-end latency in the server
     ortserve_queue_duration_seconds{model,version}          time queued before the batch ran
     ortserve_compute_duration_seconds{model,version}        ONNX Runtime time of the request's batch
@@ -27,6 +30,8 @@ import time
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ortserve.errors import OK
 
 __all__ = ["UNKNOWN_MODEL", "Metrics", "VersionStats"]
 
@@ -65,8 +70,8 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "ortserve_requests",
-            "Inference requests by model, version, flag variant, API and gRPC status",
-            ["model", "version", "variant", "api", "code"],
+            "Inference requests by model, version, flag variant, API and outcome",
+            ["model", "version", "variant", "api", "outcome"],
             registry=r,
         )
         self.request_duration = Histogram(
@@ -217,22 +222,22 @@ class VersionStats:
     def request(
         self,
         api: str,
-        code: str,
+        outcome: str,
         duration_s: float,
         queue_s: float | None = None,
         compute_s: float | None = None,
         variant: str = "",
     ) -> None:
-        key = (api, code, variant)
+        key = (api, outcome, variant)
         children = self._children.get(key)
         if children is None:
             children = self._children[key] = (
-                self.metrics.requests.labels(self.model, self.version, variant, api, code),
+                self.metrics.requests.labels(self.model, self.version, variant, api, outcome),
                 self.metrics.request_duration.labels(self.model, self.version, variant, api),
             )
         children[0].inc()
         children[1].observe(duration_s)
-        if code == "OK":
+        if outcome == OK:
             self.success_count += 1
             self.success_s += duration_s
         else:

@@ -1,0 +1,32 @@
+"""The core: the request path, independent of any transport.
+
+Owns ``InferenceCore`` (``infer`` and the questions servicers ask about what is loaded), the
+routing seam (``Routing``, with ``DefaultRouting`` as its null object), validation against a
+version's signature, the dynamic batcher, the ONNX Runtime session pool, the table of loaded
+models (``ModelManager``: loading, draining, unloading), and the core hooks that observe
+completed requests.
+
+May import: ``ortserve.repository`` and the base modules (``errors``, ``metrics``, ``dtypes``,
+``schema``). Never gRPC, never ``edge``, ``rollout`` or ``ops``.
+"""
+
+from ortserve.core.core import InferenceCore, ModelSummary
+from ortserve.core.hooks import CoreHook, Hooks
+from ortserve.core.models import ModelManager, ModelVersion
+from ortserve.core.request import Completed, InferRequest, InferResponse, Route
+from ortserve.core.routing import DefaultRouting, Routing
+
+__all__ = [
+    "Completed",
+    "CoreHook",
+    "DefaultRouting",
+    "Hooks",
+    "InferRequest",
+    "InferResponse",
+    "InferenceCore",
+    "ModelManager",
+    "ModelSummary",
+    "ModelVersion",
+    "Route",
+    "Routing",
+]

@@ -1,48 +1,39 @@
-"""The protocol-neutral inference path: InferRequest in, InferResponse out.
+"""The protocol-neutral inference path and the questions servicers ask about what is loaded.
 
-Both gRPC APIs decode into an InferRequest and call ``InferenceCore.infer``; routing,
-validation, batching and metrics exist here once.
+    response = await core.infer(InferRequest(model="digits", inputs={"input": x}, api="v1"))
+    core.list_models(); core.version("digits", "2"); core.versions("digits")
+
+``infer`` routes the request (the ``Routing`` strategy), validates it against the version's
+signature, submits it to that version's batcher and awaits the answer. Every request it is given
+is counted once, whatever happens (``ortserve_requests_total{outcome}``), and then handed to the
+core hooks. Failures that happen before the core (a tensor that does not decode) are counted
+through ``reject``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
-
-from ortserve.core.models import ModelManager
+from ortserve.core.hooks import Hooks
+from ortserve.core.models import ModelManager, ModelVersion
+from ortserve.core.request import Completed, InferRequest, InferResponse, Route
+from ortserve.core.routing import DefaultRouting, Routing
+from ortserve.errors import CANCELLED, OK, InternalError, ModelNotFound, ServeError
 from ortserve.metrics import UNKNOWN_MODEL, Metrics, VersionStats
-from ortserve.rollout.router import Route, Router
-from ortserve.rollout.shadow import ShadowMirror
 
-__all__ = ["InferRequest", "InferResponse", "InferenceCore"]
+__all__ = ["InferenceCore", "ModelSummary"]
 
-
-@dataclass(slots=True)
-class InferRequest:
-    model: str
-    inputs: dict[str, np.ndarray]
-    version: str = ""
-    outputs: list[str] | None = None
-    deadline: float | None = None  # time.monotonic() seconds
-    priority: int = 0
-    request_id: str = ""
-    targeting_key: str = ""
-    attributes: dict[str, str] = field(default_factory=dict)
-    route: Route | None = None  # set by the core once routed, so that failures count under it
+log = logging.getLogger("ortserve.core")
 
 
-@dataclass(slots=True)
-class InferResponse:
-    model: str
-    version: str
-    outputs: dict[str, np.ndarray]
-    request_id: str
-    variant: str = ""
-    queue_s: float = 0.0
-    compute_s: float = 0.0
-    stats: VersionStats | None = None
+@dataclass(frozen=True, slots=True)
+class ModelSummary:
+    name: str
+    versions: list[str]  # loaded, in ascending order
+    default_version: str  # "" when none is loaded
 
 
 class InferenceCore:
@@ -50,28 +41,39 @@ class InferenceCore:
         self,
         models: ModelManager,
         metrics: Metrics,
-        router: Router | None = None,
-        shadow: ShadowMirror | None = None,
-        access_log: bool = False,
+        routing: Routing | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
-        self.access_log = access_log  # read by the gRPC edge: one log line per request
         self.models = models
         self.metrics = metrics
-        self.router = router if router is not None else Router(models)
-        self.shadow = shadow if shadow is not None else ShadowMirror(metrics)
+        self.routing: Routing = routing if routing is not None else DefaultRouting(models)
+        self.hooks = hooks if hooks is not None else Hooks()
         self._unknown: dict[str, VersionStats] = {}
 
+    # -- the request path ----------------------------------------------------------------------
     async def infer(self, request: InferRequest) -> InferResponse:
-        route = request.route = self.router.route(request)
-        mv = route.version
-        mv.check_outputs(request.outputs)
-        result = await mv.infer(request.inputs, request.deadline, request.priority)
+        started = time.monotonic()
+        route: Route | None = None
+        try:
+            route = self.routing.route(request)
+            mv = route.version
+            mv.check_outputs(request.outputs)
+            result = await mv.infer(request.inputs, request.deadline, request.priority)
+        except ServeError as e:
+            self._finish(request, route, None, e, e.outcome, started)
+            raise
+        except asyncio.CancelledError:
+            self._finish(request, route, None, None, CANCELLED, started)
+            raise
+        except Exception as e:
+            error = InternalError(f"internal error: {type(e).__name__}: {e}")
+            log.exception("request %r: internal error", request.request_id[:200])
+            self._finish(request, route, None, error, error.outcome, started)
+            raise error from e
         outputs = result.outputs
-        if route.shadow is not None:
-            self.shadow.submit(request.model, mv.version, route.shadow, request.inputs, outputs)
         if request.outputs:
             outputs = {n: outputs[n] for n in request.outputs}
-        return InferResponse(
+        response = InferResponse(
             request.model,
             mv.version,
             outputs,
@@ -79,30 +81,89 @@ class InferenceCore:
             route.variant,
             result.queue_s,
             result.compute_s,
-            mv.stats,
         )
+        self._finish(request, route, response, None, OK, started)
+        return response
 
-    def stats_for(self, request: InferRequest) -> VersionStats:
-        """The stats a request that got no answer is counted under: its routed version, or, when it
-        failed before routing, one requests-only label set per model (unknown models share one), so
-        that a failure is never counted under a version it did not reach."""
-        if request.route is not None:
-            return request.route.version.stats
-        # Labels never take unvalidated client strings: an unknown model counts as _unknown.
-        model = request.model if request.model in self.models.models else UNKNOWN_MODEL
+    def reject(self, request: InferRequest, error: ServeError, started: float) -> None:
+        """Count a request that failed before it reached ``infer`` (e.g. while decoding)."""
+        if not error.recorded:
+            self._finish(request, None, None, error, error.outcome, started)
+
+    def _finish(
+        self,
+        request: InferRequest,
+        route: Route | None,
+        response: InferResponse | None,
+        error: ServeError | None,
+        outcome: str,
+        started: float,
+    ) -> None:
+        duration = time.monotonic() - started
+        if response is not None and route is not None:
+            route.version.stats.request(
+                request.api, outcome, duration, response.queue_s, response.compute_s, route.variant
+            )
+        elif route is not None:
+            route.version.stats.request(request.api, outcome, duration, variant=route.variant)
+        else:
+            self._stats_before_routing(request.model).request(request.api, outcome, duration)
+        if error is not None:
+            error.recorded = True
+            if log.isEnabledFor(logging.DEBUG):
+                rid = request.request_id
+                log.debug("request %s failed: %s %s", rid, outcome, error, extra={"request_id": rid})
+        if self.hooks:
+            self.hooks.emit(Completed(request, outcome, duration, route, response, error))
+
+    def _stats_before_routing(self, model: str) -> VersionStats:
+        """Requests that failed before routing are counted in one requests-only label set per
+        model (labels never take unvalidated client strings: unknown models share ``_unknown``),
+        so that a failure is never counted under a version it did not reach."""
+        if not self.models.is_loaded(model):
+            model = UNKNOWN_MODEL
         stats = self._unknown.get(model)
         if stats is None:
             stats = self._unknown[model] = self.metrics.version(model, "", loaded=False)
         return stats
 
-    def record(
-        self, request: InferRequest, response: InferResponse | None, api: str, code: str, started: float
-    ) -> None:
-        duration = time.monotonic() - started
-        if response is not None and response.stats is not None:
-            response.stats.request(
-                api, code, duration, response.queue_s, response.compute_s, response.variant
-            )
-        else:
-            variant = request.route.variant if request.route is not None else ""
-            self.stats_for(request).request(api, code, duration, variant=variant)
+    # -- questions about what is loaded ---------------------------------------------------------
+    def list_models(self) -> list[ModelSummary]:
+        """The models with at least one loaded version, by name."""
+        return [self.model(name) for name in self.models.ready_models()]
+
+    def model(self, name: str) -> ModelSummary:
+        versions = self.models.loaded(name)
+        if not versions:
+            self.models.get(name)  # raises ModelNotFound with the loaded models named
+        return ModelSummary(name, [mv.version for mv in versions], self.models.default_version(name))
+
+    def version(self, model: str, version: str = "") -> ModelVersion:
+        """The loaded version (the model's default when ``version`` is ""); raises ModelNotFound."""
+        return self.models.get(model, version)
+
+    def versions(self, model: str = "") -> list[ModelVersion]:
+        """Every loaded version of ``model`` (of every model when ""), in order."""
+        if model:
+            found = self.models.loaded(model)
+            if not found:
+                raise ModelNotFound(self.models.not_loaded_message(model))
+            return found
+        return [mv for name in self.models.ready_models() for mv in self.models.loaded(name)]
+
+    def is_ready(self, model: str, version: str = "") -> bool:
+        try:
+            self.models.get(model, version)
+        except ServeError:
+            return False
+        return True
+
+    def index(self) -> list[tuple[str, str, str, str]]:
+        """Every version in the repository or loaded: (model, version, READY|UNAVAILABLE, reason)."""
+        return self.models.index()
+
+    async def load(self, model: str) -> None:
+        await self.models.load_model(model)
+
+    async def unload(self, model: str) -> None:
+        await self.models.unload_model(model)

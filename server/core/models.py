@@ -12,17 +12,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from ortserve.core.batcher import Batcher, InferResult, make_batcher
+from ortserve.core.batcher import make_batcher
 from ortserve.core.runtime import SessionPool
-from ortserve.core.signature import Signature
-from ortserve.errors import InvalidInput, ModelNotFound
-from ortserve.metrics import Metrics, VersionStats
+from ortserve.core.version import Model, ModelVersion
+from ortserve.errors import ModelNotFound
+from ortserve.metrics import Metrics
 from ortserve.repository.config import MODEL_FILE, ModelConfig, ModelEntry, scan_repository
 from ortserve.repository.files import file_stamp
 from ortserve.repository.manifest import MANIFEST, ManifestError, read_manifest, verify_manifest
@@ -30,58 +26,6 @@ from ortserve.repository.manifest import MANIFEST, ManifestError, read_manifest,
 __all__ = ["Model", "ModelManager", "ModelVersion"]
 
 log = logging.getLogger("ortserve.models")
-
-
-@dataclass(eq=False)
-class ModelVersion:
-    model: str
-    version: str
-    path: Path
-    config: ModelConfig
-    pool: SessionPool
-    batcher: Batcher
-    stats: VersionStats
-    manifest: dict[str, Any] | None
-
-    @property
-    def signature(self) -> Signature:
-        return self.pool.signature
-
-    @property
-    def sha256(self) -> str:
-        if not self.manifest:
-            return ""
-        entry = self.manifest["files"].get(MODEL_FILE, {})
-        return entry.get("sha256", "") if isinstance(entry, dict) else ""
-
-    def check_outputs(self, names: list[str] | None) -> None:
-        if not names:
-            return
-        known = self.pool.output_names
-        for n in names:
-            if n not in known:
-                raise InvalidInput(f"unknown output '{n}', expected outputs: {', '.join(known)}")
-
-    async def infer(
-        self, inputs: dict[str, np.ndarray], deadline: float | None, priority: int
-    ) -> InferResult:
-        rows = self.signature.validate(inputs)
-        return await self.batcher.submit(inputs, rows, deadline, priority)
-
-
-@dataclass(eq=False)
-class Model:
-    name: str
-    config: ModelConfig
-    versions: dict[str, ModelVersion] = field(default_factory=dict)
-
-    def sorted_versions(self) -> list[str]:
-        return sorted(self.versions, key=int)
-
-    def default_version(self) -> str | None:
-        if self.config.default_version is not None:
-            return self.config.default_version
-        return max(self.versions, key=int) if self.versions else None
 
 
 def _fingerprint(path: Path) -> tuple:
@@ -117,12 +61,13 @@ class ModelManager:
         self.entries: dict[str, ModelEntry] = {}
 
     # -- lookups (hot path) --------------------------------------------------------------------
+    def not_loaded_message(self, model: str) -> str:
+        return f"model '{model}' is not loaded; loaded models: {', '.join(self.ready_models()) or 'none'}"
+
     def get(self, model: str, version: str = "") -> ModelVersion:
         m = self.models.get(model)
         if m is None or not m.versions:
-            raise ModelNotFound(
-                f"model '{model}' is not loaded; loaded models: {', '.join(self.ready_models()) or 'none'}"
-            )
+            raise ModelNotFound(self.not_loaded_message(model))
         if not version:
             version = m.default_version() or ""
             mv = m.versions.get(version)
@@ -142,6 +87,28 @@ class ModelManager:
 
     def ready_models(self) -> list[str]:
         return sorted(name for name, m in self.models.items() if m.versions)
+
+    def is_loaded(self, model: str) -> bool:
+        """True when the model has at least one loaded version."""
+        m = self.models.get(model)
+        return m is not None and bool(m.versions)
+
+    def loaded(self, model: str) -> list[ModelVersion]:
+        """The model's loaded versions in ascending order ([] when none)."""
+        m = self.models.get(model)
+        return [m.versions[v] for v in m.sorted_versions()] if m is not None else []
+
+    def default_version(self, model: str) -> str:
+        """The version a request naming none gets ("" when the model has none loaded)."""
+        m = self.models.get(model)
+        return (m.default_version() or "") if m is not None else ""
+
+    def loaded_versions(self) -> dict[str, frozenset[str]]:
+        """Model name -> its loaded versions, for every model loaded or found in the repository."""
+        loaded = {name: frozenset(m.versions) for name, m in self.models.items()}
+        for name in self.entries:
+            loaded.setdefault(name, frozenset())
+        return loaded
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def sync(self) -> None:

@@ -1,5 +1,18 @@
-"""The one table from the core's exceptions to gRPC status codes, and the shared wrapper
-that runs an inference request for any servicer: timing, error mapping, metrics, logging."""
+"""The context every servicer method runs in: errors mapped to a status once, failures before
+the core counted once.
+
+    async def Predict(self, request, context):
+        async with self.edge.call(context, "v1", request.model):
+            response = await self.core.infer(decode(request, context))
+            return encode(response)
+
+A ``ServeError`` raised inside the block (by decoding, by the core, by the servicer) aborts the
+RPC with the status ``ortserve.edge.status`` gives it and the error's message; any other
+exception is a bug: logged with its traceback and answered INTERNAL. When ``model`` is given the
+call is an inference request: a failure the core has not counted (one raised while decoding) is
+counted through ``core.reject``. Stream items use ``edge.item(...)``, which keeps the status and
+message for the stream's own answer instead of aborting the stream.
+"""
 
 from __future__ import annotations
 
@@ -8,61 +21,20 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from types import TracebackType
 
 import grpc
 
-from ortserve import errors
-from ortserve.core.core import InferenceCore, InferRequest, InferResponse
-from ortserve.core.models import ModelVersion
+from ortserve.core import InferenceCore, InferRequest
+from ortserve.edge.status import status_for
+from ortserve.errors import InternalError, ServeError
 
-__all__ = [
-    "STATUS",
-    "deadline_from",
-    "infer_or_abort",
-    "infer_or_error",
-    "invocation_metadata",
-    "new_request_id",
-    "status_for",
-]
+__all__ = ["Edge", "EdgeCall", "ItemCall", "deadline_from", "invocation_metadata", "new_request_id"]
 
 log = logging.getLogger("ortserve.requests")
-access_log = logging.getLogger("ortserve.access")
-
-STATUS: dict[type[errors.ServeError], grpc.StatusCode] = {
-    errors.ModelNotFound: grpc.StatusCode.NOT_FOUND,
-    errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
-    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
-    errors.InferenceFailed: grpc.StatusCode.INTERNAL,
-}
-
-T = TypeVar("T")
-
-
-def status_for(error: errors.ServeError) -> grpc.StatusCode:
-    for cls in type(error).__mro__:
-        code = STATUS.get(cls)  # type: ignore[call-overload]
-        if code is not None:
-            return code
-    return grpc.StatusCode.INTERNAL
-
 
 _ID_PREFIX = os.urandom(6).hex()
 _ID_COUNTER = itertools.count(1)
-
-
-async def version_or_abort(
-    core: InferenceCore, context: grpc.aio.ServicerContext, model: str, version: str
-) -> ModelVersion:
-    """The loaded model version, or the RPC aborted with the core's status and message."""
-    try:
-        return core.models.get(model, version)
-    except errors.ServeError as e:
-        await context.abort(status_for(e), str(e))
-        raise
 
 
 def new_request_id() -> str:
@@ -72,101 +44,100 @@ def new_request_id() -> str:
 
 
 def deadline_from(context: grpc.aio.ServicerContext) -> float | None:
+    """The call's gRPC deadline on the ``time.monotonic()`` clock."""
     remaining = context.time_remaining()
     if remaining is None:
         return None
     return time.monotonic() + remaining
 
 
-async def infer_or_error(
-    core: InferenceCore,
-    api: str,
-    model: str,
-    decode: Callable[[], InferRequest],
-    encode: Callable[[InferResponse], T],
-) -> tuple[T | None, grpc.StatusCode, str]:
-    """Decode, run and encode one request: (encoded response, OK, "") or (None, status code, the
-    core's message). The request is counted in the metrics whatever happens. For streams, whose
-    errors travel in the stream; unary RPCs use ``infer_or_abort``."""
-    started = time.monotonic()
-    request: InferRequest | None = None
-    response: InferResponse | None = None
-    code = grpc.StatusCode.OK
-    message = ""
-    try:
-        request = decode()
-        response = await core.infer(request)
-        return encode(response), code, message
-    except errors.ServeError as e:
-        code, message = status_for(e), str(e)
-    except asyncio.CancelledError:
-        code = grpc.StatusCode.CANCELLED
-        raise
-    except Exception as e:
-        code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}: {e}"
-        log.exception("request %s: internal error", request.request_id if request else "")
-    finally:
-        counted = request or InferRequest(model=model, inputs={})
-        ok = code == grpc.StatusCode.OK
-        core.record(counted, response if ok else None, api, code.name, started)
-        if core.access_log:
-            _access(counted, response if ok else None, api, code, message, started)
-    rid = request.request_id if request else ""
-    log.debug("request %s failed: %s %s", rid, code.name, message, extra={"request_id": rid})
-    return None, code, message
-
-
-def _access(
-    request: InferRequest,
-    response: InferResponse | None,
-    api: str,
-    code: grpc.StatusCode,
-    message: str,
-    started: float,
-) -> None:
-    """One access-log line per request (``--access-log``)."""
-    ms = (time.monotonic() - started) * 1000
-    version = response.version if response else (request.route.version.version if request.route else "")
-    variant = response.variant if response else (request.route.variant if request.route else "")
-    access_log.info(
-        "%s %s %s v%s %s %.2fms%s",
-        api,
-        request.request_id,
-        request.model,
-        version,
-        code.name,
-        ms,
-        f" {message}" if message else "",
-        extra={
-            "request_id": request.request_id,
-            "model": request.model,
-            "version": version,
-            "variant": variant,
-            "api": api,
-            "code": code.name,
-            "duration_ms": round(ms, 3),
-        },
-    )
-
-
-async def infer_or_abort(
-    core: InferenceCore,
-    context: grpc.aio.ServicerContext,
-    api: str,
-    model: str,
-    decode: Callable[[], InferRequest],
-    encode: Callable[[InferResponse], T],
-) -> T:
-    """Decode, run and encode one request. A core error aborts the RPC with its status code and
-    the core's message; the request is counted in the metrics whatever happens."""
-    result, code, message = await infer_or_error(core, api, model, decode, encode)
-    if result is not None:
-        return result
-    await context.abort(code, message)
-    raise AssertionError("unreachable: abort raises")
-
-
 def invocation_metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
     """The call's text metadata (binary ``-bin`` values left out)."""
     md = context.invocation_metadata() or ()
     return {k: v for k, v in md if isinstance(v, str)}
+
+
+def _as_serve_error(exc: BaseException) -> ServeError | None:
+    """The error to answer with; None for what is not ours to answer (cancellation, an abort the
+    servicer already made, interpreter exits)."""
+    if isinstance(exc, ServeError):
+        return exc
+    if not isinstance(exc, Exception) or isinstance(exc, grpc.aio.AbortError):
+        return None
+    log.error("internal error: %s: %s", type(exc).__name__, exc, exc_info=exc)
+    return InternalError(f"internal error: {type(exc).__name__}: {exc}")
+
+
+class _Call:
+    __slots__ = ("_core", "api", "code", "message", "model", "started")
+
+    def __init__(self, core: InferenceCore, api: str, model: str | None) -> None:
+        self._core = core
+        self.api = api
+        self.model = model
+        self.started = time.monotonic()
+        self.code = grpc.StatusCode.OK
+        self.message = ""
+
+    async def __aenter__(self) -> _Call:
+        return self
+
+    def _settle(self, exc: BaseException) -> bool:
+        """Map the exception; False when it is not ours to answer."""
+        if isinstance(exc, asyncio.CancelledError):
+            return False
+        error = _as_serve_error(exc)
+        if error is None:
+            return False
+        self.code, self.message = status_for(error), str(error)
+        if self.model is not None and not error.recorded:
+            self._core.reject(InferRequest(self.model, {}, api=self.api), error, self.started)
+        log.debug("%s call failed: %s %s", self.api, self.code.name, self.message)
+        return True
+
+
+class EdgeCall(_Call):
+    """A unary call (or a whole stream): an error aborts the RPC."""
+
+    __slots__ = ("_context",)
+
+    def __init__(
+        self, core: InferenceCore, context: grpc.aio.ServicerContext, api: str, model: str | None
+    ) -> None:
+        super().__init__(core, api, model)
+        self._context = context
+
+    async def __aenter__(self) -> EdgeCall:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is not None and self._settle(exc):
+            await self._context.abort(self.code, self.message)
+
+
+class ItemCall(_Call):
+    """One request of a stream: an error is kept in ``code`` / ``message`` for the stream's answer
+    and the block is left normally."""
+
+    async def __aenter__(self) -> ItemCall:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        return exc is not None and self._settle(exc)
+
+
+class Edge:
+    """Makes the calls servicers run in; one per server."""
+
+    def __init__(self, core: InferenceCore) -> None:
+        self.core = core
+
+    def call(self, context: grpc.aio.ServicerContext, api: str, model: str | None = None) -> EdgeCall:
+        return EdgeCall(self.core, context, api, model)
+
+    def item(self, api: str, model: str) -> ItemCall:
+        return ItemCall(self.core, api, model)

@@ -6,19 +6,12 @@ import grpc
 
 from ortserve._proto.ortserve.v1 import inference_pb2 as pb
 from ortserve._proto.ortserve.v1 import inference_pb2_grpc as pb_grpc
-from ortserve.core.core import InferenceCore, InferRequest, InferResponse
-from ortserve.core.models import ModelVersion
-from ortserve.edge.call import (
-    deadline_from,
-    infer_or_abort,
-    invocation_metadata,
-    new_request_id,
-    version_or_abort,
-)
+from ortserve.core import InferenceCore, InferRequest, InferResponse
+from ortserve.edge.call import Edge, deadline_from, invocation_metadata, new_request_id
 from ortserve.edge.codec import from_numpy, to_numpy
 from ortserve.errors import InvalidInput
 
-__all__ = ["InferenceServicer", "add_to_server"]
+__all__ = ["API", "InferenceServicer", "decode", "encode"]
 
 API = "v1"
 
@@ -40,6 +33,7 @@ def decode(request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> Inf
         request_id=request.request_id or md.get("x-request-id") or new_request_id(),
         targeting_key=request.targeting_key or md.get("x-targeting-key", ""),
         attributes=md,
+        api=API,
     )
 
 
@@ -61,45 +55,45 @@ def _spec(spec) -> pb.TensorSpec:
 
 
 class InferenceServicer(pb_grpc.InferenceServicer):
-    def __init__(self, core: InferenceCore) -> None:
+    def __init__(self, core: InferenceCore, edge: Edge) -> None:
         self.core = core
+        self.edge = edge
 
     async def Predict(
         self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
     ) -> pb.PredictResponse:
-        return await infer_or_abort(
-            self.core, context, API, request.model, lambda: decode(request, context), encode
-        )
+        async with self.edge.call(context, API, request.model):
+            response = await self.core.infer(decode(request, context))
+            return encode(response)
 
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
-        out = pb.ListModelsResponse()
-        for name in self.core.models.ready_models():
-            m = self.core.models.models[name]
-            out.models.append(
-                pb.ModelSummary(
-                    name=name, versions=m.sorted_versions(), default_version=m.default_version() or ""
-                )
+        async with self.edge.call(context, API):
+            return pb.ListModelsResponse(
+                models=[
+                    pb.ModelSummary(name=m.name, versions=m.versions, default_version=m.default_version)
+                    for m in self.core.list_models()
+                ]
             )
-        return out
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context) -> pb.ModelMetadataResponse:
-        mv: ModelVersion = await version_or_abort(self.core, context, request.model, request.version)
-        m = self.core.models.models[request.model]
-        sig = mv.signature
-        return pb.ModelMetadataResponse(
-            name=mv.model,
-            version=mv.version,
-            versions=m.sorted_versions(),
-            inputs=[_spec(s) for s in sig.inputs],
-            outputs=[_spec(s) for s in sig.outputs],
-            max_batch_size=sig.max_batch_size,
-            dynamic_batching=sig.max_batch_size > 0 and mv.config.batching.enabled,
-            providers=mv.pool.providers,
-            default_version=m.default_version() or "",
-            sha256=mv.sha256,
-        )
+        async with self.edge.call(context, API):
+            mv = self.core.version(request.model, request.version)
+            model = self.core.model(request.model)
+            sig = mv.signature
+            return pb.ModelMetadataResponse(
+                name=mv.model,
+                version=mv.version,
+                versions=model.versions,
+                inputs=[_spec(s) for s in sig.inputs],
+                outputs=[_spec(s) for s in sig.outputs],
+                max_batch_size=sig.max_batch_size,
+                dynamic_batching=sig.max_batch_size > 0 and mv.config.batching.enabled,
+                providers=mv.providers,
+                default_version=model.default_version,
+                sha256=mv.sha256,
+            )
 
 
-def add_to_server(core: InferenceCore, server: grpc.aio.Server) -> str:
-    pb_grpc.add_InferenceServicer_to_server(InferenceServicer(core), server)
+def add_to_server(core: InferenceCore, edge: Edge, server: grpc.aio.Server) -> str:
+    pb_grpc.add_InferenceServicer_to_server(InferenceServicer(core, edge), server)
     return pb.DESCRIPTOR.services_by_name["Inference"].full_name

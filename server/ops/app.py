@@ -11,27 +11,24 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-from ortserve.core.core import InferenceCore
-from ortserve.core.models import ModelManager
-from ortserve.edge import admin
-from ortserve.edge import v1 as inference_v1
-from ortserve.edge import v2 as inference_v2
+from ortserve.core import Hooks, InferenceCore, ModelManager
 from ortserve.edge.health import Health
+from ortserve.edge.interceptors import Interceptor
+from ortserve.edge.server import build_server
 from ortserve.metrics import Metrics
+from ortserve.ops.access import AccessLog
 from ortserve.ops.settings import Settings
-from ortserve.rollout.router import FlagSource, Router
-from ortserve.rollout.shadow import ShadowMirror
+from ortserve.rollout import FlagRouter, FlagSource, ShadowMirror
 
 __all__ = ["App", "run"]
 
@@ -40,9 +37,14 @@ log = logging.getLogger("ortserve")
 
 class App:
     def __init__(
-        self, settings: Settings, on_ready: Callable[[App], None] | None = None, worker: int | None = None
+        self,
+        settings: Settings,
+        on_ready: Callable[[App], None] | None = None,
+        worker: int | None = None,
+        links: Sequence[Interceptor] = (),
     ) -> None:
         self.settings = settings
+        self.links = list(links)  # the interceptor chain
         self._on_ready = on_ready
         self.worker = worker
         self.metrics = Metrics()
@@ -81,35 +83,24 @@ class App:
         await self.models.sync()
         if not self.models.ready_models():
             log.warning("no model loaded from %s", s.model_repository)
-        router = Router(self.models)
-        self.flags = FlagSource(s.flags_path, router, self.metrics)
+        router = FlagRouter(self.models)
+        self.flags = FlagSource(s.flags_path, router, self.models, self.metrics)
         await self.flags.load()
         shadow = ShadowMirror(self.metrics, s.shadow_queue_size)
-        self.core = InferenceCore(self.models, self.metrics, router, shadow, access_log=s.access_log)
-
-        options = [
-            ("grpc.max_receive_message_length", s.max_message_size),
-            ("grpc.max_send_message_length", s.max_message_size),
-            # gRPC enables SO_REUSEPORT by default: a second server would silently share the port.
-            # (--workers N: every worker binds the same port on purpose.)
-            ("grpc.so_reuseport", 1 if s.workers > 1 else 0),
-        ]
-        self.server = grpc.aio.server(options=options)
-        names = [
-            inference_v1.add_to_server(self.core, self.server),
-            admin.add_to_server(self.flags, self.server),
-            inference_v2.add_to_server(self.core, self.server, workers=s.workers),
-            self.health.add_to_server(self.server),
-            reflection.SERVICE_NAME,
-        ]
-        reflection.enable_server_reflection(names, self.server)
-        address = f"{s.host}:{s.port}"
-        try:
-            self.port = self.server.add_insecure_port(address)
-        except RuntimeError as e:
-            raise OSError(f"cannot bind gRPC server to {address}: {e}") from e
-        if not self.port:
-            raise OSError(f"cannot bind gRPC server to {address}")
+        hooks = Hooks()
+        hooks.add(shadow)
+        if s.access_log:
+            hooks.add(AccessLog())
+        self.core = InferenceCore(self.models, self.metrics, router, hooks)
+        self.server, self.port = build_server(
+            self.core,
+            self.flags,
+            self.health,
+            address=f"{s.host}:{s.port}",
+            max_message_size=s.max_message_size,
+            workers=s.workers,
+            links=self.links,
+        )
         await self.server.start()
         await self.health.set("", True)
         if s.poll_interval > 0:

@@ -1,6 +1,8 @@
 """Shadow traffic: a share of requests is mirrored to another version after the primary has
 answered, and the two outputs are compared into Prometheus metrics.
 
+``ShadowMirror`` is a core hook: for every request answered OK whose route names a shadow version
+(the ``FlagRouter`` sets it from the ``<model>.shadow`` flag), it queues a mirror.
 The caller never waits: ``submit`` puts the job on a bounded queue and returns; a full queue
 drops the job (counted). Workers run the shadow at the lowest batcher priority; its errors are
 counted and logged at debug, never returned. Comparison (numpy) runs off the event loop.
@@ -21,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ortserve.core.models import ModelVersion
+from ortserve.core import Completed, ModelVersion
+from ortserve.errors import OK
 from ortserve.metrics import Metrics
 
 __all__ = ["SHADOW_PRIORITY", "Comparison", "ShadowMirror", "compare"]
@@ -96,6 +99,18 @@ class ShadowMirror:
         if child is None:
             child = self._counters[key] = self.metrics.shadow_requests.labels(*key)
         child.inc()
+
+    def on_complete(self, event: Completed) -> None:
+        route = event.route
+        if route is None or route.shadow is None or event.outcome != OK or event.response is None:
+            return
+        self.submit(
+            event.request.model,
+            route.version.version,
+            route.shadow,
+            event.request.inputs,
+            event.response.outputs,
+        )
 
     def submit(
         self,

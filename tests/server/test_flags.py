@@ -13,7 +13,8 @@ from openfeature.contrib.provider.flagd.config import ResolverType
 from openfeature.contrib.tools.flagd.core.targeting.custom_ops import normalize_numbers
 from openfeature.evaluation_context import EvaluationContext
 
-from ortserve.rollout.flags import FlagsError, _cbor, check_versions, parse_flags
+from ortserve.rollout.flags import FlagsError, check_versions, parse_flags
+from ortserve.rollout.fractional import cbor
 
 FLAGS = {
     "flags": {
@@ -154,7 +155,7 @@ def test_no_targeting_key_gives_the_default_variant_like_flagd(reference):
     ],
 )
 def test_cbor_encoding_equals_cbor2_canonical(value):
-    assert _cbor(value) == cbor2.dumps(normalize_numbers(value), canonical=True)
+    assert cbor(value) == cbor2.dumps(normalize_numbers(value), canonical=True)
 
 
 def _doc(targeting=None, variants=None, **extra):

@@ -157,10 +157,10 @@ def test_kill_switch_routes_everyone_to_the_default_variant(server, flags):
 def test_per_variant_request_metrics(server):
     asyncio.run(_predict_many(server.target, [f"metrics-{i}" for i in range(300)]))
     stable = metric(
-        server, "ortserve_requests_total", model="addmul", version="1", variant="stable", code="OK"
+        server, "ortserve_requests_total", model="addmul", version="1", variant="stable", outcome="ok"
     )
     canary = metric(
-        server, "ortserve_requests_total", model="addmul", version="2", variant="canary", code="OK"
+        server, "ortserve_requests_total", model="addmul", version="2", variant="canary", outcome="ok"
     )
     assert stable > 0 and canary > 0
     assert (
@@ -175,7 +175,7 @@ def test_per_variant_request_metrics(server):
             model="addmul",
             version="2",
             variant="canary",
-            code="INVALID_ARGUMENT",
+            outcome="invalid_input",
         )
         == 1
     )

@@ -71,10 +71,12 @@ def test_metrics_count_the_requests_made(tmp_path, start_server):
         return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
     ok = dict(model="addmul", version="1", variant="", api="v1")
-    assert get("ortserve_requests_total", code="OK", **ok) == 7
-    assert get("ortserve_requests_total", code="INVALID_ARGUMENT", **ok) == 3
+    assert get("ortserve_requests_total", outcome="ok", **ok) == 7
+    assert get("ortserve_requests_total", outcome="invalid_input", **ok) == 3
     assert (
-        get("ortserve_requests_total", model="_unknown", version="", variant="", api="v1", code="NOT_FOUND")
+        get(
+            "ortserve_requests_total", model="_unknown", version="", variant="", api="v1", outcome="not_found"
+        )
         == 1
     )
     assert get("ortserve_request_duration_seconds_count", **ok) == 10
@@ -188,7 +190,7 @@ def test_text_logs_one_line_per_event_with_request_ids(tmp_path):
         _, rest = proc.communicate(timeout=30)
     lines += rest.splitlines(keepends=True)
     failed = [ln for ln in lines if "req-42" in ln]
-    assert failed and "INVALID_ARGUMENT" in failed[0] and "request_id=req-42" in failed[0]
+    assert failed and "invalid_input" in failed[0] and "request_id=req-42" in failed[0]
     assert all(" INFO " in ln or " DEBUG " in ln or " WARNING " in ln for ln in lines if ln.strip())
 
 
@@ -239,13 +241,13 @@ def test_access_log_has_one_json_line_per_request_with_its_id(tmp_path, start_se
         assert time.monotonic() < end
         time.sleep(0.05)
     access = {e["request_id"]: e for e in server.lines if e.get("logger") == "ortserve.access"}
-    assert access["req-ok"]["code"] == "OK" and access["req-ok"]["version"] == "1"
+    assert access["req-ok"]["outcome"] == "ok" and access["req-ok"]["version"] == "1"
     assert access["req-ok"]["duration_ms"] > 0 and access["req-ok"]["api"] == "v1"
     assert (
-        access["req-bad"]["code"] == "INVALID_ARGUMENT"
+        access["req-bad"]["outcome"] == "invalid_input"
         and "missing input 'b'" in access["req-bad"]["message"]
     )
-    assert access["req-md"]["code"] == "OK"
+    assert access["req-md"]["outcome"] == "ok"
 
 
 def test_unknown_models_add_no_readiness_or_queue_series(tmp_path, start_server):

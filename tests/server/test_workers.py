@@ -24,7 +24,7 @@ def requests_ok(server) -> float:
         s.value
         for f in text_string_to_metric_families(text)
         for s in f.samples
-        if s.name == "ortserve_requests_total" and s.labels.get("code") == "OK"
+        if s.name == "ortserve_requests_total" and s.labels.get("outcome") == "ok"
     )
 
 

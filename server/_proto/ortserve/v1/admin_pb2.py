@@ -20,11 +20,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 # @@protoc_insertion_point(imports)
 
 _sym_db = _symbol_database.Default()
+from ..._pool import POOL as _POOL
 
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ortserve/v1/admin.proto\x12\x0bortserve.v1\"\x11\n\x0fGetFlagsRequest\"Z\n\x10GetFlagsResponse\x12\x12\n\nflags_json\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\x12\x12\n\nlast_error\x18\x04 \x01(\t\"%\n\x0fSetFlagsRequest\x12\x12\n\nflags_json\x18\x01 \x01(\t\"$\n\x10SetFlagsResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\"\x15\n\x13ListVersionsRequest\"@\n\x0bVersionInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x10\n\x08variants\x18\x03 \x03(\t\"c\n\rModelVersions\x12\r\n\x05model\x18\x01 \x01(\t\x12*\n\x08versions\x18\x02 \x03(\x0b\x32\x18.ortserve.v1.VersionInfo\x12\x17\n\x0f\x64\x65\x66\x61ult_version\x18\x03 \x01(\t\"B\n\x14ListVersionsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.ortserve.v1.ModelVersions2\xee\x01\n\x05\x41\x64min\x12G\n\x08GetFlags\x12\x1c.ortserve.v1.GetFlagsRequest\x1a\x1d.ortserve.v1.GetFlagsResponse\x12G\n\x08SetFlags\x12\x1c.ortserve.v1.SetFlagsRequest\x1a\x1d.ortserve.v1.SetFlagsResponse\x12S\n\x0cListVersions\x12 .ortserve.v1.ListVersionsRequest\x1a!.ortserve.v1.ListVersionsResponseb\x06proto3')
+DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x17ortserve/v1/admin.proto\x12\x0bortserve.v1\"\x11\n\x0fGetFlagsRequest\"Z\n\x10GetFlagsResponse\x12\x12\n\nflags_json\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\x12\x12\n\nlast_error\x18\x04 \x01(\t\"%\n\x0fSetFlagsRequest\x12\x12\n\nflags_json\x18\x01 \x01(\t\"$\n\x10SetFlagsResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\"\x15\n\x13ListVersionsRequest\"@\n\x0bVersionInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x10\n\x08variants\x18\x03 \x03(\t\"c\n\rModelVersions\x12\r\n\x05model\x18\x01 \x01(\t\x12*\n\x08versions\x18\x02 \x03(\x0b\x32\x18.ortserve.v1.VersionInfo\x12\x17\n\x0f\x64\x65\x66\x61ult_version\x18\x03 \x01(\t\"B\n\x14ListVersionsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.ortserve.v1.ModelVersions2\xee\x01\n\x05\x41\x64min\x12G\n\x08GetFlags\x12\x1c.ortserve.v1.GetFlagsRequest\x1a\x1d.ortserve.v1.GetFlagsResponse\x12G\n\x08SetFlags\x12\x1c.ortserve.v1.SetFlagsRequest\x1a\x1d.ortserve.v1.SetFlagsResponse\x12S\n\x0cListVersions\x12 .ortserve.v1.ListVersionsRequest\x1a!.ortserve.v1.ListVersionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -1,0 +1,178 @@
+"""What every batcher shares: the runner and stats protocols, the request record with its future,
+admission, deadlines, running one batch in the thread pool and splitting its rows back to the
+requests (see ``ortserve.core.batcher`` for the batchers themselves)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from ortserve.errors import DeadlineExceeded, InferenceFailed, QueueFull, Unavailable
+from ortserve.repository.config import BatchingConfig
+
+__all__ = ["BatchStats", "Batcher", "BatcherBase", "InferResult", "Pending", "Runner", "expire", "shape_key"]
+
+
+class Runner(Protocol):
+    output_names: list[str]
+
+    @property
+    def instances(self) -> int: ...
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+class BatchStats(Protocol):
+    """Told about every batch run and queue change (metrics, V2 statistics)."""
+
+    def batch(self, rows: int, requests: int, compute_s: float) -> None: ...
+
+    def queue_depth(self, depth: int) -> None: ...
+
+
+@dataclass(slots=True)
+class InferResult:
+    outputs: dict[str, np.ndarray]
+    queue_s: float
+    compute_s: float
+    batch_size: int
+
+
+@dataclass(slots=True, eq=False)
+class Pending:
+    inputs: Mapping[str, np.ndarray]
+    rows: int
+    key: tuple
+    deadline: float | None
+    order: tuple[int, int]  # (priority, sequence): smaller runs first
+    enqueued: float
+    future: asyncio.Future
+    timer: asyncio.TimerHandle | None = field(default=None)
+
+    def __lt__(self, other: Pending) -> bool:
+        return self.order < other.order
+
+
+def expire(future: asyncio.Future, deadline_s: float) -> None:
+    if not future.done():
+        future.set_exception(DeadlineExceeded(f"deadline of {deadline_s * 1000:.1f} ms passed in the queue"))
+
+
+def shape_key(inputs: Mapping[str, np.ndarray]) -> tuple:
+    return tuple((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items())
+
+
+class Batcher(Protocol):
+    async def submit(
+        self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None = None, priority: int = 0
+    ) -> InferResult: ...
+
+    async def close(self, timeout: float) -> None: ...
+
+    def depth(self) -> int: ...
+
+
+class BatcherBase:
+    def __init__(self, runner: Runner, executor: Executor, config: BatchingConfig, stats: BatchStats) -> None:
+        self._runner = runner
+        self._executor = executor
+        self._config = config
+        self._stats = stats
+        self._slots = asyncio.Semaphore(runner.instances)
+        self._seq = itertools.count()
+        self._closed = False
+        self._tasks: set[asyncio.Task] = set()
+
+    def _admit(self, depth: int) -> None:
+        if self._closed:
+            raise Unavailable("the model version is unloading")
+        if depth >= self._config.max_queue_size:
+            raise QueueFull(
+                f"queue full: {depth} requests waiting, max_queue_size is {self._config.max_queue_size}"
+            )
+
+    async def _await(self, request: Pending) -> InferResult:
+        if request.deadline is not None:
+            loop = asyncio.get_running_loop()
+            request.timer = loop.call_at(
+                request.deadline, expire, request.future, request.deadline - request.enqueued
+            )
+        try:
+            return await request.future
+        finally:
+            if request.timer is not None:
+                request.timer.cancel()
+
+    async def _run(self, batch: list[Pending]) -> None:
+        """Run one batch (the caller holds a slot, released here)."""
+        try:
+            start = time.monotonic()
+            live = [r for r in batch if not r.future.done()]
+            for r in live:
+                if r.deadline is not None and r.deadline <= start:
+                    expire(r.future, r.deadline - r.enqueued)
+            live = [r for r in live if not r.future.done()]
+            for r in live:
+                # The deadline bounds the time in the queue (Triton's timeout semantics): once a
+                # request runs, its answer is worth delivering. (A gRPC deadline that passes while
+                # it runs still ends the RPC: gRPC itself cancels it.)
+                if r.timer is not None:
+                    r.timer.cancel()
+            if not live:
+                return
+            rows = sum(r.rows for r in live)
+            if len(live) == 1:
+                feeds = live[0].inputs
+            else:
+                feeds = {name: np.concatenate([r.inputs[name] for r in live]) for name in live[0].inputs}
+            loop = asyncio.get_running_loop()
+            try:
+                outputs = await loop.run_in_executor(self._executor, self._runner.run, feeds)
+            except Exception as e:  # ONNX Runtime's errors: fail this batch's requests only
+                err = InferenceFailed(f"inference failed: {e}")
+                for r in live:
+                    if not r.future.done():
+                        r.future.set_exception(err)
+                return
+            compute = time.monotonic() - start
+            self._stats.batch(rows, len(live), compute)
+            self._deliver(live, outputs, rows, start, compute)
+        finally:
+            self._slots.release()
+
+    def _deliver(
+        self, live: list[Pending], outputs: list[np.ndarray], rows: int, start: float, compute: float
+    ) -> None:
+        names = self._runner.output_names
+        batched = live[0].rows > 0
+        if batched:
+            for name, out in zip(names, outputs):
+                if out.ndim == 0 or out.shape[0] != rows:
+                    err = InferenceFailed(
+                        f"output '{name}' has {out.shape[0] if out.ndim else 0} rows for a batch of {rows}"
+                    )
+                    for r in live:
+                        if not r.future.done():
+                            r.future.set_exception(err)
+                    return
+        offset = 0
+        for r in live:
+            if batched and len(live) > 1:
+                result = {n: o[offset : offset + r.rows] for n, o in zip(names, outputs)}
+            else:
+                result = dict(zip(names, outputs))
+            offset += r.rows
+            if not r.future.done():
+                r.future.set_result(InferResult(result, start - r.enqueued, compute, rows))
+
+    def _spawn(self, batch: list[Pending]) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,157 @@
+"""``DynamicBatcher``: requests queued by priority, gathered into batches by shape, run one batch
+per free instance (see ``ortserve.core.batcher``)."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import time
+from collections.abc import Mapping
+from concurrent.futures import Executor
+
+import numpy as np
+
+from ortserve.core.batching import BatcherBase, BatchStats, InferResult, Pending, Runner, shape_key
+from ortserve.errors import InferenceFailed, Unavailable
+from ortserve.repository.config import BatchingConfig
+
+__all__ = ["DynamicBatcher"]
+
+log = logging.getLogger("ortserve.batcher")
+
+
+class DynamicBatcher(BatcherBase):
+    def __init__(
+        self,
+        runner: Runner,
+        executor: Executor,
+        max_batch_size: int,
+        config: BatchingConfig,
+        stats: BatchStats,
+    ) -> None:
+        super().__init__(runner, executor, config, stats)
+        self._max_rows = max_batch_size
+        self._target = min(max(config.preferred_batch_sizes, default=max_batch_size), max_batch_size)
+        self._delay = config.max_queue_delay_us / 1e6
+        self._queue: list[Pending] = []
+        self._wakeup = asyncio.Event()
+        self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+
+    def depth(self) -> int:
+        return len(self._queue)
+
+    async def submit(
+        self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None = None, priority: int = 0
+    ) -> InferResult:
+        if len(self._queue) >= self._config.max_queue_size:
+            self._queue = [r for r in self._queue if not r.future.done()]
+        self._admit(len(self._queue))
+        loop = asyncio.get_running_loop()
+        # Triton's priority levels: 1 is the highest, 0 means the default (here: after all explicit levels).
+        level = priority if priority > 0 else 1 << 31
+        request = Pending(
+            inputs,
+            rows,
+            shape_key(inputs),
+            deadline,
+            (level, next(self._seq)),
+            time.monotonic(),
+            loop.create_future(),
+        )
+        bisect.insort(self._queue, request)
+        self._stats.queue_depth(len(self._queue))
+        self._wakeup.set()
+        return await self._await(request)
+
+    def _available(self, key: tuple) -> int:
+        rows = 0
+        for r in self._queue:
+            if r.key == key and not r.future.done():
+                if rows + r.rows > self._max_rows:
+                    break
+                rows += r.rows
+        return rows
+
+    def _take(self, key: tuple, limit: int) -> list[Pending]:
+        """The oldest live requests of ``key`` up to ``limit`` rows, and always at least the first
+        one (a request larger than a preferred size must still run, or the loop would spin)."""
+        batch: list[Pending] = []
+        keep: list[Pending] = []
+        rows, full = 0, False
+        for r in self._queue:
+            if r.future.done():
+                continue
+            if not full and r.key == key and (rows + r.rows <= limit or not batch):
+                batch.append(r)
+                rows += r.rows
+            else:
+                if r.key == key:
+                    full = True  # keep FIFO order within a key: nothing jumps a request that did not fit
+                keep.append(r)
+        self._queue = keep
+        self._stats.queue_depth(len(keep))
+        return batch
+
+    def _limit(self, available: int) -> int:
+        """On timeout: the largest preferred size that is available, else everything available."""
+        prefs = [p for p in self._config.preferred_batch_sizes if p <= available]
+        return max(prefs) if prefs else self._max_rows
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self._form_batch()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not leave every queued request hanging
+                log.exception("batcher loop error; failing the queued requests and going on")
+                for r in self._queue:
+                    if not r.future.done():
+                        r.future.set_exception(InferenceFailed("internal batcher error"))
+                self._queue.clear()
+
+    async def _form_batch(self) -> None:
+        """Wait for a free instance and a queued request, gather its batch, start it."""
+        await self._slots.acquire()
+        spawned = False
+        try:
+            while True:
+                self._queue = [r for r in self._queue if not r.future.done()]
+                if self._queue:
+                    break
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            first = self._queue[0]
+            window_end = first.enqueued + self._delay
+            timed_out = False
+            loop = asyncio.get_running_loop()
+            while (available := self._available(first.key)) < self._target and not first.future.done():
+                remaining = window_end - time.monotonic()
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                self._wakeup.clear()
+                handle = loop.call_later(remaining, self._wakeup.set)
+                await self._wakeup.wait()
+                handle.cancel()
+            batch = self._take(first.key, self._limit(available) if timed_out else self._max_rows)
+            if batch:
+                self._spawn(batch)  # the batch task releases the slot
+                spawned = True
+        finally:
+            if not spawned:
+                self._slots.release()
+
+    async def close(self, timeout: float) -> None:
+        """Stop admitting, let queued and running batches finish (up to timeout), then stop."""
+        self._closed = True
+        end = time.monotonic() + timeout
+        while (self._queue or self._tasks) and time.monotonic() < end:
+            await asyncio.sleep(0.01)
+        self._loop_task.cancel()
+        for r in self._queue:
+            if not r.future.done():
+                r.future.set_exception(Unavailable("the model version was unloaded before the request ran"))
+        self._queue.clear()
+        await asyncio.gather(self._loop_task, *self._tasks, return_exceptions=True)

@@ -1,0 +1,135 @@
+"""The server interceptor chain: the one place that sees every RPC, unary and streaming alike.
+
+Authentication, authorization, audit and tracing plug in here as links::
+
+    class Deny(Interceptor):
+        async def enter(self, rpc: Rpc, context) -> None:
+            if rpc.group == "flags":
+                raise FailedPrecondition("flags are read-only here")   # -> FAILED_PRECONDITION
+
+    server = grpc.aio.server(interceptors=chain([Deny()]))
+
+``enter`` runs inside the RPC's own task before its handler (once per stream, not per message),
+with the servicer context at hand (metadata, peer, TLS auth context); a ``ServeError`` it raises
+is answered with the status ``ortserve.edge.status`` maps it to, before any request is decoded.
+``leave`` runs after the handler with the exception that ended it (None when it returned).
+The chain is built once at start-up; with no links gRPC runs without an interceptor at all.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from ortserve.edge.methods import group_of
+from ortserve.edge.status import status_for
+from ortserve.errors import ServeError
+
+__all__ = ["Interceptor", "Rpc", "chain"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rpc:
+    method: str  # /package.Service/Method
+    group: str  # ortserve.edge.methods: inference, metadata, model-repository, flags, admin, ...
+    streaming: bool  # the request or the response is a stream
+
+
+class Interceptor:
+    """One link of the chain; override what you need."""
+
+    async def enter(self, rpc: Rpc, context: grpc.aio.ServicerContext) -> None:
+        """Before the handler. Raise a ServeError to refuse the call."""
+
+    def leave(self, rpc: Rpc, context: grpc.aio.ServicerContext, error: BaseException | None) -> None:
+        """After the handler (also when it raised or was cancelled)."""
+
+
+class _Chain(grpc.aio.ServerInterceptor):
+    def __init__(self, links: Sequence[Interceptor]) -> None:
+        self._links = tuple(links)
+        self._wrapped: dict[str, tuple[Any, Any]] = {}  # method -> (handler, wrapped handler)
+
+    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method = details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        streaming = handler.request_streaming or handler.response_streaming
+        wrapped = _wrap(handler, Rpc(method, group_of(method), streaming), self)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    async def enter(self, rpc: Rpc, context: grpc.aio.ServicerContext) -> None:
+        try:
+            for link in self._links:
+                await link.enter(rpc, context)
+        except ServeError as e:
+            self.leave(rpc, context, e)
+            await context.abort(status_for(e), str(e))
+
+    def leave(self, rpc: Rpc, context: grpc.aio.ServicerContext, error: BaseException | None) -> None:
+        for link in reversed(self._links):
+            link.leave(rpc, context, error)
+
+
+def _wrap(handler: grpc.RpcMethodHandler, rpc: Rpc, chain: _Chain) -> grpc.RpcMethodHandler:
+    """The same handler kind, running the chain around the original behaviour."""
+    kind = (
+        "stream_stream"
+        if handler.request_streaming and handler.response_streaming
+        else "stream_unary"
+        if handler.request_streaming
+        else "unary_stream"
+        if handler.response_streaming
+        else "unary_unary"
+    )
+    inner = getattr(handler, kind)
+    behaviour: Callable[[Any, grpc.aio.ServicerContext], Any]
+    if inspect.isasyncgenfunction(inner):
+
+        async def generate(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await chain.enter(rpc, context)
+            error: BaseException | None = None
+            try:
+                async for response in inner(request_or_iterator, context):
+                    yield response
+            except BaseException as e:
+                error = e
+                raise
+            finally:
+                chain.leave(rpc, context, error)
+
+        behaviour = generate
+    else:
+
+        async def call(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+            await chain.enter(rpc, context)
+            error: BaseException | None = None
+            try:
+                return await inner(request_or_iterator, context)
+            except BaseException as e:
+                error = e
+                raise
+            finally:
+                chain.leave(rpc, context, error)
+
+        behaviour = call
+    make = getattr(grpc, f"{kind}_rpc_method_handler")
+    return make(
+        behaviour,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def chain(links: Sequence[Interceptor]) -> list[grpc.aio.ServerInterceptor]:
+    """The interceptors to give ``grpc.aio.server``: none when there are no links."""
+    return [_Chain(links)] if links else []

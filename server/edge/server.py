@@ -1,0 +1,75 @@
+"""The gRPC server: every service on one port, the interceptor chain, reflection.
+
+server, port = build_server(core, flags, health, address="127.0.0.1:0", links=[...])
+await server.start()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from ortserve._proto._pool import POOL
+from ortserve.core import InferenceCore
+from ortserve.edge import admin, v1, v2
+from ortserve.edge.call import Edge
+from ortserve.edge.health import Health
+from ortserve.edge.interceptors import Interceptor, chain
+from ortserve.rollout import FlagSource
+
+__all__ = ["build_server"]
+
+
+def _reflection_pool():
+    """Our descriptor pool, with the standard services (defined in protobuf's default pool) added,
+    so that reflection describes every service on the port."""
+    for module in (health_pb2, reflection_pb2):
+        try:
+            POOL.FindFileByName(module.DESCRIPTOR.name)
+        except KeyError:
+            proto = descriptor_pb2.FileDescriptorProto()
+            module.DESCRIPTOR.CopyToProto(proto)
+            POOL.Add(proto)
+    return POOL
+
+
+def build_server(
+    core: InferenceCore,
+    flags: FlagSource,
+    health: Health,
+    *,
+    address: str,
+    max_message_size: int,
+    workers: int = 1,
+    links: Sequence[Interceptor] = (),
+) -> tuple[grpc.aio.Server, int]:
+    """A server with every service added and bound to ``address``; returns it and the bound port.
+    Raises OSError when the address cannot be bound."""
+    options = [
+        ("grpc.max_receive_message_length", max_message_size),
+        ("grpc.max_send_message_length", max_message_size),
+        # gRPC enables SO_REUSEPORT by default: a second server would silently share the port.
+        # (--workers N: every worker binds the same port on purpose.)
+        ("grpc.so_reuseport", 1 if workers > 1 else 0),
+    ]
+    server = grpc.aio.server(options=options, interceptors=chain(links))
+    edge = Edge(core)
+    names = [
+        v1.add_to_server(core, edge, server),
+        admin.add_to_server(core, flags, edge, server),
+        v2.add_to_server(core, edge, server, workers=workers),
+        health.add_to_server(server),
+        reflection.SERVICE_NAME,
+    ]
+    reflection.enable_server_reflection(names, server, pool=_reflection_pool())
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as e:
+        raise OSError(f"cannot bind gRPC server to {address}: {e}") from e
+    if not port:
+        raise OSError(f"cannot bind gRPC server to {address}")
+    return server, port

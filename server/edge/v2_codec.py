@@ -1,0 +1,133 @@
+"""The Open Inference Protocol's ModelInferRequest -> InferRequest and InferResponse ->
+ModelInferResponse.
+
+Inputs come as typed ``contents`` or as ``raw_input_contents`` (one per input, not both); outputs
+go back as raw contents. Request parameters: ``priority`` (1 highest, 0 default), ``timeout``
+(microseconds in the queue, bounded by the gRPC deadline), ``targeting_key``, and any other
+string parameter becomes a routing attribute. The flag variant that served a request comes back
+as the response parameter ``variant``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+
+from ortserve._proto.inference import grpc_service_pb2 as pb
+from ortserve.core import InferRequest, InferResponse
+from ortserve.edge.call import deadline_from, invocation_metadata, new_request_id
+from ortserve.edge.codec import contents_to_numpy, v2_from_numpy, v2_to_numpy
+from ortserve.errors import InvalidInput
+
+__all__ = ["API", "decode", "encode"]
+
+API = "v2"
+
+
+def _value(p: pb.InferParameter) -> bool | int | float | str | None:
+    kind = p.WhichOneof("parameter_choice")
+    return getattr(p, kind) if kind else None
+
+
+def _count(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidInput(
+            f"parameter '{name}': {value!r}, expected an integer >= 0 (int64_param or uint64_param)"
+        )
+    return value
+
+
+def _check_tensor_parameters(kind: str, name: str, params) -> None:
+    for key in params:
+        if key.startswith("shared_memory"):
+            raise InvalidInput(
+                f"{kind} '{name}': shared memory is not supported, send the data in the request"
+            )
+        if key == "classification":
+            raise InvalidInput(f"{kind} '{name}': the classification extension is not supported")
+
+
+def _inputs(request: pb.ModelInferRequest) -> dict:
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidInput(
+            f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs "
+            f"({', '.join(repr(t.name) for t in request.inputs)}), expected one per input"
+        )
+    inputs = {}
+    for i, t in enumerate(request.inputs):
+        if t.name in inputs:
+            raise InvalidInput(f"input '{t.name}' is given twice")
+        if t.parameters:
+            _check_tensor_parameters("input", t.name, t.parameters)
+        if not raw:
+            inputs[t.name] = contents_to_numpy(t.name, t.datatype, t.shape, t.contents)
+        elif t.HasField("contents") and t.contents.ListFields():
+            raise InvalidInput(
+                f"input '{t.name}': both contents and raw_input_contents given, expected one of them"
+            )
+        else:
+            inputs[t.name] = v2_to_numpy(t.name, t.datatype, t.shape, raw[i])
+    return inputs
+
+
+def decode(request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> InferRequest:
+    inputs = _inputs(request)
+    outputs = None
+    if request.outputs:
+        outputs = []
+        for o in request.outputs:
+            if o.parameters:
+                _check_tensor_parameters("output", o.name, o.parameters)
+            outputs.append(o.name)
+    md = invocation_metadata(context)
+    deadline = deadline_from(context)
+    priority = 0
+    targeting_key = md.get("x-targeting-key", "")
+    attributes = md
+    for key, p in request.parameters.items():
+        value = _value(p)
+        if key == "priority":
+            priority = _count(key, value)
+        elif key == "timeout":
+            # Triton: microseconds the request may wait before it runs; 0 is no timeout.
+            timeout_us = _count(key, value)
+            if timeout_us:
+                limit = time.monotonic() + timeout_us / 1e6
+                deadline = limit if deadline is None else min(deadline, limit)
+        elif key in ("sequence_id", "sequence_start", "sequence_end") and value:
+            raise InvalidInput(
+                f"parameter '{key}': ortserve has no sequence batching, expected no sequence parameters"
+            )
+        elif key == "targeting_key":
+            if not isinstance(value, str):
+                raise InvalidInput(f"parameter 'targeting_key': {value!r}, expected a string_param")
+            targeting_key = value
+        elif isinstance(value, str):
+            attributes[key] = value
+    return InferRequest(
+        model=request.model_name,
+        inputs=inputs,
+        version=request.model_version,
+        outputs=outputs,
+        deadline=deadline,
+        priority=priority,
+        request_id=request.id or md.get("x-request-id") or new_request_id(),
+        targeting_key=targeting_key,
+        attributes=attributes,
+        api=API,
+    )
+
+
+def encode(response: InferResponse, request_id: str) -> pb.ModelInferResponse:
+    """The response with raw output contents; ``request_id`` is the request's ``id`` field,
+    echoed as given (empty when the client sent none)."""
+    out = pb.ModelInferResponse(model_name=response.model, model_version=response.version, id=request_id)
+    if response.variant:
+        out.parameters["variant"].string_param = response.variant
+    for name, array in response.outputs.items():
+        datatype, shape, data = v2_from_numpy(array)
+        out.outputs.add(name=name, datatype=datatype, shape=shape)
+        out.raw_output_contents.append(data)
+    return out
