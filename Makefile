@@ -44,12 +44,13 @@ protos: install-dev
 	$(BIN)/python scripts/gen_protos.py
 
 # The full comparison (about 10 minutes; the first run also builds MLServer's own venv from PyPI).
+# Scripts run as modules from the repository root (benchmarks/ is a package; no sys.path changes).
 bench: install-dev
-	$(BIN)/python benchmarks/bench_server.py --write-results
-	$(BIN)/python benchmarks/bench_compare.py --write-results --profile
-	$(BIN)/python benchmarks/bench_optimize.py digits
-	$(BIN)/python benchmarks/bench_optimize.py cnn --seconds 2
-	$(BIN)/python benchmarks/bench_optimize.py minilm --seconds 6
+	$(BIN)/python -m benchmarks.bench_server --write-results
+	$(BIN)/python -m benchmarks.bench_compare --write-results --profile
+	$(BIN)/python -m benchmarks.bench_optimize digits
+	$(BIN)/python -m benchmarks.bench_optimize cnn --seconds 2
+	$(BIN)/python -m benchmarks.bench_optimize minilm --seconds 6
 
 # mypy does not follow setuptools' editable import hook, so it checks a tree of links laid out as
 # the installed package is (server/ -> ortserve, optimize/ -> ortserve.optimize).

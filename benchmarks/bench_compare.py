@@ -4,14 +4,14 @@ ortserve with batching off and on (v1 Predict and V2 ModelInfer), ``--workers 1`
 ortserve's capacity (benchmarks/overload.py: shedding, memory, p99 of admitted requests,
 recovery); with ``--profile``, py-spy's view of where the server's time goes.
 
-    python benchmarks/bench_compare.py                     # prints the section
-    python benchmarks/bench_compare.py --write-results     # + benchmarks/RESULTS.md and benchmarks/plots/
-    python benchmarks/bench_compare.py --smoke --results /tmp/R.md --plots /tmp/plots   # a few seconds
+    python -m benchmarks.bench_compare                     # prints the section
+    python -m benchmarks.bench_compare --write-results     # + benchmarks/RESULTS.md and benchmarks/plots/
+    python -m benchmarks.bench_compare --smoke --results /tmp/R.md --plots /tmp/plots   # a few seconds
 
-Two models: the demo ``digits`` MLP (overhead-bound: the cost is per request) and the small CNN
-of ``bench_server.py`` (compute-bound). Every request of the sweeps has one row (the overload's
+Run from the repository root. Two models (benchmarks/common.py): the demo ``digits`` MLP
+(overhead-bound: the cost is per request) and the small CNN (compute-bound). Every request of the sweeps has one row (the overload's
 have 8, so that the model is the bottleneck); each server gets the same thread budget as raw
-ONNX Runtime. The load generator (benchmarks/loadgen.py) runs in this
+ONNX Runtime. The load generator (benchmarks/loadgen/) runs in this
 process on the same machine, so the figures are ratios from one run, not absolute capacities.
 MLServer runs from its own virtual environment (benchmarks/.venv-mlserver, made on first use;
 ``--no-mlserver`` skips it). A configuration that cannot run (a flag the server does not know, a
@@ -23,26 +23,32 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks import compare_report as report  # noqa: E402
-from benchmarks.bench_server import CNN_CONFIG, INPUT, THREADS, machine, raw_onnxruntime, small_cnn  # noqa: E402
-from benchmarks.loadgen import LoadResult, closed_loop, measure, predict_sender, run_async, v2_sender  # noqa: E402
-from benchmarks.overload import Overload, overload  # noqa: E402
+from benchmarks import common
+from benchmarks.common import (
+    CNN,
+    CNN_CONFIG,
+    DIGITS,
+    DIGITS_CONFIG,
+    ModelSpec,
+    no_batching,
+    publish,
+    small_cnn,
+)
+from benchmarks.compare_plots import plots as draw_plots
+from benchmarks.compare_report import HEAD, markdown
+from benchmarks.loadgen import run_async
+from benchmarks.overload import Overload, overload
+from benchmarks.profiling import profile_point
+from benchmarks.sweep import Series, sweep
 
 OVERLOAD_FACTOR = 3.0
 
@@ -63,124 +69,22 @@ FULL = Profile(5.0, 1.0, (1, 4, 16, 32, 64), 2.0, 10.0, 5.0)
 SMOKE = Profile(0.5, 0.2, (1, 8), 0.1, 1.0, 0.5)
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str  # batching on; ``<name>_nobatch`` has batching off
-    input: str
-    row_shape: tuple[int, ...]
-    scale: float
-    threads: int  # ONNX Runtime threads in all (intra-op threads x instances)
-    batch_window_s: float
-    max_batch_size: int
-    raw_batches: tuple[int, ...]
-
-    def inputs(self, rows: int = 1) -> dict[str, np.ndarray]:
-        x = np.random.default_rng(0).random((rows, *self.row_shape)) * self.scale
-        return {self.input: x.astype(np.float32)}
-
-
-DIGITS = ModelSpec("digits", "input", (64,), 16.0, 2, 0.0005, 64, (1, 8, 32, 64))
-CNN = ModelSpec("cnn", "x", INPUT, 1.0, THREADS, 0.002, 64, (1, 8, 16, 32, 64))
-
-
-@dataclass
-class Series:
-    """One curve: a server/configuration/protocol driven over the concurrency sweep."""
-
-    label: str
-    model: str
-    points: list[LoadResult] = field(default_factory=list)
-    skipped: str = ""
-
-
 # -- the repository ----------------------------------------------------------------------------
-def _no_batching(config: str) -> str:
-    return config.replace("[batching]\n", "[batching]\nenabled = false\n", 1)
-
-
-def digits_stand_in() -> Any:
-    """The demo's graph with seeded random weights: the same shapes and cost as the trained one,
-    without training it (for the smoke run; the full run trains the real demo model)."""
-    import onnx
-
-    from ortserve.optimize.demo import to_onnx
-
-    rng = np.random.default_rng(0)
-    clf = SimpleNamespace(
-        coefs_=[rng.standard_normal((64, 64)) * 0.1, rng.standard_normal((64, 10)) * 0.1],
-        intercepts_=[np.zeros(64), np.zeros(10)],
-    )
-    return onnx.load_from_string(to_onnx(clf))
-
-
 def build_repo(repo: Path, smoke: bool) -> None:
+    """digits (the trained demo model; smoke: its untrained stand-in) and the CNN, each also as
+    ``<name>_nobatch`` with batching off."""
     import onnx
 
-    from ortserve.optimize.demo import CONFIG_TOML, build
-    from tests.onnx_models import publish
+    from ortserve.optimize.demo import build
 
     if smoke:
-        publish(repo, "digits", 1, digits_stand_in(), CONFIG_TOML)
+        publish(repo, "digits", 1, common.digits_stand_in(), DIGITS_CONFIG)
     else:
         build(repo, quiet=True)
     digits = onnx.load(str(repo / "digits" / "1" / "model.onnx"))
-    publish(repo, "digits_nobatch", 1, digits, _no_batching(CONFIG_TOML))
+    publish(repo, "digits_nobatch", 1, digits, no_batching(DIGITS_CONFIG))
     publish(repo, "cnn", 1, small_cnn(), CNN_CONFIG)
-    publish(repo, "cnn_nobatch", 1, small_cnn(), _no_batching(CNN_CONFIG))
-
-
-# -- raw ONNX Runtime ---------------------------------------------------------------------------
-def raw_digits(path: Path, spec: ModelSpec, seconds: float) -> dict[int, float]:
-    """Rows/s of one bare session, one intra-op thread (the server runs two such sessions)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    out = {}
-    for b in spec.raw_batches:
-        feeds = spec.inputs(b)
-        session.run(None, feeds)
-        n, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            session.run(None, feeds)
-            n += 1
-        out[b] = n * b / (time.perf_counter() - start)
-    return out
-
-
-# -- load sweeps --------------------------------------------------------------------------------
-async def sweep(
-    series: Series,
-    target: str,
-    protocol: str,
-    model: str,
-    spec: ModelSpec,
-    profile: Profile,
-    metrics_url: str | None,
-) -> None:
-    import grpc
-
-    async with grpc.aio.insecure_channel(target) as channel:
-        if protocol == "v1":
-            send = predict_sender(SimpleNamespace(stub=_v1_stub(channel)), model, spec.inputs(), timeout=30)
-        else:
-            send = v2_sender(channel, model, spec.inputs(), timeout=30)
-        for c in profile.concurrencies:
-
-            def point(c: int = c) -> Any:
-                return closed_loop(send, c, profile.duration, profile.warmup)
-
-            result = await measure(point, metrics_url, model, profile.warmup)
-            result.label = series.label
-            print(f"  {spec.name}: {result.row()}", file=sys.stderr, flush=True)
-            series.points.append(result)
-
-
-def _v1_stub(channel: Any) -> Any:
-    from ortserve._proto.ortserve.v1 import inference_pb2_grpc
-
-    return inference_pb2_grpc.InferenceStub(channel)
+    publish(repo, "cnn_nobatch", 1, small_cnn(), no_batching(CNN_CONFIG))
 
 
 def server_accepts(flag: str) -> bool:
@@ -190,97 +94,8 @@ def server_accepts(flag: str) -> bool:
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=ROOT,
     )
     return flag in out.stdout
-
-
-# -- profiles -----------------------------------------------------------------------------------
-def py_spy() -> str | None:
-    import shutil
-
-    return shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
-
-
-def profile_point(
-    server: Any, spec: ModelSpec, profile: Profile, concurrency: int = 32, top: int = 12
-) -> dict[str, Any]:
-    """Where the server's time goes at one load point: py-spy samples the server process (and its
-    workers) while the load generator runs; returns the functions with the most own time."""
-    exe = py_spy()
-    if exe is None:
-        return {"error": "py-spy is not installed (pip install py-spy)"}
-    seconds = max(1, int(profile.duration))
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "stacks.txt"
-        proc = subprocess.Popen(
-            [
-                exe,
-                "record",
-                "--pid",
-                str(server.proc.pid),
-                "--duration",
-                str(seconds),
-                "--rate",
-                "200",
-                "--format",
-                "raw",
-                "--output",
-                str(out),
-                "--nonblocking",
-                "--subprocesses",
-                "--gil",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        time.sleep(0.5)  # py-spy attaches
-        s = Series("profiled", spec.name)
-        prof = dataclasses.replace(profile, duration=seconds + 0.5, warmup=0.0, concurrencies=(concurrency,))
-        run_async(sweep(s, server.target, "v1", spec.name, spec, prof, None))
-        try:
-            _, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
-        if proc.returncode != 0 or not out.exists():
-            return {"error": f"py-spy failed ({proc.returncode}): {err.strip()[-300:]}"}
-        stacks = out.read_text().splitlines()
-    own: dict[str, int] = {}
-    total = 0
-    for line in stacks:
-        frames, _, count = line.rpartition(" ")
-        if not frames or not count.isdigit():
-            continue
-        leaf = frames.split(";")[-1]
-        own[leaf] = own.get(leaf, 0) + int(count)
-        total += int(count)
-    ranked = sorted(own.items(), key=lambda kv: -kv[1])[:top]
-    return {
-        "model": spec.name,
-        "concurrency": concurrency,
-        "seconds": seconds,
-        "samples": total,
-        "throughput_rps": s.points[0].throughput_rps if s.points else 0.0,
-        "mode": "GIL held (--gil)",
-        "top": [(frame, n / total) for frame, n in ranked] if total else [],
-    }
-
-
-def versions() -> dict[str, str]:
-    import grpc
-    import onnxruntime
-
-    import ortserve
-
-    return {
-        "ortserve": ortserve.__version__,
-        "Python": platform.python_version(),
-        "onnxruntime": onnxruntime.__version__,
-        "grpcio": grpc.__version__,
-        "numpy": np.__version__,
-    }
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -298,7 +113,11 @@ def run(
     specs = {"digits": DIGITS, "cnn": CNN}
     series: list[Series] = []
     skipped: list[str] = []
-    results: dict[str, Any] = {"machine": machine(), "profile": asdict(profile), "versions": versions()}
+    results: dict[str, Any] = {
+        "machine": common.machine(),
+        "profile": asdict(profile),
+        "versions": common.versions(),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "models"
         log("building the model repository")
@@ -308,12 +127,20 @@ def run(
         # machine that is not quiet, one pass can land on a busy moment and flatter every server.
         def raw() -> dict[str, dict[int, float]]:
             log("raw ONNX Runtime")
+            # digits: one session with one intra-op thread (the server runs two such sessions).
             return {
-                "digits": raw_digits(repo / "digits/1/model.onnx", DIGITS, profile.raw_seconds),
-                "cnn": raw_onnxruntime(repo / "cnn/1/model.onnx", list(CNN.raw_batches), profile.raw_seconds),
+                spec.name: common.raw_onnxruntime(
+                    repo / spec.name / "1" / "model.onnx",
+                    spec.inputs,
+                    spec.raw_batches,
+                    profile.raw_seconds,
+                    threads=1 if spec is DIGITS else spec.threads,
+                )
+                for spec in specs.values()
             }
 
         results["raw_runs"] = [raw()]
+        load = (profile.concurrencies, profile.duration, profile.warmup)  # every sweep's points
 
         def drive(server: Any, label: str, protocol: str, suffix: str = "") -> None:
             for spec in specs.values():
@@ -321,7 +148,7 @@ def run(
                 series.append(s)
                 log(f"{label}: {spec.name}")
                 run_async(
-                    sweep(s, server.target, protocol, spec.name + suffix, spec, profile, server.metrics_url)
+                    sweep(s, server.target, protocol, spec.name + suffix, spec, *load, server.metrics_url)
                 )
 
         server = ServerProcess(repo)
@@ -333,7 +160,7 @@ def run(
                 results["profiles"] = []
                 for spec in specs.values():
                     log(f"py-spy: ortserve v1, batching on, {spec.name}")
-                    results["profiles"].append(profile_point(server, spec, profile))
+                    results["profiles"].append(profile_point(server, spec, profile.duration))
             log(f"overload: cnn, {profile.overload_rows}-row requests at {OVERLOAD_FACTOR:.0f}x capacity")
             cfg = Overload(
                 profile.overload_s,
@@ -380,8 +207,7 @@ def run(
 
         results["raw_runs"].append(raw())
         results["raw"] = {
-            model: {b: max(run[model][b] for run in results["raw_runs"]) for b in first}
-            for model, first in results["raw_runs"][0].items()
+            model: common.best_of([run[model] for run in results["raw_runs"]]) for model in specs
         }
         if mlserver:
             results["mlserver_versions"] = run_mlserver(repo, specs, profile, series, skipped, log)
@@ -424,14 +250,30 @@ def run_mlserver(
             s = Series(label, spec.name)
             series.append(s)
             log(f"{label}: {spec.name}")
-            run_async(sweep(s, peer.target, "v2", spec.name, spec, profile, None))
+            run_async(
+                sweep(
+                    s,
+                    peer.target,
+                    "v2",
+                    spec.name,
+                    spec,
+                    profile.concurrencies,
+                    profile.duration,
+                    profile.warmup,
+                    None,
+                )
+            )
         finally:
             peer.stop()
     return venv_versions(venv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_compare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--smoke", action="store_true", help="a few seconds: checks the harness end to end")
     p.add_argument("--duration", type=float, help="measured seconds per load point (full run: 5)")
     p.add_argument("--concurrency", help="comma-separated concurrency sweep (full run: 1,4,16,32,64)")
@@ -478,20 +320,20 @@ def main(argv: list[str] | None = None) -> int:
         log=log,
     )
     results["wall_s"] = time.time() - started
-    results["command"] = "python benchmarks/bench_compare.py " + " ".join(
-        argv if argv is not None else sys.argv[1:]
+    results["command"] = common.command(
+        "benchmarks.bench_compare", argv if argv is not None else sys.argv[1:]
     )
     write = args.write_results or args.results is not None
-    plots = args.plots or ROOT / "benchmarks" / "plots"
-    images = report.plots(results, plots) if write or args.plots else []
-    results_path = args.results or ROOT / "benchmarks" / "RESULTS.md"
-    section = report.markdown(results, images, results_path.parent)
+    plots = args.plots or common.HERE / "plots"
+    images = draw_plots(results, plots) if write or args.plots else []
+    results_path = args.results or common.RESULTS
+    section = markdown(results, images, results_path.parent)
     print(section)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
     if write:
         (plots / "compare.json").write_text(json.dumps(results, indent=2, default=str))
-        report.write_section(results_path, section)
+        common.write_section(section, HEAD, results_path)
         log(f"wrote {results_path} and {len(images)} plot(s) in {plots}")
     return 0
 

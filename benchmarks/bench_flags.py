@@ -1,7 +1,7 @@
 """What flag evaluation adds to a request: ``Router.route`` with flags against the same call
 with none (which only looks the default version up), per request, in microseconds.
 
-    .venv/bin/python benchmarks/bench_flags.py [--requests 200000]
+    .venv/bin/python -m benchmarks.bench_flags [--requests 200000]
 
 Cases: the DESIGN.md flags (a 90/10 canary split and a 50/50 shadow split) with a targeting
 key; the same without a key (random bucket); attribute rules (if/in/==) in front of a split.
@@ -15,12 +15,8 @@ import gc
 import json
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ortserve.core import InferRequest
 from ortserve.rollout import FlagRouter as Router
@@ -102,7 +98,9 @@ def summary(values: list[float]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks.bench_flags",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--requests", type=int, default=200_000)
     args = parser.parse_args()

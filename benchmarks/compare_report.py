@@ -1,16 +1,16 @@
-"""The report of ``bench_compare.py``: its RESULTS.md section (tables, targets met or missed) and
-PNG plots (latency against throughput, one curve per server/configuration; the overload timeline)."""
+"""The RESULTS.md section of ``python -m benchmarks.bench_compare``: targets met or missed, what
+limits a missed one, a table per model, the overload, the profiles (its plots: ``compare_plots``).
+
+Input: the JSON-able ``results`` dict the script builds (series of load points, raw ONNX Runtime
+rows/s, overload, profiles)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import numpy as np
+from benchmarks.common import CHANNELS, INPUT
 
-__all__ = ["HEAD", "markdown", "plots", "timeline", "write_section"]
-
-from benchmarks.bench_server import CHANNELS, INPUT
+__all__ = ["HEAD", "markdown", "raw_best"]
 
 HEAD = "## load comparison: ortserve vs raw ONNX Runtime and MLServer"
 TITLES = {
@@ -18,33 +18,6 @@ TITLES = {
     "cnn": f"small CNN {'/'.join(map(str, CHANNELS))} channels on {'x'.join(map(str, INPUT))} "
     "(one-row requests: compute-bound)",
 }
-SHED = ("RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED")
-
-
-def timeline(rec: Any, start: float, bin_s: float = 0.1) -> list[dict[str, float]]:
-    """Per ``bin_s`` of scheduled start: requests admitted (OK), shed, other errors, p99 of the
-    admitted ones (ms)."""
-    starts = np.asarray(rec.starts) - start
-    lat = (np.asarray(rec.ends) - np.asarray(rec.starts)) * 1000
-    codes = np.asarray(rec.codes, dtype=object)
-    if not starts.size:
-        return []
-    bins = np.floor(starts / bin_s).astype(int)
-    out = []
-    for b in range(int(bins.max()) + 1):
-        sel = bins == b
-        ok = sel & (codes == "OK")
-        shed = sel & np.isin(codes, SHED)
-        out.append(
-            {
-                "t": b * bin_s,
-                "ok": int(ok.sum()),
-                "shed": int(shed.sum()),
-                "other": int((sel & ~ok & ~shed).sum()),
-                "p99_ms": float(np.percentile(lat[ok], 99)) if ok.any() else float("nan"),
-            }
-        )
-    return out
 
 
 def _point(results: dict, label_prefix: str, model: str, concurrency: int) -> dict | None:
@@ -56,7 +29,7 @@ def _point(results: dict, label_prefix: str, model: str, concurrency: int) -> di
     return None
 
 
-def _raw_best(results: dict, model: str) -> tuple[int, float]:
+def raw_best(results: dict, model: str) -> tuple[int, float]:
     raw = {int(k): v for k, v in results["raw"][model].items()}
     best = max(raw, key=lambda b: raw[b])
     return best, raw[best]
@@ -94,7 +67,7 @@ def _targets(results: dict) -> list[tuple[str, str, str]]:
         )
     # 2. cnn at concurrency 32 vs raw ONNX Runtime's best batch.
     ours = _point(results, "ortserve v1, batching on", "cnn", 32)
-    best, rate = _raw_best(results, "cnn")
+    best, rate = raw_best(results, "cnn")
     what = "small CNN, c=32: ortserve one-row requests >= 0.9x raw ONNX Runtime's best batched throughput"
     if ours is None:
         rows.append((what, "not measured in this run (no c=32 point)", "-"))
@@ -184,7 +157,7 @@ def _limits(results: dict) -> list[str]:
     notes = []
     ours = _point(results, "ortserve v1, batching on", "cnn", 32)
     if ours is not None:
-        best, rate = _raw_best(results, "cnn")
+        best, rate = raw_best(results, "cnn")
         raw = {int(k): v for k, v in results["raw"]["cnn"].items()}
         if ours["throughput_rps"] < 0.9 * rate and ours.get("mean_batch"):
             near = min(raw, key=lambda b: abs(b - ours["mean_batch"]))
@@ -259,7 +232,7 @@ def markdown(results: dict, images: list[Path], relative_to: Path) -> str:
                 lines += [f"![latency against throughput, {model}]({_rel(img, relative_to)})", ""]
         lines += _table(results, model)
         raw = results["raw"][model]
-        best, _ = _raw_best(results, model)
+        best, _ = raw_best(results, model)
         threads = "1 intra-op thread, one session" if model == "digits" else "2 intra-op threads"
         runs = results.get("raw_runs") or [results["raw"]]
         spread = ""
@@ -349,103 +322,3 @@ def _rel(path: Path, base: Path) -> str:
         return str(path.resolve().relative_to(base.resolve()))
     except ValueError:
         return str(path)
-
-
-def plots(results: dict, folder: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for model in ("digits", "cnn"):
-        series = [s for s in results["series"] if s["model"] == model and s["points"]]
-        if not series:
-            continue
-        fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), sharex=True)
-        for ax, key, name in ((axes[0], "p50_ms", "p50"), (axes[1], "p99_ms", "p99")):
-            for s in series:
-                xs = [p["throughput_rps"] for p in s["points"]]
-                ys = [max(p[key], 1e-3) for p in s["points"]]
-                ax.plot(xs, ys, marker="o", label=s["label"])
-                for p, x, y in zip(s["points"], xs, ys):
-                    ax.annotate(
-                        str(p["concurrency"]), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7
-                    )
-            best, rate = _raw_best(results, model)
-            fastest = max(p["throughput_rps"] for s in series for p in s["points"])
-            if rate <= 3 * fastest:
-                ax.axvline(rate, color="grey", linestyle="--", label=f"raw ONNX Runtime, batch {best}")
-            else:  # an overhead-bound model: the limit would squash every curve against the axis
-                ax.plot(
-                    [], [], " ", label=f"raw ONNX Runtime, batch {best}: {rate:,.0f} rows/s (off the scale)"
-                )
-            ax.set_yscale("log")
-            ax.set_xlabel("throughput (requests/s); point labels: closed-loop concurrency")
-            ax.set_ylabel(f"{name} latency (ms)")
-            ax.set_title(f"{model}: {name} latency against throughput")
-            ax.grid(True, which="both", alpha=0.3)
-        handles, labels = axes[1].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
-        fig.tight_layout(rect=(0, 0.1, 1, 1))
-        path = folder / f"latency_throughput_{model}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        out.append(path)
-    o = results.get("overload")
-    if o and o.get("timeline"):
-        tl = o["timeline"]
-        width = tl[1]["t"] - tl[0]["t"] if len(tl) > 1 else 0.1
-        t = [b["t"] for b in tl]
-        fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
-        axes[0].plot(t, [b["ok"] / width for b in tl], label="admitted (OK)")
-        axes[0].plot(
-            t, [b["shed"] / width for b in tl], label="shed (RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED)"
-        )
-        axes[0].plot(t, [b["other"] / width for b in tl], label="other errors")
-        axes[0].set_ylabel("requests/s")
-        axes[0].legend(fontsize=7)
-        axes[1].plot(t, [b["p99_ms"] for b in tl], color="tab:red", label="p99 of admitted")
-        axes[1].axhline(
-            o["bound_ms"], color="grey", linestyle="--", label="bound: 2 x (queue limit + compute)"
-        )
-        axes[1].set_ylabel("ms")
-        axes[1].legend(fontsize=7)
-        rss = o["rss_samples"]
-        axes[2].plot([s[0] for s in rss], [s[1] for s in rss], color="tab:green")
-        axes[2].set_ylabel("server RSS (MiB)")
-        axes[2].set_xlabel("seconds (load from warm-up start to the end of the load window)")
-        stop = o["warmup_s"] + o["duration_s"]
-        for ax in axes:
-            ax.axvline(stop, color="black", linestyle=":", linewidth=1)
-            ax.grid(True, alpha=0.3)
-        axes[0].set_title(
-            f"{o['model']}: open loop at {o['factor']:.0f}x capacity ({o['offered_rps']:,.0f} req/s)"
-        )
-        fig.tight_layout()
-        path = folder / f"overload_{o['model']}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        out.append(path)
-    return out
-
-
-def write_section(path: Path, section: str, head: str = HEAD) -> None:
-    """Replace this report's section in RESULTS.md (or append it), keeping every other section."""
-    text = (
-        path.read_text()
-        if path.exists()
-        else (
-            "# Benchmark results\n\nEvery figure here was measured by a script in benchmarks/; "
-            "the command is given "
-            "with it.\n"
-        )
-    )
-    if head in text:
-        before, _, after = text.partition(head)
-        nxt = after.find("\n## ")
-        text = before + section.rstrip() + "\n" + (after[nxt:] if nxt >= 0 else "")
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)

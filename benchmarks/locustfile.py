@@ -13,14 +13,18 @@ Each simulated user has its own channel (a separate client) and, with ``--target
 own targeting key, so that sticky fractional flags split users the way they would split clients.
 gRPC runs on gevent (``grpc.experimental.gevent.init_gevent``) so that locust's greenlets do not
 block each other while a call is in flight.
+
+Locust loads this file by its path, so it imports only installed packages (ortserve, locust, gRPC,
+numpy), never ``benchmarks.*``: it works with ``locust -f <path>`` from any folder, with no
+``sys.path`` changes. (That is why it builds its V2 request itself rather than with
+``benchmarks.loadgen.senders.v2_request``: the two are kept to the same few lines.)
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import time
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 # Before any other gRPC object exists: gRPC's completion queue must cooperate with gevent.
@@ -31,12 +35,6 @@ grpc_gevent.init_gevent()
 
 import numpy as np  # noqa: E402
 from locust import User, between, constant, events, task  # noqa: E402
-
-# Appended, not inserted: locust puts the locustfile's folder first on sys.path while importing
-# this file and then deletes sys.path[0].
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.append(_ROOT)
 
 DEFAULTS = {
     "protocol": "v1",
@@ -108,6 +106,21 @@ def _target(host: str | None) -> str:
     return host.rstrip("/")
 
 
+def _v2_request(model: str, inputs: Mapping[str, np.ndarray], version: str, targeting_key: str) -> Any:
+    """A V2 ModelInferRequest with raw contents (as benchmarks/loadgen/senders.py builds it)."""
+    from ortserve._proto.inference import grpc_service_pb2 as pb
+    from ortserve.edge.codec import v2_from_numpy
+
+    request = pb.ModelInferRequest(model_name=model, model_version=version)
+    if targeting_key:
+        request.parameters["targeting_key"].string_param = targeting_key
+    for name, array in inputs.items():
+        datatype, shape, data = v2_from_numpy(np.asarray(array))
+        request.inputs.add(name=name, datatype=datatype, shape=shape)
+        request.raw_input_contents.append(data)
+    return request
+
+
 class _Caller:
     """One prepared request and the call that sends it; returns (name, bytes received, context)."""
 
@@ -123,12 +136,10 @@ class _Caller:
         version = _option(env, "model_version")
         key = f"user-{os.getpid()}-{user_index}" if _option(env, "targeting_keys") else ""
         if self.protocol == "v2":
-            from benchmarks.loadgen import v2_request, v2_stub
+            from ortserve._proto.inference import grpc_service_pb2_grpc as pb_grpc
 
-            self.request = v2_request(
-                self.model, inputs, version=version, parameters={"targeting_key": key} if key else None
-            )
-            self.rpc = v2_stub(channel).ModelInfer
+            self.request = _v2_request(self.model, inputs, version, key)
+            self.rpc = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer
             self.method = "ModelInfer"
         else:
             from ortserve._proto.ortserve.v1 import inference_pb2_grpc

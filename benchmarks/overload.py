@@ -11,19 +11,24 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Self
 
 import numpy as np
 
-from benchmarks.compare_report import timeline
-from benchmarks.loadgen import Recorder, batch_stats, closed_loop, open_loop, scrape_metrics, v2_sender
+from benchmarks.common import Inputs
+from benchmarks.loadgen import (
+    SHED,
+    Recorder,
+    batch_stats,
+    closed_loop,
+    open_loop,
+    scrape_metrics,
+    timeline,
+    v2_sender,
+)
 
 __all__ = ["Overload", "RssSampler", "overload", "process_tree_rss"]
-
-Inputs = Callable[[int], dict[str, np.ndarray]]  # rows -> the request's inputs
-SHED = ("RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED")
 
 
 @dataclass(frozen=True)

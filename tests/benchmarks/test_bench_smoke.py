@@ -3,9 +3,10 @@
 They assert that the tools run and report sensibly, not any figure: the figures come from
 ``make bench`` on a quiet machine. The whole file takes a few seconds of load.
 
-Whatever sends V2 requests runs in a subprocess: the harness uses ``server._proto.inference``,
-whose protobuf symbols clash with tritonclient's, which tests/test_v2.py imports into this
-process."""
+Whatever sends V2 requests runs in a subprocess: the harness uses ``ortserve._proto.inference``,
+whose protobuf symbols clash with tritonclient's, which tests/server/test_v2.py imports into this
+process. Scripts run as modules from the repository root (``python -m benchmarks.loadgen``), the
+way the Makefile and the README run them."""
 
 from __future__ import annotations
 
@@ -19,13 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from benchmarks import common, compare_report, loadgen
+from ortserve.client import AsyncClient
+from ortserve.testing import ServerProcess
 
-from benchmarks import bench_compare, compare_report, loadgen  # noqa: E402
-from ortserve.client import AsyncClient  # noqa: E402
-from ortserve.optimize.demo import CONFIG_TOML  # noqa: E402
-from ortserve.testing import ServerProcess  # noqa: E402
-from tests.onnx_models import publish  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 X = {"input": (np.random.default_rng(0).random((1, 64)) * 16).astype(np.float32)}
 
@@ -33,15 +32,20 @@ X = {"input": (np.random.default_rng(0).random((1, 64)) * 16).astype(np.float32)
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     repo = tmp_path_factory.mktemp("bench") / "models"
-    publish(repo, "digits", 1, bench_compare.digits_stand_in(), CONFIG_TOML)
+    common.publish(repo, "digits", 1, common.digits_stand_in(), common.DIGITS_CONFIG)
     s = ServerProcess(repo)
     yield s
     s.stop()
 
 
-def run_script(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+def run_module(module: str, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", module, *args],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -73,16 +77,16 @@ def test_loadgen_closed_and_open_loop(server):
 
 
 def test_loadgen_cli_v2_closed_and_open_loop_writes_json_and_csv(server, tmp_path):
-    common = ["--target", server.target, "--protocol", "v2", "--duration", "0.3", "--warmup", "0.1",
+    args = ["--target", server.target, "--protocol", "v2", "--duration", "0.3", "--warmup", "0.1",
               "--metrics-url", server.metrics_url]  # fmt: skip
-    run_script("benchmarks/loadgen.py", *common, "--concurrency", "1,2", "--json", str(tmp_path / "c.json"),
+    run_module("benchmarks.loadgen", *args, "--concurrency", "1,2", "--json", str(tmp_path / "c.json"),
                "--csv", str(tmp_path / "c.csv"))  # fmt: skip
     rows = json.loads((tmp_path / "c.json").read_text())
     assert [(r["mode"], r["concurrency"]) for r in rows] == [("closed", 1), ("closed", 2)]
     assert all(r["requests"] > 0 and r["label"] == "v2 digits" and r["mean_batch"] >= 1 for r in rows)
     csv_lines = (tmp_path / "c.csv").read_text().splitlines()
     assert csv_lines[0].startswith("concurrency,duration_s,requests,throughput_rps") and len(csv_lines) == 3
-    out = run_script("benchmarks/loadgen.py", *common, "--rate", "300").stdout
+    out = run_module("benchmarks.loadgen", *args, "--rate", "300").stdout
     (opened,) = json.loads(out)
     assert opened["mode"] == "open" and opened["sent"] > 0 and opened["requests"] == opened["sent"]
 
@@ -145,7 +149,7 @@ def test_bench_compare_smoke_writes_its_section_and_plots(tmp_path):
     results = tmp_path / "RESULTS.md"
     results.write_text("# Benchmark results\n\n## server core: Predict throughput and latency\n\nkept\n")
     plots = tmp_path / "plots"
-    run_script("benchmarks/bench_compare.py", "--smoke", "--concurrency", "4", "--workers", "2", "--results",
+    run_module("benchmarks.bench_compare", "--smoke", "--concurrency", "4", "--workers", "2", "--results",
                str(results), "--plots", str(plots), "--json", str(tmp_path / "all.json"))  # fmt: skip
     text = results.read_text()
     assert "## server core: Predict throughput and latency\n\nkept" in text  # other sections intact
@@ -165,6 +169,6 @@ def test_bench_compare_smoke_writes_its_section_and_plots(tmp_path):
     overload = data["overload"]
     assert overload["result"]["sent"] > 0 and overload["capacity_rps"] > 0
     # a second run replaces the section instead of appending another
-    compare_report.write_section(results, compare_report.HEAD + "\n\nagain\n")
+    common.write_section(compare_report.HEAD + "\n\nagain\n", compare_report.HEAD, results)
     text = results.read_text()
     assert text.count("## load comparison") == 1 and "again" in text and "kept" in text
