@@ -169,7 +169,7 @@ def run(
                 profile.queue_timeout_us,
                 profile.overload_rows,
             )
-            results["overload"] = run_async(
+            o = results["overload"] = run_async(
                 overload(
                     server.target,
                     server.metrics_url,
@@ -180,6 +180,11 @@ def run(
                     cfg,
                 )
             )
+            if o["capacity_floored"]:
+                log(
+                    f"overload: measured capacity {o['capacity_measured_rps']:.1f} req/s is below the floor; "
+                    f"the overload assumed {o['capacity_rps']:.1f} req/s (said so in the report)"
+                )
         finally:
             server.stop()
 

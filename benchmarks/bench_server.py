@@ -57,7 +57,9 @@ def run(concurrency: int, duration: float, thread_counts: tuple[int, ...] = (1, 
                 stats = batch_stats(before, scrape_metrics(server.metrics_url), f"cnn{t}")
                 # ONNX Runtime's own pace inside the server: rows per second of batch compute time.
                 cnn[t]["mean_batch"] = stats["mean_batch"]
-                cnn[t]["compute_rows_per_s"] = stats["mean_batch"] / stats["mean_compute_s"]
+                # None when no batch finished in the window (a busy machine): not measured, not zero.
+                compute_s = stats["mean_compute_s"]
+                cnn[t]["compute_rows_per_s"] = stats["mean_batch"] / compute_s if compute_s else None
         finally:
             server.stop()
         # The raw limit again after the server runs; the better of the two is kept, so a noisy
@@ -97,7 +99,7 @@ def markdown(r: dict, command: str) -> str:
         ratios.append(
             f"| {t} | {', '.join(f'{b}: {v:,.0f}' for b, v in raw.items())} | {best} | "
             f"{c['throughput_rps']:,.0f} | **{r['cnn_vs_raw'][t]:.2f}x** | {c['mean_batch']:.1f} | "
-            f"{c['compute_rows_per_s']:,.0f} |"
+            f"{_rate(c['compute_rows_per_s'])} |"
         )
     table = "\n".join(rows)
     ratio_table = "\n".join(ratios)
@@ -123,6 +125,10 @@ runs, from /metrics): when it is close to the server's throughput, the session w
 time and the gap to raw is ONNX Runtime running slower beside the server's gRPC and event-loop
 threads and the load generator on the same {os.cpu_count()} cores, not batches waiting to be formed.
 """
+
+
+def _rate(value: float | None) -> str:
+    return "not measured (no batch ran in the window)" if value is None else f"{value:,.0f}"
 
 
 def main() -> None:

@@ -29,8 +29,13 @@ def _point(results: dict, label_prefix: str, model: str, concurrency: int) -> di
     return None
 
 
+def _by_batch(rows_per_s: dict) -> dict[int, float]:
+    """Batch size -> rows/s, whether the keys are ints or (read back from compare.json) strings."""
+    return {int(k): v for k, v in rows_per_s.items()}
+
+
 def raw_best(results: dict, model: str) -> tuple[int, float]:
-    raw = {int(k): v for k, v in results["raw"][model].items()}
+    raw = _by_batch(results["raw"][model])
     best = max(raw, key=lambda b: raw[b])
     return best, raw[best]
 
@@ -128,10 +133,7 @@ def _targets(results: dict) -> list[tuple[str, str, str]]:
         rows.append(
             (
                 "overload (no target, for reading the above): admitted throughput against capacity",
-                (
-                    f"{o['goodput_fraction']:.0%} ({o['result']['throughput_rps']:,.0f} of "
-                    f"{o['capacity_rps']:,.0f} req/s)"
-                ),
+                (f"{o['goodput_fraction']:.0%} ({o['result']['throughput_rps']:,.0f} of {_capacity(o)})"),
                 "-",
             )
         )
@@ -148,6 +150,16 @@ def _targets(results: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _capacity(o: dict) -> str:
+    """The capacity the overload was a multiple of, and whether it was measured or the floor."""
+    if not o.get("capacity_floored"):
+        return f"{o['capacity_rps']:,.0f} req/s"
+    return (
+        f"{o['capacity_rps']:,.1f} req/s, the floor used because {o['capacity_measured_rps']:,.1f} "
+        f"req/s was measured in {o['capacity_s']:g} s"
+    )
+
+
 def _codes(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "none"
 
@@ -158,7 +170,7 @@ def _limits(results: dict) -> list[str]:
     ours = _point(results, "ortserve v1, batching on", "cnn", 32)
     if ours is not None:
         best, rate = raw_best(results, "cnn")
-        raw = {int(k): v for k, v in results["raw"]["cnn"].items()}
+        raw = _by_batch(results["raw"]["cnn"])
         if ours["throughput_rps"] < 0.9 * rate and ours.get("mean_batch"):
             near = min(raw, key=lambda b: abs(b - ours["mean_batch"]))
             notes.append(
@@ -237,7 +249,7 @@ def markdown(results: dict, images: list[Path], relative_to: Path) -> str:
         runs = results.get("raw_runs") or [results["raw"]]
         spread = ""
         if len(runs) > 1:
-            passes = [r[model][best] for r in runs]
+            passes = [_by_batch(r[model])[best] for r in runs]
             spread = (
                 f" (the better of {len(runs)} passes, before and after the servers: "
                 + " and ".join(f"{v:,.0f}" for v in passes)
@@ -259,13 +271,20 @@ def markdown(results: dict, images: list[Path], relative_to: Path) -> str:
         lines += [
             (
                 f"Requests of {o['rows']} rows (so that the model, not the gRPC layer or the load "
-                f"generator, is the limit). Capacity: {o['capacity_rps']:,.0f} req/s (ortserve V2, batching "
+                f"generator, is the limit). Capacity: {_capacity(o)} (ortserve V2, batching "
                 f"on, closed loop at concurrency {o['capacity_concurrency']}, p99 "
                 f"{o['capacity_p99_ms']:.1f} ms). Poisson arrivals at {o['offered_rps']:,.0f} req/s for "
                 f"{o['duration_s']:g} s after {o['warmup_s']:g} s warm-up (sent {o['sent_rps']:,.0f} req/s; "
                 f"the generator was at most {r['max_lag_ms']:.0f} ms late), V2 ModelInfer with Triton's "
                 f"`timeout` parameter = {o['queue_timeout_ms']:.0f} ms (the longest a request may wait in "
                 "the queue)."
+                + (
+                    " The capacity measured was too little to derive a load from (a busy machine): the "
+                    "floor keeps the offered rate above zero and a few requests in the window, and the "
+                    "figures below say little about overload."
+                    if o.get("capacity_floored")
+                    else ""
+                )
             ),
             "",
             (

@@ -28,7 +28,10 @@ from benchmarks.loadgen import (
     v2_sender,
 )
 
-__all__ = ["Overload", "RssSampler", "overload", "process_tree_rss"]
+__all__ = ["MIN_REQUESTS", "Overload", "RssSampler", "capacity_floor", "overload", "process_tree_rss"]
+
+# The overload offers at least this many requests in its window, whatever the capacity measured.
+MIN_REQUESTS = 10
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,22 @@ class Overload:
     factor: float = 3.0
     queue_timeout_us: int = 50_000  # per-request queue limit (V2 ``timeout`` parameter)
     rows: int = 8  # rows per request: the model, not the generator, must be the limit
+
+    def __post_init__(self) -> None:
+        for name in ("duration_s", "capacity_s", "factor"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"Overload.{name}: {getattr(self, name)}, expected > 0")
+
+
+def capacity_floor(cfg: Overload) -> float:
+    """The least capacity (req/s) the overload assumes, whatever was measured.
+
+    On a busy machine the closed loop that measures the capacity can finish no request inside its
+    short window and measure 0 req/s; a multiple of that is no load at all (and not a rate Poisson
+    arrivals can have). The floor is 1 req/s, or more so that the open loop still offers
+    ``MIN_REQUESTS`` requests in its window. When it is used, the result says so
+    (``capacity_floored``) next to the figure actually measured."""
+    return max(1.0, MIN_REQUESTS / (cfg.factor * cfg.duration_s))
 
 
 def process_tree_rss(pid: int) -> float:
@@ -83,7 +102,8 @@ class RssSampler:
 async def overload(
     target: str, metrics_url: str, pid: int, model: str, inputs: Inputs, max_batch_size: int, cfg: Overload
 ) -> dict[str, Any]:
-    """Open-loop Poisson load at 3x the server's capacity over V2, each request allowed
+    """Open-loop Poisson load at ``cfg.factor`` x the server's capacity (at least
+    ``capacity_floor(cfg)``) over V2, each request allowed
     ``queue_timeout_us`` in the server's queue; from the moment the load stops, one request at a
     time (without the queue limit) until one is answered within 2x the unloaded p99: the recovery.
 
@@ -100,7 +120,8 @@ async def overload(
         plain = v2_sender(channel, model, inputs(rows), timeout=30)
         concurrency = max(2, 2 * max_batch_size // rows)
         cap = await closed_loop(plain, concurrency, cfg.capacity_s, min(1.0, cfg.capacity_s))
-        capacity_rps = cap.throughput_rps
+        floor = capacity_floor(cfg)
+        capacity_rps = max(cap.throughput_rps, floor)
         rate = cfg.factor * capacity_rps
         send = v2_sender(channel, model, inputs(rows), timeout=10, parameters=params)
         unloaded = []
@@ -155,7 +176,11 @@ async def overload(
     return {
         "model": model,
         "rows": rows,
-        "capacity_rps": capacity_rps,
+        "capacity_rps": capacity_rps,  # what the overload is a multiple of (measured, or the floor)
+        "capacity_measured_rps": cap.throughput_rps,
+        "capacity_floor_rps": floor,
+        "capacity_floored": cap.throughput_rps < floor,
+        "capacity_s": cfg.capacity_s,
         "capacity_concurrency": concurrency,
         "capacity_p99_ms": cap.p99_ms,
         "offered_rps": rate,
@@ -164,7 +189,7 @@ async def overload(
         "queue_timeout_ms": cfg.queue_timeout_us / 1000,
         "result": asdict(result),
         "sent_rps": result.sent / cfg.duration_s,
-        "goodput_fraction": result.throughput_rps / capacity_rps if capacity_rps else 0.0,
+        "goodput_fraction": result.throughput_rps / capacity_rps,
         "shed": shed,
         "shed_fraction": sum(shed.values()) / max(1, result.sent),
         "other_errors": {k: v for k, v in result.errors.items() if k not in shed},

@@ -110,7 +110,14 @@ async def run_points(args: argparse.Namespace) -> list[LoadResult]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rates, workers = _numbers(args.rate, float), _numbers(args.concurrency, int)
+    except ValueError as e:
+        parser.error(f"--rate/--concurrency: {e}")
+    if any(r <= 0 for r in rates) or (not rates and any(c <= 0 for c in workers)):
+        parser.error("rates and concurrencies must be > 0")
     results = run_async(run_points(args))
     if args.json:
         write_json(results, args.json)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import common, compare_report, loadgen
+from benchmarks import common, compare_report, loadgen, overload
 from ortserve.client import AsyncClient
 from ortserve.testing import ServerProcess
 
@@ -101,6 +101,17 @@ def test_open_loop_is_bounded_and_counts_generator_backlog():
     assert result.concurrency <= 5
 
 
+def test_overload_capacity_floor_keeps_the_offered_rate_above_zero():
+    smoke = overload.Overload(duration_s=1.0, capacity_s=0.5, factor=3.0)
+    full = overload.Overload(duration_s=10.0, capacity_s=5.0, factor=3.0)
+    # at least MIN_REQUESTS offered in the window, and never under 1 req/s
+    assert overload.capacity_floor(smoke) * smoke.factor * smoke.duration_s >= overload.MIN_REQUESTS
+    assert overload.capacity_floor(full) == 1.0
+    for bad in ({"factor": 0.0}, {"duration_s": 0.0}, {"capacity_s": -1.0}):
+        with pytest.raises(ValueError):
+            overload.Overload(**bad)
+
+
 @pytest.mark.skipif(
     shutil.which("locust", path=str(Path(sys.executable).parent)) is None,
     reason="locust is not installed (pip install locust)",
@@ -166,8 +177,13 @@ def test_bench_compare_smoke_writes_its_section_and_plots(tmp_path):
     # --workers 2 either ran or is reported as skipped, with the reason.
     assert "ortserve v1, --workers 2" in labels or any("--workers 2" in s for s in data["skipped"])
     assert all(p["requests"] > 0 for s in data["series"] for p in s["points"])
-    overload = data["overload"]
-    assert overload["result"]["sent"] > 0 and overload["capacity_rps"] > 0
+    o = data["overload"]
+    assert o["result"]["sent"] > 0 and o["capacity_rps"] > 0
+    assert o["capacity_rps"] >= o["capacity_floor_rps"] > 0
+    # A capacity below the floor (a busy machine) is reported as a floor, with what was measured.
+    floored = {**o, "capacity_floored": True, "capacity_measured_rps": 0.0}
+    section = compare_report.markdown({**data, "overload": floored}, [], tmp_path)
+    assert "the floor used because 0.0 req/s was measured" in section
     # a second run replaces the section instead of appending another
     common.write_section(compare_report.HEAD + "\n\nagain\n", compare_report.HEAD, results)
     text = results.read_text()
