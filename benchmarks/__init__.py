@@ -1,0 +1,26 @@
+"""Benchmarks of ortserve: load generators, the comparison with raw ONNX Runtime and MLServer,
+and the optimize toolchain's targets. Figures go to benchmarks/RESULTS.md.
+
+Scripts run as modules from the repository root, e.g. ``python -m benchmarks.bench_server --help``;
+they need the project installed (``make install-dev``) and nothing on ``sys.path``. ``make bench``
+runs them all.
+
+Scripts (nothing imports them):
+    bench_server    server core: one-row Predict against raw ONNX Runtime's best batch
+    bench_compare   the full comparison: sweeps, overload, profiles, MLServer
+    bench_optimize  the optimize toolchain's targets (pruned CNN, MiniLM INT8, the demo recipe)
+    bench_flags     what flag evaluation adds to a request
+    loadgen         (``python -m benchmarks.loadgen``) the load generator on its own
+    locustfile      locust users (``locust -f benchmarks/locustfile.py``); imports only ortserve
+
+Libraries (imports point down this list; none imports a script, nor ``tests``):
+    common          benchmark models and configs, publish, raw ONNX Runtime timing, machine,
+                    RESULTS.md sections
+    loadgen         results -> loops -> senders, server_metrics: closed/open loop, /metrics
+    sweep           one curve: a concurrency sweep of closed-loop points  (common, loadgen)
+    profiling       py-spy at one load point  (common, loadgen, sweep)
+    overload        open loop at a multiple of capacity, memory, recovery  (common, loadgen)
+    compare_report  bench_compare's RESULTS.md section  (common)
+    compare_plots   bench_compare's plots  (compare_report)
+    peers           MLServer as a peer, in its own virtual environment
+"""

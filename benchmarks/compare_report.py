@@ -223,7 +223,7 @@ def markdown(results: dict, images: list[Path], relative_to: Path) -> str:
         "",
         (
             f"Closed loop, one-row requests, {prof['duration']:g} s per point after {prof['warmup']:g} s "
-            "warm-up; the load generator (benchmarks/loadgen.py) runs on the same machine as the servers "
+            "warm-up; the load generator (benchmarks/loadgen/) runs on the same machine as the servers "
             "and takes its share of the CPU, so the figures are ratios from one run. Every server gets the "
             "same ONNX Runtime thread budget (digits: 2 sessions x 1 thread in ortserve, 2 threads in "
             "MLServer's worker; CNN: 2 threads). ortserve v1 is ortserve.v1 Predict; V2 is KServe V2 "
