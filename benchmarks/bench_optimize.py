@@ -159,6 +159,7 @@ def dynamo_onnx(work: Path, seq: int) -> Path:
         output_names=["sentence_embedding"],
         dynamic_shapes=tuple({0: batch, 1: sequence} for _ in src.specs),
     )
+    assert program is not None  # the dynamo exporter returns the program it made
     program.save(str(path))
     return path
 

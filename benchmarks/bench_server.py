@@ -68,7 +68,7 @@ def run(concurrency: int, duration: float, thread_counts: tuple[int, ...] = (1, 
             raw[t] = common.best_of(
                 [raw[t], common.raw_onnxruntime(path, CNN.inputs, batches, RAW_SECONDS, t)]
             )
-    best = {t: max(raw[t], key=raw[t].get) for t in thread_counts}
+    best = {t: max(raw[t].items(), key=lambda kv: kv[1])[0] for t in thread_counts}
     return {
         "machine": common.machine(),
         "concurrency": concurrency,
