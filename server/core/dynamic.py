@@ -128,14 +128,16 @@ class DynamicBatcher(BatcherBase):
             loop = asyncio.get_running_loop()
             while (available := self._available(first.key)) < self._target and not first.future.done():
                 remaining = window_end - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or self._closed:  # closing: run what is queued, wait for no one
                     timed_out = True
                     break
                 self._wakeup.clear()
                 handle = loop.call_later(remaining, self._wakeup.set)
                 await self._wakeup.wait()
                 handle.cancel()
-            batch = self._take(first.key, self._limit(available) if timed_out else self._max_rows)
+            # Full (the largest preferred size, else max_batch_size) before the window ended: that size,
+            # as Triton forms it; at the window's end, the largest preferred size that is available.
+            batch = self._take(first.key, self._limit(available) if timed_out else self._target)
             if batch:
                 self._spawn(batch)  # the batch task releases the slot
                 spawned = True
@@ -146,6 +148,7 @@ class DynamicBatcher(BatcherBase):
     async def close(self, timeout: float) -> None:
         """Stop admitting, let queued and running batches finish (up to timeout), then stop."""
         self._closed = True
+        self._wakeup.set()  # a batch waiting out its window runs now
         end = time.monotonic() + timeout
         while (self._queue or self._tasks) and time.monotonic() < end:
             await asyncio.sleep(0.01)

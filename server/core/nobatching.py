@@ -55,7 +55,14 @@ class NoBatching(BatcherBase):
                     Unavailable("the model version was unloaded before the request ran")
                 )
             raise
-        await self._run([request])
+        try:
+            await self._run([request])
+        except asyncio.CancelledError:  # closed while it ran: answered, never left waiting
+            if not request.future.done():
+                request.future.set_exception(
+                    Unavailable("the model version was unloaded while the request ran")
+                )
+            raise
 
     async def close(self, timeout: float) -> None:
         self._closed = True

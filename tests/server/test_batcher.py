@@ -5,9 +5,6 @@ close, NoBatching; the harness: batcher_harness.py).
 No outcome depends on a sleep (``asyncio.sleep(0)`` only lets submitted requests reach the queue),
 except in the two tests about the queue-delay window, which measure time because time is what
 they are about, with margins that only a 150 ms stall of the event loop could break.
-
-An expected failure (``xfail(strict=True)``) shows a bug in the batcher as it is; it starts passing
-(and so fails, being strict) when the bug is fixed.
 """
 
 from __future__ import annotations
@@ -96,15 +93,6 @@ def test_on_timeout_the_largest_preferred_size_available_runs():
     run(body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "DynamicBatcher: once the largest preferred size is available it takes up to max_batch_size "
-        "rows (_take(key, self._max_rows)), so 5 queued rows with preferred sizes 2 and 4 run as one "
-        "batch of 5, a size nobody preferred; Triton (whose config this mirrors) forms the largest "
-        "preferred size, 4, and the module docstring calls the batch full at the largest preferred size"
-    ),
-)
 def test_a_batch_formed_before_the_window_ends_is_the_largest_preferred_size():
     async def body() -> None:
         # 5 rows queue while the instance is busy; when it frees, 4 (the target) are available

@@ -1,9 +1,7 @@
 """The dynamic batcher in-process, part 2: a full queue, close() draining and answering what
 is left, and NoBatching's bounds (part 1: test_batcher.py; the harness: batcher_harness.py).
 
-close()'s timeouts only bound how long a test takes; no outcome depends on a sleep. An expected
-failure (``xfail(strict=True)``) shows a bug in the batcher as it is; it starts passing (and so
-fails, being strict) when the bug is fixed.
+close()'s timeouts only bound how long a test takes; no outcome depends on a sleep.
 """
 
 from __future__ import annotations
@@ -76,14 +74,6 @@ def test_close_answers_what_is_still_queued_at_its_timeout_with_unavailable():
     run(body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "DynamicBatcher.close drains by waiting, but the batch loop keeps waiting out "
-        "max_queue_delay_us for company: a request queued less than a window before close(timeout) "
-        "with timeout < the window is answered UNAVAILABLE instead of run (close does not flush)"
-    ),
-)
 def test_close_runs_what_is_queued_without_waiting_for_the_window():
     async def body() -> None:
         async with batcher(8, delay_us=1_000_000) as (b, runner, _):  # a 1 s window
@@ -132,14 +122,6 @@ def test_no_batching_drops_a_request_that_expires_while_it_waits():
     run(body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "NoBatching.close cancels, after its timeout, the tasks of requests that are already running; "
-        "_run does not catch CancelledError, so the request's future is never resolved and its caller "
-        "waits forever (DynamicBatcher.close waits for running batches instead)"
-    ),
-)
 def test_no_batching_close_answers_a_request_whose_run_outlives_the_timeout():
     async def body() -> None:
         async with batcher(8, enabled=False) as (b, runner, _):
