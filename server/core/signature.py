@@ -9,18 +9,9 @@ import numpy as np
 
 from ortserve.dtypes import dtype_name
 from ortserve.errors import InvalidInput
+from ortserve.tensorspec import TensorSpec
 
-__all__ = ["Signature", "TensorSpec"]
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    dtype: str  # our dtype name (ortserve.dtypes.DTYPES)
-    shape: tuple[int, ...]  # the full shape, batch dimension included; -1: dynamic
-
-    def describe(self) -> str:
-        return f"{self.dtype} {list(self.shape)}"
+__all__ = ["Signature", "TensorSpec"]  # TensorSpec lives in ortserve.tensorspec (optimize uses it too)
 
 
 @dataclass(frozen=True)
