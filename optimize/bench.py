@@ -15,7 +15,8 @@ import numpy as np
 
 from ortserve.optimize.context import Progress
 from ortserve.optimize.cpu import cpu_info
-from ortserve.optimize.specs import TensorSpec, synthetic_inputs
+from ortserve.optimize.specs import synthetic_inputs
+from ortserve.tensorspec import TensorSpec
 
 __all__ = ["benchmark", "file_size"]
 
