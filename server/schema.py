@@ -213,7 +213,7 @@ def _describe(hint: Any, meta: Mapping[str, Any], plural: bool = False) -> str:
         size = "non-empty " if meta.get("min_items") else ""
         head, tail = f"{size}list", f" of {_describe(args[0], meta, True)}"
     elif origin is dict:
-        head, tail = "table", f" of {_describe(args[1], meta, True)}"
+        head, tail = "table", "" if args[1] is Any else f" of {_describe(args[1], meta, True)}"
     elif dataclasses.is_dataclass(hint):
         head, tail = "table", ""
     elif _choices(hint, meta):

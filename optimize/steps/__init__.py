@@ -7,14 +7,13 @@ the functions so that listing steps (``ortserve-optimize --list-steps``) stays i
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ortserve.optimize.errors import OptimizeError
+from ortserve.schema import from_table
 
 __all__ = ["REGISTRY", "StepDef", "get_step", "make_config", "register"]
 
@@ -41,53 +40,13 @@ def register(
     return wrap
 
 
-def _check_type(step: str, key: str, value: Any, hint: Any) -> Any:
-    """Accept TOML/CLI values for a config field; ints are fine where floats are wanted."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in args:
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _check_type(step, key, value, a)
-            except OptimizeError:
-                continue
-        raise OptimizeError(f"step {step!r}: parameter {key}={value!r} has the wrong type (wants {hint})")
-    if origin is list:
-        if not isinstance(value, list):
-            raise OptimizeError(f"step {step!r}: parameter {key} wants a list, got {value!r}")
-        return [_check_type(step, key, v, args[0]) if args else v for v in value]
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is bool and not isinstance(value, bool):
-        raise OptimizeError(f"step {step!r}: parameter {key} wants true or false, got {value!r}")
-    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise OptimizeError(f"step {step!r}: parameter {key} wants an integer, got {value!r}")
-    if isinstance(hint, type) and not isinstance(value, hint):
-        raise OptimizeError(f"step {step!r}: parameter {key} wants {hint.__name__}, got {value!r}")
-    return value
-
-
 def make_config(name: str, params: dict[str, Any]) -> Any:
-    """Build a step's config from recipe parameters; unknown steps or parameters are errors."""
+    """Build a step's config from recipe parameters (checked by :func:`ortserve.schema.from_table`: unknown
+    parameters and wrong types are one-line errors), then run its ``validate()``."""
     _load_all()
     if name not in REGISTRY:
         raise OptimizeError(f"unknown step {name!r}; steps: {', '.join(sorted(REGISTRY))}")
-    cls = REGISTRY[name].config
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(params) - fields)
-    if unknown:
-        raise OptimizeError(
-            f"step {name!r}: unknown parameter {unknown[0]!r}; parameters: {', '.join(sorted(fields)) or 'none'}"
-        )
-    values = {k: _check_type(name, k, v, hints[k]) for k, v in params.items()}
-    cfg = cls(**values)
+    cfg = from_table(REGISTRY[name].config, params, f"step {name!r}", key="parameter", error=OptimizeError)
     validate = getattr(cfg, "validate", None)
     if validate is not None:
         validate()
