@@ -10,7 +10,6 @@ import copy
 import datetime as _dt
 import platform
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from ortserve.optimize.context import Context, Progress
 from ortserve.optimize.cpu import cpu_info
 from ortserve.optimize.errors import OptimizeError
 from ortserve.optimize.recipe import Recipe, VariantSpec
+from ortserve.optimize.results import RunResult, VariantResult
 from ortserve.optimize.sources import Source, load_source
 from ortserve.optimize.specs import Dataset, load_npz, synthetic_inputs
 from ortserve.optimize.steps import get_step, make_config
@@ -40,43 +40,6 @@ from ortserve.repository import (
 __all__ = ["RunResult", "VariantResult", "run"]
 
 BASELINE = "baseline"
-
-
-@dataclass
-class VariantResult:
-    name: str
-    steps: list[dict[str, Any]]
-    path: Path | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    bench: dict[str, Any] = field(default_factory=dict)
-    speedup: dict[str, float] = field(default_factory=dict)
-    accepted: bool = False
-    reasons: list[str] = field(default_factory=list)
-    version: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "steps": self.steps,
-            "validation": self.metrics,
-            "benchmark": self.bench,
-            "speedup": self.speedup,
-            "accepted": self.accepted,
-            "reasons": self.reasons,
-            "version": self.version,
-        }
-
-
-@dataclass
-class RunResult:
-    variants: list[VariantResult]
-    baseline: dict[str, Any]
-    report_dir: Path
-    info: dict[str, Any]
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if any(v.accepted for v in self.variants) else 1
 
 
 def library_versions() -> dict[str, str]:

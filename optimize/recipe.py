@@ -16,6 +16,10 @@ the flags describe, so the common case can grow into a recipe::
     [[variants]]
     name = "int8-dynamic"
     steps = [{step = "graph-optimize"}, {step = "quantize-dynamic", per_channel = true}]
+
+The file's tables are declared once, as the dataclasses of :class:`RecipeFile`, and checked by
+:mod:`ortserve.schema`: an unknown key or a value of the wrong type is one line naming the place, e.g.
+``recipe r.toml [benchmark] batch_sizes: expected a non-empty list of integers >= 1, got [0]``.
 """
 
 from __future__ import annotations

@@ -1,26 +1,23 @@
 """Typed tables: check a parsed TOML/JSON table against a dataclass, and write one back as TOML.
 
-Each file format the project reads (a model's ``config.toml``, the server's settings file, an optimize
-recipe, a step's parameters) is declared once, as dataclasses; :func:`from_table` builds one from a table
-and refuses anything else with one line that names the place and says expected vs got::
+Each file format of the project (a model's ``config.toml``, the server's settings file, an optimize recipe,
+a step's parameters) is declared once, as dataclasses. :func:`from_table` builds one from a table and
+refuses anything else with one line naming the place, expected vs got::
 
     @dataclass(frozen=True)
     class Batching:
-        max_queue_delay_us: int = field(default=500, metadata={"ge": 0, "help": "longest wait for a batch"})
+        max_queue_delay_us: int = field(default=500, metadata={"ge": 0, "help": "longest wait"})
 
     from_table(Batching, {"max_queue_delay_us": -1}, "models/digits/config.toml", path=("batching",))
     # SchemaError: models/digits/config.toml [batching] max_queue_delay_us: expected an integer >= 0, got -1
 
-Types: ``int`` (a bool is not an integer), ``float`` (an integer is fine), ``bool``, ``str``, ``Path``,
-``Literal[...]``, ``X | None``, ``tuple[X, ...]`` / ``list[X]``, ``dict[str, X]``, ``Any`` and nested
-dataclasses (a sub-table; a tuple of them is an array of tables). Field metadata: ``ge`` / ``le`` (bounds of
-a number, or of every number in a list or table), ``choices``, ``min_items``, ``help``, ``table: False``
-(not a key of the table: the value comes from ``given`` or the default) and ``parse`` (a function from the
-raw value to the field's, raising ``ValueError("expected ...")``). Checks across fields go in the
-dataclass's ``__post_init__`` (a ``ValueError`` there is reported at the table).
-
-:func:`to_table` and :func:`to_toml` go the other way, in the dataclass's field order, so that the same
-values always give the same bytes.
+Types: int (a bool is not one), float (an int is fine), bool, str, Path, Literal[...], ``X | None``,
+tuple[X, ...] / list[X], dict[str, X], Any, and dataclasses (a sub-table; a tuple of them, an array of
+tables). Field metadata: ``ge``/``le`` (bounds of a number, or of each number in a list or table),
+``choices``, ``min_items``, ``help``, ``table: False`` (not a key: the value comes from ``given`` or the
+default) and ``parse`` (raw value -> field value, raising ``ValueError("expected ...")``). Checks across
+fields go in ``__post_init__`` (a ValueError there is reported at the table). :func:`to_table` and
+:func:`to_toml` go the other way, in field order, so the same values always give the same bytes.
 """
 
 from __future__ import annotations
@@ -274,11 +271,8 @@ def to_table(obj: Any, *, defaults: bool = False) -> dict[str, Any]:
 
 
 def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return dataclasses.MISSING
+    factory = f.default_factory
+    return f.default if factory is dataclasses.MISSING else factory()
 
 
 def _plain(value: Any, defaults: bool) -> Any:

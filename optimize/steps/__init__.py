@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ortserve.optimize.errors import OptimizeError
+from ortserve.repository import MODEL_FILE
 from ortserve.schema import from_table
 
 __all__ = ["REGISTRY", "StepDef", "get_step", "make_config", "register"]
@@ -64,6 +65,6 @@ def _load_all() -> None:
     from ortserve.optimize.steps import onnx_steps, torch_steps  # noqa: F401  (registration side effect)
 
 
-def out_file(out_dir: Path, name: str = "model.onnx") -> Path:
+def out_file(out_dir: Path, name: str = MODEL_FILE) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir / name
