@@ -243,7 +243,9 @@ def set_default_version(model_dir: Path, version: int | str, comment: str = "") 
     included; a file laid out too unusually for that is written again from its values. Atomic; returns
     the new config. ConfigError if the present file is not a valid config."""
     path = Path(model_dir) / CONFIG
-    version = _version_name(str(version))
+    if not str(version).isdigit():
+        raise ValueError(f"bad version {version!r}: versions are numbers such as 2")
+    version = str(version)
     current = load_model_config(model_dir)
     wanted = dataclasses.replace(current, default_version=version)
     if not path.exists():
