@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ortserve.dtypes import TensorSpec
 from ortserve.optimize.specs import Dataset
-from ortserve.tensorspec import TensorSpec
 
 __all__ = ["Context", "Progress"]
 

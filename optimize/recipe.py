@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ortserve.dtypes import TensorSpec
 from ortserve.optimize.errors import OptimizeError
 from ortserve.optimize.gates import Gates
 from ortserve.optimize.specs import FEEDABLE
 from ortserve.optimize.steps import make_config
 from ortserve.schema import from_table, to_table, to_toml
-from ortserve.tensorspec import TensorSpec
 
 __all__ = ["Recipe", "RecipeFile", "VariantSpec", "load_recipe", "recipe_to_toml"]
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ortserve.dtypes import TensorSpec
 from ortserve.optimize.artifacts import Artifact, OnnxArtifact, TorchArtifact
 from ortserve.optimize.errors import OptimizeError
 from ortserve.optimize.specs import check_dtype, onnx_input_specs
-from ortserve.tensorspec import TensorSpec
 
 __all__ = ["Source", "load_source", "parse_input_spec"]
 

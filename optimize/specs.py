@@ -1,6 +1,6 @@
 """Input signatures, evaluation/calibration data, and seeded synthetic inputs.
 
-A model input is an :class:`ortserve.tensorspec.TensorSpec` (the server's own), whose dynamic dimensions
+A model input is an :class:`ortserve.dtypes.TensorSpec` (the server's own), whose dynamic dimensions
 optimize names (``TensorSpec.of("input_ids", "int64", ("batch", "sequence"))``; ``spec.dims`` gives them
 back by name). Data comes from ``.npz`` files (arrays named like the inputs, optional ``labels``) or,
 without one, from :func:`synthetic_inputs`, seeded so that the same run gives the same arrays.
@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ortserve.dtypes import DTYPES
+from ortserve.dtypes import DTYPES, TensorSpec
 from ortserve.optimize.errors import OptimizeError
-from ortserve.tensorspec import TensorSpec
 
 __all__ = [
     "FEEDABLE",

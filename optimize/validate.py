@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from ortserve.dtypes import TensorSpec
 from ortserve.optimize.specs import Dataset
-from ortserve.tensorspec import TensorSpec
 
 __all__ = ["compare", "primary_output", "run_onnx", "run_torch"]
 

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ortserve.dtypes import dtype_name
+from ortserve.dtypes import TensorSpec, dtype_name
 from ortserve.errors import InvalidInput
-from ortserve.tensorspec import TensorSpec
 
-__all__ = ["Signature", "TensorSpec"]  # TensorSpec lives in ortserve.tensorspec (optimize uses it too)
+__all__ = ["Signature", "TensorSpec"]  # TensorSpec lives in ortserve.dtypes (optimize uses it too)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ the flags document as a file (:mod:`.flagsdoc`), discovery of models and version
 and atomic file writes (:mod:`.files`). Anything that reads or writes a repository goes through here;
 nothing else spells a file name or a config key.
 
-It may import only the base modules (``ortserve.schema``, ``ortserve.errors``, ``ortserve.dtypes``...):
+May import: the base modules only (``ortserve.schema``, ``ortserve.errors``, ``ortserve.dtypes``...);
 never ``core``, ``rollout``, ``edge`` or ``ops``, and nothing that pulls in gRPC or ONNX Runtime, so that
 ``ortserve.optimize`` can use it.
 """

@@ -10,10 +10,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from ortserve.dtypes import TensorSpec
 from ortserve.optimize.__main__ import main
 from ortserve.optimize.specs import load_npz, synthetic_inputs
 from ortserve.optimize.validate import compare
-from ortserve.tensorspec import TensorSpec
 from tests.optimize.common import FAST
 
 
