@@ -14,7 +14,7 @@ import numpy as np
 from ortserve.optimize.artifacts import Artifact, OnnxArtifact, TorchArtifact
 from ortserve.optimize.context import Context
 from ortserve.optimize.errors import OptimizeError
-from ortserve.optimize.steps import out_file, register
+from ortserve.optimize.steps.registry import out_file, register
 
 __all__ = ["Export", "Finetune", "PruneMagnitude", "PruneStructured", "export_module"]
 
