@@ -40,7 +40,7 @@ from ortserve.edge.call import (
 )
 from ortserve.edge.codec import contents_to_numpy, v2_from_numpy, v2_to_numpy
 from ortserve.errors import InvalidInput, ServeError
-from ortserve.repository import MODEL_FILE, VersionPolicy
+from ortserve.repository.config import MODEL_FILE, VersionPolicy
 
 __all__ = ["GRPCInferenceServicer", "add_to_server", "decode", "encode"]
 

@@ -40,10 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from ortserve.repository.files import write_atomic
-from ortserve.repository.layout import CONFIG
+from ortserve.repository.layout import CONFIG, MODEL_FILE  # MODEL_FILE: re-exported for older imports
 from ortserve.schema import from_table, to_toml, toml_value
 
 __all__ = [
+    "MODEL_FILE",
     "OPT_LEVELS",
     "BatchingConfig",
     "ConfigError",
