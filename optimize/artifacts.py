@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ortserve.optimize.specs import TensorSpec
+from ortserve.dtypes import TensorSpec
 
 __all__ = ["Artifact", "OnnxArtifact", "TorchArtifact"]
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from ortserve.dtypes import TensorSpec
 from ortserve.optimize.context import Progress
 from ortserve.optimize.cpu import cpu_info
-from ortserve.optimize.specs import TensorSpec, synthetic_inputs
+from ortserve.optimize.specs import synthetic_inputs
 
 __all__ = ["benchmark", "file_size"]
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ortserve.optimize.specs import Dataset, TensorSpec
+from ortserve.dtypes import TensorSpec
+from ortserve.optimize.specs import Dataset
 
 __all__ = ["Context", "Progress"]
 

@@ -13,34 +13,39 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ortserve.repository import (
+    CONFIG,
+    MODEL_FILE,
+    BatchingConfig,
+    ModelConfig,
+    RuntimeConfig,
+    config_text,
+    publish_version,
+    write_model_config,
+)
+
 SEED = 0
 MODEL = "digits"
 
-CONFIG_TOML = """\
-# The demo model, written by `python -m ortserve.optimize.demo`. Variants published later (versions 2, 3...)
-# serve only when asked for by version or routed by a flag: the default stays version 1.
-max_batch_size = 64
-default_version = "1"
-
-[batching]
-max_queue_delay_us = 500
-max_queue_size = 1024
-
-[runtime]
-providers = ["CPUExecutionProvider"]
-intra_op_threads = 1
-instances = 2
-"""
+DEMO_CONFIG = ModelConfig(
+    MODEL,
+    max_batch_size=64,
+    default_version="1",
+    batching=BatchingConfig(max_queue_delay_us=500, max_queue_size=1024),
+    runtime=RuntimeConfig(providers=("CPUExecutionProvider",), intra_op_threads=1, instances=2),
+)
+HEADER = """\
+The demo model, written by `python -m ortserve.optimize.demo`. Variants published later (versions 2, 3...)
+serve only when asked for by version or routed by a flag: the default stays version 1."""
+#: The demo's config.toml text (benchmarks serve their stand-in models with it).
+CONFIG_TOML = config_text(DEMO_CONFIG, HEADER)
 
 
 def train(seed: int = SEED):
@@ -101,14 +106,15 @@ def to_onnx(clf) -> bytes:
 
 
 def build(repo: Path, force: bool = False, quiet: bool = False) -> Path:
-    """Train, export and publish ``digits`` version 1 (kept when it exists, unless ``force``)."""
+    """Train, export and publish ``digits`` version 1 (kept when it exists, unless ``force``); the model's
+    config.toml is written first when there is none."""
+    import onnx
     import onnxruntime as ort
-
-    from ortserve.repository.manifest import write_manifest
+    import sklearn
 
     model_dir = repo / MODEL
     target = model_dir / "1"
-    if (target / "model.onnx").exists() and not force:
+    if (target / MODEL_FILE).exists() and not force:
         if not quiet:
             print(f"{target} exists: reusing it (--force rebuilds)", file=sys.stderr)
         return target
@@ -118,40 +124,21 @@ def build(repo: Path, force: bool = False, quiet: bool = False) -> Path:
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     labels = session.run(["label"], {"input": x_test})[0]
     accuracy = float((labels == y_test).mean())
-    model_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
-    staging.chmod(0o755)
-    try:
-        (staging / "model.onnx").write_bytes(data)
-        import onnx
-        import onnxruntime
-        import sklearn
-
-        write_manifest(
-            staging,
-            {
-                "model": MODEL,
-                "version": "1",
-                "parent": None,
-                "source": "ortserve.optimize.demo: sklearn MLPClassifier(64) on load_digits, exported with onnx.helper",
-                "seed": SEED,
-                "validation": {"test_accuracy": accuracy, "test_rows": len(y_test)},
-                "libraries": {
-                    "onnx": onnx.__version__,
-                    "onnxruntime": onnxruntime.__version__,
-                    "scikit-learn": sklearn.__version__,
-                    "numpy": np.__version__,
-                },
-            },
-        )
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    config = model_dir / "config.toml"
-    if not config.exists():
-        config.write_text(CONFIG_TOML)
+    if not (model_dir / CONFIG).exists():
+        write_model_config(model_dir, DEMO_CONFIG, HEADER)
+    extra = {
+        "parent": None,
+        "source": "ortserve.optimize.demo: sklearn MLPClassifier(64) on load_digits, exported with onnx.helper",
+        "seed": SEED,
+        "validation": {"test_accuracy": accuracy, "test_rows": len(y_test)},
+        "libraries": {
+            "onnx": onnx.__version__,
+            "onnxruntime": ort.__version__,
+            "scikit-learn": sklearn.__version__,
+            "numpy": np.__version__,
+        },
+    }
+    target = publish_version(repo, MODEL, data, extra, version=1, replace=True)
     if not quiet:
         print(
             json.dumps(

@@ -1,7 +1,7 @@
 """One optimize run: load the source, build every variant, validate, benchmark, gate, publish, report.
 
 Nothing reaches the repository before every variant has been built, validated and benchmarked; each published
-version is renamed into place whole (see :mod:`ortserve.optimize.publish`)."""
+version is renamed into place whole (see :mod:`ortserve.optimize.publish`, over :mod:`ortserve.repository`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import copy
 import datetime as _dt
 import platform
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,52 +21,25 @@ from ortserve.optimize.context import Context, Progress
 from ortserve.optimize.cpu import cpu_info
 from ortserve.optimize.errors import OptimizeError
 from ortserve.optimize.recipe import Recipe, VariantSpec
+from ortserve.optimize.results import RunResult, VariantResult
 from ortserve.optimize.sources import Source, load_source
 from ortserve.optimize.specs import Dataset, load_npz, synthetic_inputs
 from ortserve.optimize.steps import get_step, make_config
 from ortserve.optimize.steps.onnx_steps import copy_onnx
 from ortserve.optimize.validate import compare, run_onnx, run_torch
+from ortserve.repository import (
+    MANIFEST,
+    ConfigError,
+    canary_flag,
+    flags_document,
+    flags_text,
+    load_model_config,
+    write_flags_text,
+)
 
 __all__ = ["RunResult", "VariantResult", "run"]
 
 BASELINE = "baseline"
-
-
-@dataclass
-class VariantResult:
-    name: str
-    steps: list[dict[str, Any]]
-    path: Path | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    bench: dict[str, Any] = field(default_factory=dict)
-    speedup: dict[str, float] = field(default_factory=dict)
-    accepted: bool = False
-    reasons: list[str] = field(default_factory=list)
-    version: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "steps": self.steps,
-            "validation": self.metrics,
-            "benchmark": self.bench,
-            "speedup": self.speedup,
-            "accepted": self.accepted,
-            "reasons": self.reasons,
-            "version": self.version,
-        }
-
-
-@dataclass
-class RunResult:
-    variants: list[VariantResult]
-    baseline: dict[str, Any]
-    report_dir: Path
-    info: dict[str, Any]
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if any(v.accepted for v in self.variants) else 1
 
 
 def library_versions() -> dict[str, str]:
@@ -135,7 +107,7 @@ def run(recipe: Recipe, progress: Progress | None = None, workdir: Path | None =
     seed = recipe.seed
     np.random.seed(seed)
     source = load_source(recipe.model, recipe.weights, recipe.inputs, recipe.output_names)
-    named = {d for s in source.specs for d in s.shape if isinstance(d, str)}
+    named = {d for s in source.specs for d in s.dim_names if d}
     unknown = sorted(set(recipe.dims) - named)
     if unknown:
         raise OptimizeError(
@@ -245,33 +217,22 @@ CANARY_PERCENT = 10
 
 
 def _propose_canary(result: RunResult, model_dir: Path, name: str, out_dir: Path) -> None:
-    """Write ``canary-flags.json`` (flagd format, as ``<repo>/flags.json`` takes it) sending CANARY_PERCENT of
-    traffic to the fastest accepted variant; the user merges it to roll out. Nothing if no variant is faster."""
-    import json
-    import tomllib
-
+    """Write ``canary-flags.json`` (the flags document ``<repo>/flags.json`` takes) sending CANARY_PERCENT of
+    traffic to the fastest accepted variant; the user merges it to roll out. Nothing if no variant is faster
+    or the model has no pinned default version."""
     gb = str(result.info["speedup_batch"])
     best = max((v for v in result.variants if v.version), key=lambda v: v.speedup.get(gb, 0), default=None)
     if best is None or best.speedup.get(gb, 0) <= 1.0:
         return
     try:
-        current = tomllib.loads((model_dir / "config.toml").read_text()).get("default_version")
-    except (OSError, tomllib.TOMLDecodeError):
+        current = load_model_config(model_dir).default_version
+    except ConfigError:
         current = None
-    if current is None or str(current) == str(best.version):
+    if current is None or current == str(best.version):
         return
-    flags = {
-        "flags": {
-            name: {
-                "state": "ENABLED",
-                "defaultVariant": "current",
-                "variants": {"current": str(current), best.name: str(best.version)},
-                "targeting": {"fractional": [["current", 100 - CANARY_PERCENT], [best.name, CANARY_PERCENT]]},
-            }
-        }
-    }
+    flag = canary_flag(current, str(best.version), CANARY_PERCENT, candidate_variant=best.name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "canary-flags.json").write_text(json.dumps(flags, indent=2) + "\n")
+    write_flags_text(out_dir / "canary-flags.json", flags_text(flags_document({name: flag})))
 
 
 def _seed_torch(seed: int) -> None:
@@ -286,7 +247,7 @@ def _parent_version(source: Source) -> str | None:
     """The version the source came from, when it is a model.onnx inside a repository version folder."""
     if isinstance(source.artifact, OnnxArtifact):
         folder = Path(source.artifact.path).resolve().parent
-        if folder.name.isdigit() and (folder / "manifest.json").exists():
+        if folder.name.isdigit() and (folder / MANIFEST).exists():
             return folder.name
     return None
 

@@ -16,6 +16,10 @@ the flags describe, so the common case can grow into a recipe::
     [[variants]]
     name = "int8-dynamic"
     steps = [{step = "graph-optimize"}, {step = "quantize-dynamic", per_channel = true}]
+
+The file's tables are declared once, as the dataclasses of :class:`RecipeFile`, and checked by
+:mod:`ortserve.schema`: an unknown key or a value of the wrong type is one line naming the place, e.g.
+``recipe r.toml [benchmark] batch_sizes: expected a non-empty list of integers >= 1, got [0]``.
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ortserve.dtypes import TensorSpec
 from ortserve.optimize.errors import OptimizeError
 from ortserve.optimize.gates import Gates
-from ortserve.optimize.specs import TensorSpec, check_dtype
+from ortserve.optimize.specs import FEEDABLE
 from ortserve.optimize.steps import make_config
+from ortserve.schema import from_table, to_table, to_toml
 
-__all__ = ["Recipe", "VariantSpec", "load_recipe", "recipe_to_toml"]
+__all__ = ["Recipe", "RecipeFile", "VariantSpec", "load_recipe", "recipe_to_toml"]
 
 
 @dataclass
@@ -95,33 +101,68 @@ class Recipe:
         return 8 if 8 in self.batch_sizes else max(self.batch_sizes)
 
 
-GATE_KEYS = ("max_accuracy_drop", "min_cosine", "min_speedup")
+# -- the recipe file: its tables, checked by ortserve.schema ---------------------------------------------
+
+_STEPS = "'steps' must be a list of steps, e.g. steps = [{step = \"quantize-dynamic\"}] (steps = [] keeps the model as it is)"
 
 
-def _known(table: Any, allowed: set[str], where: str) -> dict[str, Any]:
-    """The table itself, after checking it is one and has only known keys (a typo must not be ignored)."""
-    if not isinstance(table, dict):
-        raise OptimizeError(f"{where}: expected a table, got {table!r}")
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise OptimizeError(f"{where}: unknown key {unknown[0]!r}; keys: {', '.join(sorted(allowed))}")
-    return table
+@dataclass(frozen=True)
+class _Input:
+    name: str
+    dtype: str = field(metadata={"choices": FEEDABLE})
+    shape: tuple[int | str, ...] = field(metadata={"help": "sizes, and names for dynamic dimensions"})
 
 
-def _gates(table: Any, where: str) -> dict[str, float]:
-    out = {}
-    for key, value in _known(table, set(GATE_KEYS), where).items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise OptimizeError(f"{where}: {key} must be a number, got {value!r}")
-        out[key] = float(value)
-    return out
+@dataclass(frozen=True)
+class _Data:
+    eval: str | None = None
+    calibration: str | None = None
+    train: str | None = None
+    samples: int = field(default=256, metadata={"ge": 1, "help": "rows of synthetic data without eval"})
+    dims: dict[str, int] = field(
+        default_factory=dict, metadata={"ge": 1, "help": "dynamic dimensions' values"}
+    )
 
 
-def _typed(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    value = table.get(key)
-    if value is not None and not isinstance(value, kind):
-        raise OptimizeError(f"{where}: {key} has the wrong type ({value!r})")
-    return value
+@dataclass(frozen=True)
+class _Benchmark:
+    batch_sizes: tuple[int, ...] = field(default=(1, 8, 32), metadata={"ge": 1, "min_items": 1})
+    gate_batch: int | None = field(default=None, metadata={"ge": 1})
+    threads: int = field(default=0, metadata={"ge": 0, "help": "intra-op threads (0: all cores)"})
+    seconds: float = field(default=1.0, metadata={"ge": 0, "help": "per model and batch size"})
+
+
+@dataclass(frozen=True)
+class _Variant:
+    name: str = ""
+    steps: tuple[dict[str, Any], ...] | None = None
+    gates: Gates = field(default_factory=Gates)
+
+    def __post_init__(self) -> None:
+        if self.steps is None:  # a typo ("step = ...") must not publish the untouched model
+            raise ValueError(_STEPS)
+        if any("step" not in s for s in self.steps):
+            raise ValueError("each step is a table with a 'step' key")
+
+
+@dataclass(frozen=True)
+class RecipeFile:
+    """A recipe file's tables, as written; :func:`load_recipe` turns one into a :class:`Recipe`."""
+
+    model: str | None = None
+    weights: str | None = None
+    name: str | None = None
+    repo: str | None = None
+    out: str | None = None
+    seed: int = 0
+    max_batch_size: int | None = field(default=None, metadata={"ge": 0})
+    parent: str | None = None
+    output_names: tuple[str, ...] | None = None
+    inputs: tuple[_Input, ...] | None = None
+    data: _Data = field(default_factory=_Data)
+    gates: Gates = field(default_factory=Gates)
+    benchmark: _Benchmark = field(default_factory=_Benchmark)
+    variants: tuple[_Variant, ...] = ()
 
 
 def load_recipe(path: Path) -> Recipe:
@@ -132,6 +173,7 @@ def load_recipe(path: Path) -> Recipe:
         raise OptimizeError(f"recipe {path} not found") from None
     except tomllib.TOMLDecodeError as e:
         raise OptimizeError(f"recipe {path}: invalid TOML ({e})") from e
+    f = from_table(RecipeFile, data, f"recipe {path}", error=OptimizeError)
     base = path.parent
 
     def rel(value: str | None) -> str | None:
@@ -142,147 +184,70 @@ def load_recipe(path: Path) -> Recipe:
             return value
         return str(base / value) if not Path(value).is_absolute() else value
 
-    known = {
-        "model",
-        "weights",
-        "name",
-        "repo",
-        "out",
-        "seed",
-        "inputs",
-        "output_names",
-        "data",
-        "gates",
-        "benchmark",
-        "variants",
-        "max_batch_size",
-        "parent",
-    }
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise OptimizeError(f"recipe {path}: unknown key {unknown[0]!r}; keys: {', '.join(sorted(known))}")
-    r = Recipe()
-    r.model = rel(_typed(data, "model", str, str(path)))
-    r.weights = rel(_typed(data, "weights", str, str(path)))
-    r.name = _typed(data, "name", str, str(path))
-    r.repo = rel(_typed(data, "repo", str, str(path)))
-    r.out = rel(_typed(data, "out", str, str(path)))
-    r.seed = _typed(data, "seed", int, str(path)) or 0
-    r.max_batch_size = _typed(data, "max_batch_size", int, str(path))
-    r.parent = _typed(data, "parent", str, str(path))
-    if "inputs" in data:
-        try:
-            r.inputs = [TensorSpec(i["name"], i["dtype"], tuple(i["shape"])) for i in data["inputs"]]
-            for spec in r.inputs:
-                check_dtype(spec.dtype, f"recipe {path} [[inputs]] {spec.name!r}")
-        except (KeyError, TypeError) as e:
-            raise OptimizeError(f"recipe {path}: each [[inputs]] needs name, dtype and shape") from e
-    r.output_names = _typed(data, "output_names", list, str(path))
-    d = _known(
-        data.get("data", {}), {"eval", "calibration", "train", "samples", "dims"}, f"recipe {path} [data]"
-    )
-    r.eval_data = rel(_typed(d, "eval", str, "[data]"))
-    r.calibration_data = rel(_typed(d, "calibration", str, "[data]"))
-    r.train_data = rel(_typed(d, "train", str, "[data]"))
-    r.samples = _typed(d, "samples", int, "[data]") or 256
-    r.dims = dict(_typed(d, "dims", dict, "[data]") or {})
-    r.gates = Gates(**_gates(data.get("gates", {}), f"recipe {path} [gates]"))
-    b = _known(
-        data.get("benchmark", {}),
-        {"batch_sizes", "gate_batch", "threads", "seconds"},
-        f"recipe {path} [benchmark]",
-    )
-    r.batch_sizes = list(_typed(b, "batch_sizes", list, "[benchmark]") or [1, 8, 32])
-    r.gate_batch = _typed(b, "gate_batch", int, "[benchmark]")
-    r.threads = _typed(b, "threads", int, "[benchmark]") or 0
-    r.bench_seconds = float(_typed(b, "seconds", (int, float), "[benchmark]") or 1.0)
-    variants = data.get("variants", [])
-    if not isinstance(variants, list):
-        raise OptimizeError(f"recipe {path}: variants must be an array of tables ([[variants]])")
-    for i, v in enumerate(variants):
-        where = f"recipe {path}: variants[{i}]"
-        _known(v, {"name", "steps", "gates"}, where)
-        name = v.get("name") or f"variant{i + 1}"
-        if not isinstance(v.get("steps"), list) or not v["steps"]:
-            raise OptimizeError(
-                f"{where} ({name!r}): 'steps' must be a non-empty list, e.g. steps = [{{step = \"quantize-dynamic\"}}]"
+    return Recipe(
+        model=rel(f.model),
+        weights=rel(f.weights),
+        name=f.name,
+        repo=rel(f.repo),
+        out=rel(f.out),
+        seed=f.seed,
+        inputs=None if f.inputs is None else [TensorSpec.of(i.name, i.dtype, i.shape) for i in f.inputs],
+        output_names=None if f.output_names is None else list(f.output_names),
+        eval_data=rel(f.data.eval),
+        calibration_data=rel(f.data.calibration),
+        train_data=rel(f.data.train),
+        samples=f.data.samples,
+        dims=dict(f.data.dims),
+        gates=f.gates,
+        batch_sizes=list(f.benchmark.batch_sizes),
+        gate_batch=f.benchmark.gate_batch,
+        threads=f.benchmark.threads,
+        bench_seconds=f.benchmark.seconds,
+        max_batch_size=f.max_batch_size,
+        parent=f.parent,
+        variants=[
+            VariantSpec(
+                v.name or f"variant{i + 1}",
+                [(s["step"], {k: x for k, x in s.items() if k != "step"}) for s in v.steps or ()],
+                to_table(v.gates),
             )
-        steps = []
-        for s in v["steps"]:
-            if not isinstance(s, dict) or "step" not in s:
-                raise OptimizeError(
-                    f"recipe {path}: variant {name!r}: each step is a table with a 'step' key"
-                )
-            params = {k: val for k, val in s.items() if k != "step"}
-            steps.append((s["step"], params))
-        r.variants.append(VariantSpec(name, steps, _gates(v.get("gates", {}), f"{where} gates")))
-    return r
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
-    raise TypeError(f"cannot write {v!r} as TOML")
+            for i, v in enumerate(f.variants)
+        ],
+    )
 
 
 def recipe_to_toml(r: Recipe) -> str:
-    """The recipe as TOML that :func:`load_recipe` reads back to the same run (paths made absolute)."""
-    lines: list[str] = ["# optimize recipe"]
+    """The recipe as TOML that :func:`load_recipe` reads back to the same run (paths made absolute, every
+    setting written out, so that a later change of a default does not change the run)."""
 
     def absolute(p: str | None) -> str | None:
         if p is None or (":" in p and not Path(p).exists()):
             return p
         return str(Path(p).resolve())
 
-    for key, value in [
-        ("model", absolute(r.model)),
-        ("weights", absolute(r.weights)),
-        ("name", r.name),
-        ("repo", absolute(r.repo)),
-        ("out", absolute(r.out)),
-        ("seed", r.seed),
-        ("max_batch_size", r.max_batch_size),
-        ("parent", r.parent),
-        ("output_names", r.output_names),
-    ]:
-        if value is not None:
-            lines.append(f"{key} = {_toml_value(value)}")
-    for spec in r.inputs or []:
-        lines += [
-            "",
-            "[[inputs]]",
-            f"name = {_toml_value(spec.name)}",
-            f"dtype = {_toml_value(spec.dtype)}",
-            f"shape = {_toml_value(list(spec.shape))}",
-        ]
-    lines += ["", "[data]", f"samples = {r.samples}"]
-    for key, value in [("eval", r.eval_data), ("calibration", r.calibration_data), ("train", r.train_data)]:
-        if value is not None:
-            lines.append(f"{key} = {_toml_value(absolute(value))}")
-    if r.dims:
-        lines.append(f"dims = {_toml_value(r.dims)}")
-    lines += ["", "[gates]"]
-    lines += [f"{k} = {_toml_value(v)}" for k, v in vars(r.gates).items() if v is not None]
-    lines += [
-        "",
-        "[benchmark]",
-        f"batch_sizes = {_toml_value(r.batch_sizes)}",
-        f"threads = {r.threads}",
-        f"seconds = {_toml_value(r.bench_seconds)}",
-    ]
-    if r.gate_batch:
-        lines.append(f"gate_batch = {r.gate_batch}")
-    for v in r.variants:
-        steps = [dict({"step": s}, **p) for s, p in v.steps]
-        lines += ["", "[[variants]]", f"name = {_toml_value(v.name)}", f"steps = {_toml_value(steps)}"]
-        if v.gates:
-            lines.append(f"gates = {_toml_value(v.gates)}")
-    return "\n".join(lines) + "\n"
+    f = RecipeFile(
+        model=absolute(r.model),
+        weights=absolute(r.weights),
+        name=r.name,
+        repo=absolute(r.repo),
+        out=absolute(r.out),
+        seed=r.seed,
+        max_batch_size=r.max_batch_size,
+        parent=r.parent,
+        output_names=None if r.output_names is None else tuple(r.output_names),
+        inputs=None if r.inputs is None else tuple(_Input(s.name, s.dtype, s.dims) for s in r.inputs),
+        data=_Data(
+            absolute(r.eval_data),
+            absolute(r.calibration_data),
+            absolute(r.train_data),
+            r.samples,
+            dict(r.dims),
+        ),
+        gates=r.gates,
+        benchmark=_Benchmark(tuple(r.batch_sizes), r.gate_batch, r.threads, r.bench_seconds),
+        variants=tuple(
+            _Variant(v.name, tuple(dict({"step": s}, **p) for s, p in v.steps), Gates(**v.gates))
+            for v in r.variants
+        ),
+    )
+    return to_toml(to_table(f, defaults=True), "optimize recipe")

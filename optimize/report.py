@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ortserve.repository.files import write_atomic
-
-if TYPE_CHECKING:
-    from ortserve.optimize.pipeline import RunResult
+from ortserve.optimize.results import RunResult
+from ortserve.repository import write_atomic
 
 __all__ = ["write_report"]
 

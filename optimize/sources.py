@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ortserve.dtypes import TensorSpec
 from ortserve.optimize.artifacts import Artifact, OnnxArtifact, TorchArtifact
 from ortserve.optimize.errors import OptimizeError
-from ortserve.optimize.specs import TensorSpec, check_dtype, onnx_input_specs
+from ortserve.optimize.specs import check_dtype, onnx_input_specs
 
 __all__ = ["Source", "load_source", "parse_input_spec"]
 
@@ -38,7 +39,7 @@ def parse_input_spec(text: str) -> TensorSpec:
     name, dtype, dims = parts
     check_dtype(dtype, f"--input {text!r}")
     shape = tuple(int(d) if d.isdigit() else d for d in dims.split(",") if d)
-    return TensorSpec(name, dtype, shape)
+    return TensorSpec.of(name, dtype, shape)
 
 
 def kind_of(model: str) -> str:
@@ -97,7 +98,7 @@ def _torch_specs_from_example(args: tuple[Any, ...], names: list[str]) -> list[T
     for name, a in zip(names, args, strict=False):
         dtype = str(a.dtype).replace("torch.", "")
         shape: tuple[int | str, ...] = ("batch", *(int(d) for d in a.shape[1:]))
-        specs.append(TensorSpec(name, dtype, shape))
+        specs.append(TensorSpec.of(name, dtype, shape))
     return specs
 
 
@@ -121,7 +122,7 @@ def _load_pt2(path: Path, inputs: list[TensorSpec] | None, output_names: list[st
             )
             if shape and isinstance(shape[0], int):
                 shape = ("batch", *shape[1:])  # dynamic for optimize even where the program fixed it
-            specs.append(TensorSpec(name, str(val.dtype).replace("torch.", ""), shape))
+            specs.append(TensorSpec.of(name, str(val.dtype).replace("torch.", ""), shape))
     else:
         specs = inputs
     art = TorchArtifact(module, specs, output_names or ["output"], program=ep)
@@ -251,7 +252,7 @@ def _load_transformers(path: Path) -> Source:
     names = ["input_ids", "attention_mask"]
     if config.get("type_vocab_size", 0) > 0:
         names.append("token_type_ids")
-    specs = [TensorSpec(n, "int64", ("batch", "sequence")) for n in names]
+    specs = [TensorSpec.of(n, "int64", ("batch", "sequence")) for n in names]
     hints = {
         "model_type": config.get("model_type", ""),
         "num_heads": int(config.get("num_attention_heads", 0)),

@@ -1,23 +1,25 @@
 """Input signatures, evaluation/calibration data, and seeded synthetic inputs.
 
-A :class:`TensorSpec` names one model input: its numpy dtype and its shape, where a dynamic dimension is a
-string (``"batch"``, ``"sequence"``). Data comes from ``.npz`` files (arrays named like the inputs, optional
-``labels``) or, without one, from :func:`synthetic_inputs`, seeded so that the same run gives the same arrays.
+A model input is an :class:`ortserve.dtypes.TensorSpec` (the server's own), whose dynamic dimensions
+optimize names (``TensorSpec.of("input_ids", "int64", ("batch", "sequence"))``; ``spec.dims`` gives them
+back by name). Data comes from ``.npz`` files (arrays named like the inputs, optional ``labels``) or,
+without one, from :func:`synthetic_inputs`, seeded so that the same run gives the same arrays.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from ortserve.dtypes import DTYPES, TensorSpec
 from ortserve.optimize.errors import OptimizeError
 
 __all__ = [
+    "FEEDABLE",
     "Dataset",
-    "TensorSpec",
+    "check_dtype",
     "load_npz",
     "onnx_input_specs",
     "resolve_shape",
@@ -29,28 +31,8 @@ DEFAULT_DIMS = {"seq": 128, "len": 128, "token": 128}
 #: Integer inputs get values in ``[0, INT_HIGH)``: small non-negative ids are valid for most embeddings.
 INT_HIGH = 100
 
-_ONNX_TO_NUMPY = {
-    "tensor(float)": "float32",
-    "tensor(float16)": "float16",
-    "tensor(double)": "float64",
-    "tensor(int64)": "int64",
-    "tensor(int32)": "int32",
-    "tensor(int8)": "int8",
-    "tensor(uint8)": "uint8",
-    "tensor(bool)": "bool",
-}
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One model input: ``TensorSpec("input_ids", "int64", ("batch", "sequence"))``."""
-
-    name: str
-    dtype: str
-    shape: tuple[int | str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+#: The dtypes optimize can make or load data for (every numeric one of ortserve.dtypes; no strings).
+FEEDABLE = tuple(name for name in DTYPES if name != "string")
 
 
 @dataclass
@@ -75,24 +57,28 @@ class Dataset:
 
 
 def onnx_input_specs(path: Path) -> list[TensorSpec]:
-    """The graph inputs of an ONNX file (initializers excluded), as the ONNX Runtime session sees them."""
+    """The graph inputs of an ONNX file (initializers excluded), as the ONNX Runtime session sees them; every
+    dynamic dimension gets a name (``dim0_1`` where the model gives none)."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     specs = []
     for i, arg in enumerate(sess.get_inputs()):
-        dtype = _ONNX_TO_NUMPY.get(arg.type)
-        if dtype is None:
+        dims = [d if isinstance(d, int) else (d or f"dim{i}_{j}") for j, d in enumerate(arg.shape)]
+        try:
+            spec = TensorSpec.from_onnx(arg.name, arg.type, dims)
+        except ValueError:
+            spec = None
+        if spec is None or spec.dtype not in FEEDABLE:
             raise OptimizeError(f"{path}: input {arg.name!r} has type {arg.type}, which optimize cannot feed")
-        shape = tuple(d if isinstance(d, int) else (d or f"dim{i}_{j}") for j, d in enumerate(arg.shape))
-        specs.append(TensorSpec(arg.name, dtype, shape))
+        specs.append(spec)
     return specs
 
 
 def resolve_shape(spec: TensorSpec, batch: int, dims: dict[str, int]) -> tuple[int, ...]:
     """Concrete shape: the first dynamic dimension is the batch; others come from ``dims`` or defaults."""
     out: list[int] = []
-    for axis, d in enumerate(spec.shape):
+    for axis, d in enumerate(spec.dims):
         if isinstance(d, int) and d > 0:
             out.append(d)
         elif axis == 0:
@@ -106,13 +92,11 @@ def resolve_shape(spec: TensorSpec, batch: int, dims: dict[str, int]) -> tuple[i
 
 
 def check_dtype(dtype: str, where: str) -> None:
-    """A numpy dtype name, or a one-line error saying which ones are meant."""
-    try:
-        np.dtype(dtype)
-    except TypeError:
+    """A dtype optimize can feed, or a one-line error saying which ones are meant."""
+    if dtype not in FEEDABLE:
         raise OptimizeError(
             f"{where}: unknown dtype {dtype!r}, expected e.g. float32, float16, int64, int32, bool"
-        ) from None
+        )
 
 
 def synthetic_inputs(specs: list[TensorSpec], rows: int, dims: dict[str, int], seed: int) -> Dataset:
@@ -122,7 +106,7 @@ def synthetic_inputs(specs: list[TensorSpec], rows: int, dims: dict[str, int], s
     arrays: dict[str, np.ndarray] = {}
     for spec in specs:
         shape = resolve_shape(spec, rows, dims)
-        dtype = np.dtype(spec.dtype)
+        dtype = DTYPES[spec.dtype]
         name = spec.name.lower()
         if dtype.kind == "f":
             arr = rng.standard_normal(shape).astype(dtype)
@@ -157,14 +141,14 @@ def load_npz(path: Path, specs: list[TensorSpec]) -> Dataset:
         if arr.ndim != len(spec.shape):
             raise OptimizeError(
                 f"{path}: array {spec.name!r} has shape {arr.shape}, the input wants rank {len(spec.shape)} "
-                f"{list(spec.shape)}"
+                f"{list(spec.dims)}"
             )
         for axis, d in enumerate(spec.shape):
-            if isinstance(d, int) and d > 0 and arr.shape[axis] != d and axis > 0:
+            if d > 0 and arr.shape[axis] != d and axis > 0:
                 raise OptimizeError(
-                    f"{path}: array {spec.name!r} has shape {arr.shape}, the input wants {list(spec.shape)}"
+                    f"{path}: array {spec.name!r} has shape {arr.shape}, the input wants {list(spec.dims)}"
                 )
-        want = np.dtype(spec.dtype)
+        want = DTYPES[spec.dtype]
         if arr.dtype != want:
             if not np.can_cast(arr.dtype, want, casting="same_kind"):
                 raise OptimizeError(f"{path}: array {spec.name!r} is {arr.dtype}, the input wants {want}")

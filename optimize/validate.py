@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ortserve.optimize.specs import Dataset, TensorSpec
+from ortserve.dtypes import TensorSpec
+from ortserve.optimize.specs import Dataset
 
 __all__ = ["compare", "primary_output", "run_onnx", "run_torch"]
 

@@ -1,16 +1,26 @@
 """The dtype names every layer shares: ours (numpy's names), ONNX Runtime's type strings and the
-Open Inference Protocol's datatype names.
+Open Inference Protocol's datatype names; and :class:`TensorSpec`, one tensor of a model's signature,
+shared by the server's core and the optimize toolchain.
 
     DTYPES["float32"]            # numpy dtype
     ONNX_TYPES["tensor(float)"]  # "float32"
     V2_NAMES["float32"]          # "FP32"
+    TensorSpec("input", "float32", (-1, 64)).describe()          # 'float32 [-1, 64]'
+    TensorSpec.of("input_ids", "int64", ("batch", "sequence"))   # shape (-1, -1), dimensions named
+
+A dimension is a size or dynamic (-1). Where the model names a dynamic dimension (``"batch"``,
+``"sequence"``), ``dim_names`` keeps the name, so optimize can ask for ``--dim sequence=128``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
-__all__ = ["DTYPES", "ONNX_TYPES", "V2_DTYPES", "V2_NAMES", "dtype_name"]
+__all__ = ["DTYPES", "ONNX_TYPES", "V2_DTYPES", "V2_NAMES", "Dim", "TensorSpec", "dtype_name"]
 
 try:  # bfloat16 comes with onnx's dependency ml_dtypes
     from ml_dtypes import bfloat16 as _bfloat16
@@ -82,3 +92,44 @@ def dtype_name(dtype: np.dtype) -> str:
     if dtype.kind in "OSU":
         return "string"
     return _NAMES[np.dtype(dtype)]
+
+
+Dim = int | str  # a size, or a dynamic dimension by name
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # our dtype name (ortserve.dtypes.DTYPES)
+    shape: tuple[int, ...]  # every dimension, the batch one included; -1: dynamic
+    dim_names: tuple[str, ...] = ()  # per dimension when any is named: the name of a dynamic one, else ""
+
+    @classmethod
+    def of(cls, name: str, dtype: str, dims: Sequence[Dim | None]) -> TensorSpec:
+        """A spec from dimensions as models and users write them: a size, or a name (or -1, None) for a
+        dynamic one."""
+        shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in dims)
+        names = tuple(d if isinstance(d, str) and d else "" for d in dims)
+        return cls(name, dtype, shape, names if any(names) else ())
+
+    @classmethod
+    def from_onnx(cls, name: str, onnx_type: str, dims: Sequence[Dim | None]) -> TensorSpec:
+        """A spec from ONNX Runtime's ``NodeArg`` (``tensor(float)``...); ValueError for a type that
+        ortserve has no dtype for."""
+        dtype = ONNX_TYPES.get(onnx_type)
+        if dtype is None:
+            raise ValueError(f"'{name}' has type {onnx_type}, which has no dtype in ortserve")
+        return cls.of(name, dtype, dims)
+
+    @property
+    def dims(self) -> tuple[Dim, ...]:
+        """The shape with each named dynamic dimension as its name: ``("batch", 64)``."""
+        names = self.dim_names or ("",) * len(self.shape)
+        return tuple(n or d for d, n in zip(self.shape, names, strict=True))
+
+    def describe(self) -> str:
+        """``float32 [-1, 64]``, or with names ``int64 [batch, sequence]``."""
+        return f"{self.dtype} [{', '.join(str(d) for d in self.dims)}]"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.dims)}

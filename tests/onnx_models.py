@@ -1,18 +1,15 @@
 """Small real ONNX models built with onnx.helper for the tests, and a helper to publish them
-into a repository folder (with a manifest, like optimize does)."""
+into a repository folder through ortserve.repository (with a manifest, like optimize does)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ortserve.repository.manifest import write_manifest
+from ortserve.repository import publish_version, write_model_config
 
 F = TensorProto.FLOAT
 
@@ -83,20 +80,13 @@ def publish(
     config: str | None = None,
     manifest: bool = True,
 ) -> Path:
-    """Write <repo>/<name>/<version>/model.onnx (+ manifest) atomically: staged, then renamed in."""
-    model_dir = Path(repo) / name
-    model_dir.mkdir(parents=True, exist_ok=True)
+    """Publish ``model`` as <repo>/<name>/<version> (replacing one that is there), after writing
+    ``config`` (config.toml text, checked) when given; returns the version folder."""
     if config is not None:
-        (model_dir / "config.toml").write_text(config)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
-    (staging / "model.onnx").write_bytes(model.SerializeToString())
-    if manifest:
-        write_manifest(staging, {"model": name, "version": str(version)})
-    target = model_dir / str(version)
-    if target.exists():
-        shutil.rmtree(target)
-    os.rename(staging, target)
-    return target
+        write_model_config(Path(repo) / name, config)
+    return publish_version(
+        Path(repo), name, model.SerializeToString(), version=version, manifest=manifest, replace=True
+    )
 
 
 def slow(matmuls: int = 24, size: int = 256) -> onnx.ModelProto:

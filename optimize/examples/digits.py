@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from ortserve.repository import MODEL_FILE, version_dirs
+
 SEED = 0
 HIDDEN = 64
 
@@ -159,7 +161,7 @@ def prepare(repo: Path, work: Path) -> Path:
     """Write digits.safetensors (from version 1), train.npz, eval.npz and recipe.toml into ``work``."""
     from safetensors.torch import save_file
 
-    source = repo / "digits" / "1" / "model.onnx"
+    source = repo / "digits" / "1" / MODEL_FILE
     if not source.exists():
         raise SystemExit(f"{source} not found: run `python -m ortserve.optimize.demo --repo {repo}` first")
     work.mkdir(parents=True, exist_ok=True)
@@ -184,11 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", "-q", action="store_true")
     args = p.parse_args(argv)
     model_dir = args.repo / "digits"
-    later = (
-        [d for d in model_dir.iterdir() if d.is_dir() and d.name.isdigit() and d.name != "1"]
-        if (model_dir.is_dir())
-        else []
-    )
+    later = [d for v, d in version_dirs(model_dir).items() if v != "1"]
     if later and not args.force:
         if not args.quiet:
             print(

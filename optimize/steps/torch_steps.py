@@ -14,7 +14,7 @@ import numpy as np
 from ortserve.optimize.artifacts import Artifact, OnnxArtifact, TorchArtifact
 from ortserve.optimize.context import Context
 from ortserve.optimize.errors import OptimizeError
-from ortserve.optimize.steps import out_file, register
+from ortserve.optimize.steps.registry import out_file, register
 
 __all__ = ["Export", "Finetune", "PruneMagnitude", "PruneStructured", "export_module"]
 
@@ -65,7 +65,7 @@ def export_module(art: TorchArtifact, cfg: Export, ctx: Context, out: Path) -> N
             shapes = []
             for s in art.specs:
                 shape = {}
-                for axis, d in enumerate(s.shape):
+                for axis, d in enumerate(s.dims):
                     if isinstance(d, str):
                         dims.setdefault(
                             d, Dim(d.replace("-", "_"), min=1, max=4096) if axis else Dim("batch", max=4096)
@@ -87,7 +87,7 @@ def export_module(art: TorchArtifact, cfg: Export, ctx: Context, out: Path) -> N
                 raise OptimizeError("export failed (dynamo): torch.onnx.export returned no program")
             prog.save(str(out))
         else:
-            axes = {s.name: {a: d for a, d in enumerate(s.shape) if isinstance(d, str)} for s in art.specs}
+            axes = {s.name: {a: d for a, d in enumerate(s.dims) if isinstance(d, str)} for s in art.specs}
             for o in art.output_names:
                 axes[o] = {0: "batch"}
             torch.onnx.export(

@@ -19,7 +19,7 @@ from ortserve.core.runtime import SessionPool
 from ortserve.core.version import Model, ModelVersion
 from ortserve.errors import ModelNotFound
 from ortserve.metrics import Metrics
-from ortserve.repository.config import MODEL_FILE, ModelConfig, ModelEntry, scan_repository
+from ortserve.repository import MODEL_FILE, ModelConfig, ModelEntry, scan_repository
 from ortserve.repository.files import file_stamp
 from ortserve.repository.manifest import MANIFEST, ManifestError, read_manifest, verify_manifest
 

@@ -7,20 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ortserve.dtypes import dtype_name
+from ortserve.dtypes import TensorSpec, dtype_name
 from ortserve.errors import InvalidInput
 
-__all__ = ["Signature", "TensorSpec"]
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    dtype: str  # our dtype name (ortserve.dtypes.DTYPES)
-    shape: tuple[int, ...]  # the full shape, batch dimension included; -1: dynamic
-
-    def describe(self) -> str:
-        return f"{self.dtype} {list(self.shape)}"
+__all__ = ["Signature", "TensorSpec"]  # TensorSpec lives in ortserve.dtypes (optimize uses it too)
 
 
 @dataclass(frozen=True)

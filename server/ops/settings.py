@@ -5,8 +5,9 @@ environment variables, in that order of precedence (flags win), over the default
     ORTSERVE_PORT=9001 ortserve
     ortserve --config ortserve.toml        # keys as below, e.g. port = 9001, log_format = "json"
 
-Values are validated (types and bounds) in ``Settings.validate``; building resources from
-them (sessions, servers) is ``ortserve.ops.app``'s job.
+Each value is checked where it comes from (types and bounds, by :mod:`ortserve.schema`), so a bad one is
+reported with its source: ``ORTSERVE_PORT: expected an integer from 0 to 65535, got 'eighty'``. Building
+resources from them (sessions, servers) is ``ortserve.ops.app``'s job.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ortserve.repository import FLAGS_FILE
+from ortserve.schema import field_type, field_value, from_table
 
 __all__ = ["Settings", "SettingsError", "build_parser", "load_settings"]
 
@@ -90,51 +94,20 @@ class Settings:
         False, "log one line per inference request (request id, model, version, variant, status, duration)"
     )
     log_format: str = _opt("text", "log line format", choices=("text", "json"))
-    config: Path | None = _opt(None, "TOML file with any of these settings (keys with underscores)")
+    config: Path | None = field(
+        default=None,
+        metadata={"help": "TOML file with any of these settings (keys with underscores)", "table": False},
+    )
 
     @property
     def flags_path(self) -> Path:
-        return self.flags if self.flags is not None else self.model_repository / "flags.json"
+        return self.flags if self.flags is not None else self.model_repository / FLAGS_FILE
 
     def validate(self) -> Settings:
+        """Check every value (types and bounds); SettingsError naming the first bad one."""
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            meta = f.metadata
-            if value is None:
-                continue
-            if meta.get("ge") is not None and value < meta["ge"]:
-                raise SettingsError(f"{f.name}: {value} is below the minimum {meta['ge']}")
-            if meta.get("le") is not None and value > meta["le"]:
-                raise SettingsError(f"{f.name}: {value} is above the maximum {meta['le']}")
-            if meta.get("choices") and value not in meta["choices"]:
-                raise SettingsError(f"{f.name}: '{value}' is not one of {', '.join(meta['choices'])}")
+            field_value(Settings, f.name, getattr(self, f.name), f.name, error=SettingsError)
         return self
-
-
-def _field_type(f: dataclasses.Field) -> type:
-    default = f.default
-    if f.name in ("config", "flags"):
-        return Path
-    return type(default)
-
-
-def _coerce(name: str, kind: type, value: Any) -> Any:
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
-    try:
-        if kind is bool:
-            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if kind in (int, float, str, Path) and isinstance(value, str):
-            return kind(value)
-    except ValueError:
-        pass
-    raise SettingsError(f"{name}: expected {kind.__name__}, got {value!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for f in dataclasses.fields(Settings):
         flag = "--" + f.name.replace("_", "-")
-        kind = _field_type(f)
+        kind = field_type(Settings, f.name)
         help_text = f.metadata["help"] + (f" (default: {f.default})" if f.default is not None else "")
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
@@ -175,20 +148,20 @@ def load_settings(argv: list[str] | None = None, environ: dict[str, str] | None 
             data = tomllib.loads(Path(config_path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise SettingsError(f"config file {config_path}: {e}") from e
-        data = data.get("server", data)
-        for key, value in data.items():
-            name = key.replace("-", "_")
-            if name not in fields or name == "config":
-                raise SettingsError(f"config file {config_path}: unknown setting '{key}'")
-            values[name] = _coerce(name, _field_type(fields[name]), value)
+        table = {key.replace("-", "_"): value for key, value in data.get("server", data).items()}
+        from_file = from_table(
+            Settings, table, f"config file {config_path}", key="setting", error=SettingsError
+        )
+        values.update({name: getattr(from_file, name) for name in table})
         values["config"] = Path(config_path)
 
-    for name, f in fields.items():
-        raw = environ.get(ENV_PREFIX + name.upper())
-        if raw is not None and name != "config":
-            values[name] = _coerce(ENV_PREFIX + name.upper(), _field_type(f), raw)
+    for name in fields:
+        env = ENV_PREFIX + name.upper()
+        if env in environ and name != "config":
+            values[name] = field_value(Settings, name, environ[env], env, text=True, error=SettingsError)
 
     for name, value in args.items():
         if value is not None:
-            values[name] = value
-    return Settings(**values).validate()
+            flag = "--" + name.replace("_", "-")
+            values[name] = field_value(Settings, name, value, flag, error=SettingsError)
+    return Settings(**values)

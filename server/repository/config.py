@@ -1,7 +1,7 @@
-"""The model repository: ``<repo>/<model>/config.toml`` and numbered ``<repo>/<model>/<version>/``
-folders holding ``model.onnx`` (and ``manifest.json``).
+"""A model's ``config.toml``: its schema (the dataclasses below, checked by :mod:`ortserve.schema`), reading
+and writing it.
 
-``config.toml`` (every key optional)::
+Every key is optional::
 
     max_batch_size = 32            # 0: the model takes no batch dimension (no batching)
     default_version = "1"          # absent: the highest loaded version
@@ -25,69 +25,129 @@ folders holding ``model.onnx`` (and ``manifest.json``).
     allow_spinning = true          # false: ONNX Runtime's threads sleep instead of spinning between runs
     [versions]
     policy = "all"                 # or "latest 2", or ["1", "3"]
+
+A bad file is refused with one line, e.g. ``models/digits/config.toml [batching] max_queue_delay_us:
+expected an integer >= 0, got -1``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ortserve.repository.files import write_atomic
+from ortserve.repository.layout import CONFIG, MODEL_FILE  # MODEL_FILE: re-exported for older imports
+from ortserve.schema import from_table, to_toml, toml_value
+
 __all__ = [
+    "MODEL_FILE",
+    "OPT_LEVELS",
     "BatchingConfig",
     "ConfigError",
     "ModelConfig",
     "RuntimeConfig",
     "TensorConfig",
     "VersionPolicy",
+    "config_text",
     "load_model_config",
-    "scan_repository",
+    "parse_model_config",
+    "set_default_version",
+    "write_model_config",
 ]
 
-CONFIG = "config.toml"
-MODEL_FILE = "model.onnx"
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 
 class ConfigError(ValueError):
-    pass
+    """A config.toml that cannot be read or does not fit the schema (one line: file, key, expected, got)."""
+
+
+def _help(text: str, **bounds: Any) -> dict[str, Any]:
+    return {"help": text, **bounds}
 
 
 @dataclass(frozen=True)
 class TensorConfig:
+    """An ``[[inputs]]`` or ``[[outputs]]`` entry: what the ONNX signature says, narrowed."""
+
     name: str
     dtype: str | None = None
-    shape: tuple[int, ...] | None = None
+    shape: tuple[int, ...] | None = field(
+        default=None, metadata=_help("without the batch dimension when batching; -1: dynamic", ge=-1)
+    )
 
 
 @dataclass(frozen=True)
 class BatchingConfig:
     enabled: bool = True
-    max_queue_delay_us: int = 500
-    preferred_batch_sizes: tuple[int, ...] = ()
-    max_queue_size: int = 256
+    max_queue_delay_us: int = field(default=500, metadata=_help("longest wait for a batch to fill", ge=0))
+    preferred_batch_sizes: tuple[int, ...] = field(
+        default=(), metadata=_help("sizes to run as soon as reached", ge=1)
+    )
+    max_queue_size: int = field(default=256, metadata=_help("requests waiting; more are refused", ge=1))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "preferred_batch_sizes", tuple(sorted(self.preferred_batch_sizes)))
 
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    intra_op_threads: int = 0
-    inter_op_threads: int = 0
-    graph_optimization_level: str = "all"
-    instances: int = 1
+    providers: tuple[str, ...] = field(
+        default=("CPUExecutionProvider",),
+        metadata=_help("execution providers, in fallback order", min_items=1),
+    )
+    intra_op_threads: int = field(default=0, metadata=_help("0: ONNX Runtime's default", ge=0))
+    inter_op_threads: int = field(default=0, metadata=_help("0: ONNX Runtime's default", ge=0))
+    graph_optimization_level: str = field(
+        default="all", metadata=_help("how far ONNX Runtime rewrites the graph", choices=OPT_LEVELS)
+    )
+    instances: int = field(default=1, metadata=_help("sessions per version, one batch each", ge=1))
     warmup: bool = True
     # ONNX Runtime's worker threads spin while waiting for work: fastest when they have the cores
     # to themselves, but on a small machine they take CPU from the gRPC and batching threads.
     allow_spinning: bool = True
 
 
+_POLICY = 'expected "all", "latest N" or a list of versions'
+
+
+def _policy(value: Any) -> tuple[str, int, tuple[str, ...]]:
+    """``policy`` as (kind, latest, versions); ValueError(expected ...) when it is none of the forms."""
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int)) for v in value):
+        return "specific", 1, tuple(str(v) for v in value)
+    if value == "all":
+        return "all", 1, ()
+    if isinstance(value, str) and value.startswith("latest"):
+        rest = value[len("latest") :].strip() or "1"
+        if rest.isdigit() and int(rest) >= 1:
+            return "latest", int(rest), ()
+    raise ValueError(_POLICY)
+
+
+def _policy_value(value: Any) -> str | tuple[str, ...]:
+    kind, _, versions = _policy(value)
+    return versions if kind == "specific" else str(value)
+
+
 @dataclass(frozen=True)
 class VersionPolicy:
-    kind: str = "all"  # all | latest | specific
-    latest: int = 1
-    versions: tuple[str, ...] = ()
+    """The ``[versions]`` table: which version folders load. ``VersionPolicy("latest 2")``."""
+
+    policy: str | tuple[str, ...] = field(
+        default="all", metadata={"parse": _policy_value, "help": '"all", "latest N" or a list of versions'}
+    )
+    kind: str = field(init=False)  # all | latest | specific
+    latest: int = field(init=False)
+    versions: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        kind, latest, versions = _policy(self.policy)
+        for name, value in (("kind", kind), ("latest", latest), ("versions", versions)):
+            object.__setattr__(self, name, value)
 
     def select(self, available: list[str]) -> list[str]:
         ordered = sorted(available, key=int)
@@ -105,12 +165,24 @@ class VersionPolicy:
         return "all"
 
 
+def _version_name(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    if isinstance(value, str) and value.isdigit():
+        return value
+    raise ValueError('expected a version such as "2"')
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str
-    max_batch_size: int | None = None  # None: decided from the ONNX signature
-    default_version: str | None = None
-    max_input_elements: int | None = None
+    name: str = field(metadata={"table": False, "help": "the model folder's name"})
+    max_batch_size: int | None = field(
+        default=None, metadata=_help("0: no batch dimension; absent: from the ONNX signature", ge=0)
+    )
+    default_version: str | None = field(
+        default=None, metadata={"parse": _version_name, "help": "absent: the highest loaded version"}
+    )
+    max_input_elements: int | None = field(default=None, metadata=_help("per input tensor", ge=1))
     inputs: tuple[TensorConfig, ...] | None = None
     outputs: tuple[TensorConfig, ...] | None = None
     batching: BatchingConfig = field(default_factory=BatchingConfig)
@@ -118,158 +190,80 @@ class ModelConfig:
     versions: VersionPolicy = field(default_factory=VersionPolicy)
 
 
-def _check_keys(where: str, data: dict[str, Any], allowed: set[str]) -> None:
-    unknown = set(data) - allowed
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(sorted(allowed))}"
-        )
+def parse_model_config(name: str, data: dict[str, Any], where: str = CONFIG) -> ModelConfig:
+    """The config of model ``name`` from a parsed table; ConfigError naming ``where``, the key, expected
+    and got."""
+    return from_table(ModelConfig, data, where, given={"name": name}, error=ConfigError)
 
 
-def _int(where: str, value: Any, minimum: int = 0) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{where}: expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _bool(where: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    return value
-
-
-def _tensors(where: str, items: Any) -> tuple[TensorConfig, ...]:
-    if not isinstance(items, list):
-        raise ConfigError(f"{where}: expected an array of tables")
-    out = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict) or "name" not in item:
-            raise ConfigError(f"{where}[{i}]: expected a table with a name")
-        _check_keys(f"{where}[{i}]", item, {"name", "dtype", "shape"})
-        shape = item.get("shape")
-        if shape is not None and not all(isinstance(d, int) and d >= -1 for d in shape):
-            raise ConfigError(f"{where}[{i}].shape: expected integers >= -1, got {shape!r}")
-        out.append(
-            TensorConfig(str(item["name"]), item.get("dtype"), tuple(shape) if shape is not None else None)
-        )
-    return tuple(out)
-
-
-def _policy(where: str, value: Any) -> VersionPolicy:
-    if isinstance(value, list):
-        return VersionPolicy("specific", versions=tuple(str(v) for v in value))
-    if value == "all":
-        return VersionPolicy()
-    if isinstance(value, str) and value.startswith("latest"):
-        rest = value[len("latest") :].strip() or "1"
-        if rest.isdigit() and int(rest) >= 1:
-            return VersionPolicy("latest", latest=int(rest))
-    raise ConfigError(f'{where}: expected "all", "latest N" or a list of versions, got {value!r}')
-
-
-def parse_model_config(name: str, data: dict[str, Any], where: str = "config.toml") -> ModelConfig:
-    top = {
-        "max_batch_size",
-        "default_version",
-        "max_input_elements",
-        "inputs",
-        "outputs",
-        "batching",
-        "runtime",
-        "versions",
-    }
-    _check_keys(where, data, top)
-    kwargs: dict[str, Any] = {"name": name}
-    if "max_batch_size" in data:
-        kwargs["max_batch_size"] = _int(f"{where}: max_batch_size", data["max_batch_size"])
-    if "default_version" in data:
-        kwargs["default_version"] = str(data["default_version"])
-    if "max_input_elements" in data:
-        kwargs["max_input_elements"] = _int(f"{where}: max_input_elements", data["max_input_elements"], 1)
-    for key in ("inputs", "outputs"):
-        if key in data:
-            kwargs[key] = _tensors(f"{where}: {key}", data[key])
-    b = data.get("batching", {})
-    _check_keys(f"{where} [batching]", b, {f.name for f in dataclasses.fields(BatchingConfig)})
-    prefs = b.get("preferred_batch_sizes", [])
-    if not isinstance(prefs, list):
-        raise ConfigError(f"{where} [batching] preferred_batch_sizes: expected a list of integers")
-    kwargs["batching"] = BatchingConfig(
-        enabled=_bool(f"{where} [batching] enabled", b.get("enabled", True)),
-        max_queue_delay_us=_int(f"{where} [batching] max_queue_delay_us", b.get("max_queue_delay_us", 500)),
-        preferred_batch_sizes=tuple(
-            sorted(_int(f"{where} [batching] preferred_batch_sizes", p, 1) for p in prefs)
-        ),
-        max_queue_size=_int(f"{where} [batching] max_queue_size", b.get("max_queue_size", 256), 1),
-    )
-    r = data.get("runtime", {})
-    _check_keys(f"{where} [runtime]", r, {f.name for f in dataclasses.fields(RuntimeConfig)})
-    providers = r.get("providers", ["CPUExecutionProvider"])
-    if not isinstance(providers, list) or not providers or not all(isinstance(p, str) for p in providers):
-        raise ConfigError(f"{where} [runtime] providers: expected a non-empty list of provider names")
-    level = r.get("graph_optimization_level", "all")
-    if level not in OPT_LEVELS:
-        raise ConfigError(
-            f"{where} [runtime] graph_optimization_level: expected one of {OPT_LEVELS}, got {level!r}"
-        )
-    kwargs["runtime"] = RuntimeConfig(
-        providers=tuple(providers),
-        intra_op_threads=_int(f"{where} [runtime] intra_op_threads", r.get("intra_op_threads", 0)),
-        inter_op_threads=_int(f"{where} [runtime] inter_op_threads", r.get("inter_op_threads", 0)),
-        graph_optimization_level=level,
-        instances=_int(f"{where} [runtime] instances", r.get("instances", 1), 1),
-        warmup=_bool(f"{where} [runtime] warmup", r.get("warmup", True)),
-        allow_spinning=_bool(f"{where} [runtime] allow_spinning", r.get("allow_spinning", True)),
-    )
-    v = data.get("versions", {})
-    _check_keys(f"{where} [versions]", v, {"policy"})
-    kwargs["versions"] = _policy(f"{where} [versions] policy", v.get("policy", "all"))
-    return ModelConfig(**kwargs)
+def _read(path: Path, text: str, name: str) -> ModelConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from e
+    return parse_model_config(name, data, str(path))
 
 
 def load_model_config(model_dir: Path) -> ModelConfig:
-    path = model_dir / CONFIG
+    """``<model_dir>/config.toml``, or the defaults when there is none."""
+    path = Path(model_dir) / CONFIG
     if not path.exists():
-        return ModelConfig(name=model_dir.name)
+        return ModelConfig(name=path.parent.name)
     try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"{path}: {e}") from e
-    return parse_model_config(model_dir.name, data, str(path))
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror or e}") from e
+    return _read(path, text, path.parent.name)
 
 
-@dataclass
-class ModelEntry:
-    """One model folder as found on disk: its config (or the error reading it) and version folders."""
-
-    name: str
-    path: Path
-    config: ModelConfig | None
-    error: str | None
-    versions: dict[str, Path]
-
-    def wanted(self) -> dict[str, Path]:
-        if self.config is None:
-            return {}
-        return {v: self.versions[v] for v in self.config.versions.select(list(self.versions))}
+def config_text(config: ModelConfig, header: str = "") -> str:
+    """``config`` as config.toml text: the keys that differ from the defaults, in schema order."""
+    return to_toml(config, header)
 
 
-def scan_repository(root: Path) -> dict[str, ModelEntry]:
-    """Find every model folder (one holding numbered version folders with model.onnx)."""
-    found: dict[str, ModelEntry] = {}
-    if not root.is_dir():
-        return found
-    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        versions = {
-            v.name: v
-            for v in model_dir.iterdir()
-            if v.is_dir() and v.name.isdigit() and (v / MODEL_FILE).is_file()
-        }
-        if not versions and not (model_dir / CONFIG).exists():
-            continue
-        try:
-            config, error = load_model_config(model_dir), None
-        except ConfigError as e:
-            config, error = None, str(e)
-        found[model_dir.name] = ModelEntry(model_dir.name, model_dir, config, error, versions)
-    return found
+def write_model_config(model_dir: Path, config: ModelConfig | str, header: str = "") -> Path:
+    """Write ``<model_dir>/config.toml`` atomically from a config, or from text (checked first, so a bad
+    file never replaces a good one); returns its path."""
+    path = Path(model_dir) / CONFIG
+    if isinstance(config, str):
+        _read(path, config, path.parent.name)
+        text = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines()) + config
+    else:
+        text = config_text(config, header)
+    write_atomic(path, text)
+    return path
+
+
+_TABLE = re.compile(r"^\s*\[")
+_DEFAULT = re.compile(r"^\s*default_version\s*=")
+
+
+def set_default_version(model_dir: Path, version: int | str, comment: str = "") -> ModelConfig:
+    """Make ``version`` the model's ``default_version``, creating config.toml when missing. The key's line is
+    replaced or added (with ``comment`` above it) and the rest of the file kept as it is, comments
+    included; a file laid out too unusually for that is written again from its values. Atomic; returns
+    the new config. ConfigError if the present file is not a valid config."""
+    path = Path(model_dir) / CONFIG
+    if not str(version).isdigit():
+        raise ValueError(f"bad version {version!r}: versions are numbers such as 2")
+    version = str(version)
+    current = load_model_config(model_dir)
+    wanted = dataclasses.replace(current, default_version=version)
+    if not path.exists():
+        write_model_config(model_dir, wanted, comment)
+        return wanted
+    if current == wanted:
+        return current
+    lines = path.read_text().splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    top = next((i for i, line in enumerate(lines) if _TABLE.match(line)), len(lines))
+    new = [f"# {line}\n" for line in comment.splitlines()] + [f"default_version = {toml_value(version)}\n"]
+    at = next((i for i in range(top) if _DEFAULT.match(lines[i])), None)
+    text = "".join(lines[:at] + new + lines[at + 1 :] if at is not None else lines[:top] + new + lines[top:])
+    try:
+        kept = _read(path, text, current.name) == wanted
+    except ConfigError:
+        kept = False
+    write_atomic(path, text if kept else config_text(wanted, comment))
+    return wanted

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ortserve.repository.files import write_atomic
+from ortserve.repository.layout import MANIFEST
 
-MANIFEST = "manifest.json"
 FORMAT = 1
 
 __all__ = ["MANIFEST", "ManifestError", "file_digest", "read_manifest", "verify_manifest", "write_manifest"]

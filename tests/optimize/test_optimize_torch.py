@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torch_pruning")
 
 from ortserve.optimize.__main__ import main  # noqa: E402
-from ortserve.repository.manifest import read_manifest  # noqa: E402
+from ortserve.repository import read_manifest  # noqa: E402
 
 FAST = ["--batch-sizes", "1,8", "--bench-seconds", "0.02", "--quiet"]
 NETS = '''

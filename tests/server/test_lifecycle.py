@@ -103,15 +103,25 @@ def test_settings_precedence_flags_env_file(tmp_path):
 @pytest.mark.parametrize(
     "argv, environ, message",
     [
-        (["--port", "70000"], {}, "port: 70000 is above the maximum 65535"),
-        ([], {"ORTSERVE_PORT": "eighty"}, "ORTSERVE_PORT: expected int, got 'eighty'"),
-        ([], {"ORTSERVE_GRACE_PERIOD": "-1"}, "grace_period: -1.0 is below the minimum 0"),
+        (["--port", "70000"], {}, "--port: expected an integer from 0 to 65535, got 70000"),
+        ([], {"ORTSERVE_PORT": "eighty"}, "ORTSERVE_PORT: expected an integer from 0 to 65535, got 'eighty'"),
+        ([], {"ORTSERVE_GRACE_PERIOD": "-1"}, "ORTSERVE_GRACE_PERIOD: expected a number >= 0, got '-1'"),
+        ([], {"ORTSERVE_ACCESS_LOG": "maybe"}, "ORTSERVE_ACCESS_LOG: expected true or false, got 'maybe'"),
+        (
+            [],
+            {"ORTSERVE_LOG_FORMAT": "xml"},
+            "ORTSERVE_LOG_FORMAT: expected one of 'text', 'json', got 'xml'",
+        ),
+        (["--config", "FILE"], {}, "config file FILE: workers: expected an integer from 1 to 256, got 0"),
     ],
 )
-def test_bad_settings_are_refused(argv, environ, message):
+def test_bad_settings_are_refused(tmp_path, argv, environ, message):
+    config = tmp_path / "ortserve.toml"
+    config.write_text("workers = 0\n")
+    argv = [str(config) if a == "FILE" else a for a in argv]
     with pytest.raises(SettingsError) as e:
         load_settings(argv, environ=environ)
-    assert message in str(e.value)
+    assert str(e.value) == message.replace("FILE", str(config))
 
 
 def test_cli_help_documents_every_option_and_bad_values_exit_2(tmp_path):
@@ -127,6 +137,13 @@ def test_cli_help_documents_every_option_and_bad_values_exit_2(tmp_path):
         [sys.executable, "-m", "ortserve", "--config", str(config)], cwd=ROOT, capture_output=True, text=True
     )
     assert bad.returncode == 2 and "unknown setting 'colour'" in bad.stderr
+    config.write_text("[server]\nmax-mesage-size = 1\n")  # a [server] table; keys with hyphens
+    bad = subprocess.run(
+        [sys.executable, "-m", "ortserve", "--config", str(config)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and bad.stderr.strip().endswith(
+        "unknown setting 'max_mesage_size'; did you mean 'max_message_size'?"
+    )
 
 
 def test_port_in_use_is_a_clear_error(tmp_path, start_server):
