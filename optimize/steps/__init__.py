@@ -25,7 +25,9 @@ def make_config(name: str, params: dict[str, Any]) -> Any:
     _load_all()
     if name not in REGISTRY:
         raise OptimizeError(f"unknown step {name!r}; steps: {', '.join(sorted(REGISTRY))}")
-    cfg: Any = from_table(REGISTRY[name].config, params, f"step {name!r}", key="parameter", error=OptimizeError)
+    cfg: Any = from_table(
+        REGISTRY[name].config, params, f"step {name!r}", key="parameter", error=OptimizeError
+    )
     validate = getattr(cfg, "validate", None)
     if validate is not None:
         validate()
