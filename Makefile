@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 REPO ?= models
 SERVE_ARGS ?=
 
-.PHONY: serve test install install-dev demo protos check-protos bench lint clean
+.PHONY: serve test install install-dev demo protos check-protos bench perf-analyzer lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,15 @@ protos: install-dev
 
 # The full comparison (about 10 minutes; the first run also builds MLServer's own venv from PyPI).
 # Scripts run as modules from the repository root (benchmarks/ is a package; no sys.path changes).
-bench: install-dev
+# Triton's perf_analyzer, the second independent client: tritonclient 2.45.0's wheel in its own venv
+# (benchmarks/.venv-perf) and Debian's libb64-0d, which the binary links against.
+perf-analyzer: install-dev
+	@/sbin/ldconfig -p | grep -q libb64.so.0d || apt-get install -y -q libb64-0d
+	$(BIN)/python -c "from benchmarks.peers.perf_analyzer import ensure_perf_analyzer as e; print(e())"
+
+bench: install-dev perf-analyzer
 	$(BIN)/python -m benchmarks.bench_server --write-results
+	$(BIN)/python -m benchmarks.bench_peers --write-results
 	$(BIN)/python -m benchmarks.bench_compare --write-results --profile
 	$(BIN)/python -m benchmarks.bench_optimize digits
 	$(BIN)/python -m benchmarks.bench_optimize cnn --seconds 2

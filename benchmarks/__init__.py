@@ -8,6 +8,8 @@ runs them all.
 Scripts (nothing imports them):
     bench_server    server core: one-row Predict against raw ONNX Runtime's best batch
     bench_compare   the full comparison: sweeps, overload, profiles, MLServer
+    bench_peers     one table at c=32: raw ONNX Runtime, ortserve, perf_analyzer, MLServer at every
+                    setting of its performance knobs (best marked), server CPU per request
     bench_optimize  the optimize toolchain's targets (pruned CNN, MiniLM INT8, the demo recipe)
     bench_flags     what flag evaluation adds to a request
     loadgen         (``python -m benchmarks.loadgen``) the load generator on its own
@@ -22,5 +24,6 @@ Libraries (imports point down this list; none imports a script, nor ``tests``):
     overload        open loop at a multiple of capacity, memory, recovery  (common, loadgen)
     compare_report  bench_compare's RESULTS.md section  (common)
     compare_plots   bench_compare's plots  (compare_report)
-    peers           MLServer as a peer, in its own virtual environment
+    peers_report    bench_peers' rows and RESULTS.md section  (common)
+    peers           MLServer as a peer and Triton's perf_analyzer, each in its own virtual environment
 """

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +45,7 @@ __all__ = [
     "raw_onnxruntime",
     "session",
     "small_cnn",
+    "tree_cpu_seconds",
     "versions",
     "write_section",
 ]
@@ -169,30 +168,16 @@ def digits_stand_in() -> Any:
 
 
 # -- publishing --------------------------------------------------------------------------------
-# TEMPORARY: a stand-in for the one version publisher being written in ``ortserve.repository``
-# (``publish_version``). Swap this body for a call to it once it lands; callers keep this signature.
 def publish(repo: Path, name: str, version: int | str, model: Any, config: str | None = None) -> Path:
-    """Write ``<repo>/<name>/<version>/model.onnx`` and its manifest atomically (staged in the
-    model's folder, then renamed in), and ``config.toml`` when given. ``model``: an onnx.ModelProto."""
-    from ortserve.repository.files import write_atomic
-    from ortserve.repository.manifest import write_manifest
+    """Publish ``model`` (an onnx.ModelProto) as ``<repo>/<name>/<version>`` with its manifest, through the
+    repository's own publisher, and write ``config.toml`` (checked first) when given."""
+    from ortserve.repository import publish_version, write_model_config
 
     model_dir = Path(repo) / name
-    model_dir.mkdir(parents=True, exist_ok=True)
     if config is not None:
-        write_atomic(model_dir / "config.toml", config)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
-    try:
-        staging.chmod(0o755)
-        (staging / "model.onnx").write_bytes(model.SerializeToString())
-        write_manifest(staging, {"model": name, "version": str(version)})
-        target = model_dir / str(version)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+        model_dir.mkdir(parents=True, exist_ok=True)
+        write_model_config(model_dir, config)
+    return publish_version(Path(repo), name, model.SerializeToString(), version=version, replace=True)
 
 
 # -- raw ONNX Runtime --------------------------------------------------------------------------
@@ -254,6 +239,26 @@ def cpu_ms_per_run(
 
 
 # -- the machine ---------------------------------------------------------------------------------
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and all its descendants (threads included): a server's
+    own cost, whatever its process model (MLServer's inference workers, ortserve's --workers)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
 def machine() -> str:
     import onnxruntime
 

@@ -188,3 +188,23 @@ def test_bench_compare_smoke_writes_its_section_and_plots(tmp_path):
     common.write_section(compare_report.HEAD + "\n\nagain\n", compare_report.HEAD, results)
     text = results.read_text()
     assert text.count("## load comparison") == 1 and "again" in text and "kept" in text
+
+
+def test_bench_peers_smoke_writes_one_table_with_cpu_per_request(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\n## other\n\nkept\n")
+    run_module("benchmarks.bench_peers", "--smoke", "--concurrency", "4", "--results", str(results),
+               "--json", str(tmp_path / "peers.json"))  # fmt: skip
+    data = json.loads((tmp_path / "peers.json").read_text())
+    rows = {r["server"]: r for r in data["rows"] if r["model"] == "digits" and not r["skipped"]}
+    for server in ("ortserve Predict (v1)", "ortserve V2 ModelInfer"):
+        assert rows[server]["throughput_rps"] > 0 and not rows[server]["errors"]
+        assert rows[server]["cpu_us_per_request"] > 0
+    assert rows["raw ONNX Runtime"]["throughput_rps"] > 0
+    # perf_analyzer ran, or is listed as skipped with what it needs
+    assert "perf_analyzer -> ortserve V2" in rows or any(
+        r["server"].startswith("perf_analyzer") and r["skipped"] for r in data["rows"]
+    )
+    text = results.read_text()
+    assert "## other\n\nkept" in text and "## Peers at their best (bench_peers)" in text
+    assert "| ortserve V2 ModelInfer |" in text and "server CPU µs/req" in text
