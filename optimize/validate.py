@@ -11,7 +11,7 @@ import numpy as np
 from ortserve.dtypes import TensorSpec
 from ortserve.optimize.specs import Dataset
 
-__all__ = ["compare", "primary_output", "run_onnx", "run_torch"]
+__all__ = ["compare", "primary_output", "run_onnx", "run_torch", "token_mask"]
 
 #: Rows per run when computing outputs; large enough to be fast, small enough for transformers.
 EVAL_BATCH = 32
@@ -75,23 +75,50 @@ def _accuracy(out: np.ndarray, labels: np.ndarray) -> float | None:
     return float(np.mean(out.argmax(axis=1) == labels))
 
 
+def token_mask(output: np.ndarray, inputs: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The ``attention_mask`` input when ``output`` holds token states ``[batch, sequence, hidden]`` of the
+    same batch and sequence (a transformer's hidden states), else None."""
+    mask = inputs.get("attention_mask")
+    if mask is None or output.ndim != 3 or mask.ndim != 2 or mask.shape != output.shape[:2]:
+        return None
+    return mask.astype(bool)
+
+
+def _token_cosines(r: np.ndarray, c: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per row: the mean cosine of its real tokens' states (padding positions hold states no one reads)."""
+    dot = np.sum(r * c, axis=2)
+    norms = np.linalg.norm(r, axis=2) * np.linalg.norm(c, axis=2)
+    cos = np.where(norms == 0, 1.0, dot / np.maximum(norms, 1e-30))
+    real = np.maximum(mask.sum(axis=1), 1)
+    return np.where(mask, cos, 0.0).sum(axis=1) / real
+
+
 def compare(
-    ref: list[np.ndarray], cand: list[np.ndarray], labels: np.ndarray | None = None
+    ref: list[np.ndarray],
+    cand: list[np.ndarray],
+    labels: np.ndarray | None = None,
+    inputs: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``cand`` against ``ref`` on the primary output.
 
-    ``cosine`` is the mean over rows of the cosine between flattened rows; ``top1_agreement`` is computed where
-    the output is ``[batch, classes]``; ``accuracy_drop`` is in percentage points and needs labels."""
+    ``cosine`` is the mean over rows of the cosine between flattened rows; for token states
+    (``[batch, sequence, hidden]`` with an ``attention_mask`` among ``inputs``) it is the mean over rows of the
+    mean cosine of each real token's state, padding left out (``cosine_over`` says which). ``top1_agreement``
+    is computed where the output is ``[batch, classes]``; ``accuracy_drop`` is in percentage points and needs
+    labels."""
     i = primary_output(ref)
+    if ref[i].shape != cand[i].shape:
+        return {"error": f"output shape {cand[i].shape} differs from the reference's {ref[i].shape}"}
+    mask = token_mask(ref[i], inputs or {})
     r = ref[i].astype(np.float64).reshape(len(ref[i]), -1)
     c = cand[i].astype(np.float64).reshape(len(cand[i]), -1)
-    if r.shape != c.shape:
-        return {"error": f"output shape {cand[i].shape} differs from the reference's {ref[i].shape}"}
     diff = np.abs(r - c)
     nr = np.linalg.norm(r, axis=1)
     nc = np.linalg.norm(c, axis=1)
     denom = np.maximum(nr * nc, 1e-30)
     cos = np.where((nr == 0) & (nc == 0), 1.0, np.sum(r * c, axis=1) / denom)
+    if mask is not None:
+        cos = _token_cosines(ref[i].astype(np.float64), cand[i].astype(np.float64), mask)
     worst = int(np.argmax(diff)) if diff.size else 0
     metrics: dict[str, Any] = {
         "output": i,
@@ -101,6 +128,7 @@ def compare(
         "mean_abs_err": float(diff.mean()) if diff.size else 0.0,
         "cosine": float(np.mean(cos)),
         "min_cosine": float(np.min(cos)),
+        "cosine_over": "real tokens (attention_mask)" if mask is not None else "rows",
     }
     if ref[i].ndim == 2 and (labels is not None or _looks_like_scores(ref[i])):  # top-1 needs [rows, classes]
         metrics["top1_agreement"] = float(np.mean(ref[i].argmax(1) == cand[i].argmax(1)))

@@ -79,3 +79,20 @@ def test_a_mask_that_can_make_a_row_nan_keeps_the_guard(fill):
     f = feeds()
     f["keep"][0] = False
     assert np.isfinite(run(model, f)).all()
+
+
+def test_token_states_are_compared_on_real_tokens_only():
+    from ortserve.optimize.validate import compare
+
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((4, 6, 8)).astype(np.float32)
+    mask = np.ones((4, 6), np.int64)
+    mask[:, 4:] = 0  # two padding positions per row
+    cand = ref.copy()
+    cand[:, 4:] = rng.standard_normal((4, 2, 8))  # padding states differ entirely: no one reads them
+    tokens = compare([ref], [cand], inputs={"attention_mask": mask})
+    assert tokens["cosine"] == pytest.approx(1.0) and tokens["cosine_over"].startswith("real tokens")
+    flat = compare([ref], [cand])  # without the mask: flattened rows, padding included
+    assert flat["cosine"] < 0.9 and flat["cosine_over"] == "rows"
+    cand[:, :4] *= -1  # a real token that changes is seen
+    assert compare([ref], [cand], inputs={"attention_mask": mask})["cosine"] == pytest.approx(-1.0)
