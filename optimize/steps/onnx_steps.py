@@ -141,17 +141,23 @@ def _finite_scalar(model: Any, name: str, producer: dict[str, Any]) -> float | N
     """The value of a scalar constant (initializer or Constant node) when it is finite, else None."""
     import math
 
-    from onnx import numpy_helper
+    import numpy as np
+    from onnx import helper, numpy_helper
 
+    array: Any = None
     for init in model.graph.initializer:
         if init.name == name:
             array = numpy_helper.to_array(init)
             break
     else:
         node = producer.get(name)
-        if node is None or node.op_type != "Constant" or not node.attribute:
+        if node is None or node.op_type != "Constant":
             return None
-        array = numpy_helper.to_array(node.attribute[0].t) if node.attribute[0].t.dims is not None else None
+        for attr in node.attribute:  # value (a tensor) or value_float
+            if attr.name == "value":
+                array = numpy_helper.to_array(attr.t)
+            elif attr.name == "value_float":
+                array = np.array(helper.get_attribute_value(attr), np.float32)
         if array is None:
             return None
     if array.size != 1 or array.dtype.kind != "f":
