@@ -69,6 +69,7 @@ bench: install-dev perf-analyzer
 	$(BIN)/python -m benchmarks.bench_peers --write-results
 	$(BIN)/python -m benchmarks.bench_compare --write-results --profile
 	$(BIN)/python -m benchmarks.bench_optimize digits
+	$(BIN)/python -m benchmarks.bench_monitoring --write-results
 	$(BIN)/python -m benchmarks.bench_optimize cnn --seconds 2
 	$(BIN)/python -m benchmarks.bench_optimize minilm --seconds 6
 

@@ -210,3 +210,15 @@ def test_the_wheel_installs_one_top_level_package(tmp_path):
     assert top == {"ortserve"}
     assert "ortserve/optimize/pipeline.py" in names and "ortserve/edge/v2.py" in names
     assert any(n.startswith("ortserve/_proto/") and n.endswith(".pyi") for n in names)
+
+
+def test_monitor_never_imports_rollout():
+    """monitor sits above rollout in the layer order only to come below edge: the two are siblings."""
+    bad = [
+        f"{name} -> {t}"
+        for name, targets in graph().items()
+        if name.startswith("ortserve.monitor")
+        for t in targets
+        if t.startswith("ortserve.rollout")
+    ]
+    assert not bad, bad
