@@ -3,7 +3,8 @@ against servers that differ only in their monitoring settings, in interleaved ro
 
     .venv/bin/python -m benchmarks.bench_monitoring [--rounds 5 --seconds 5 --write-results]
 
-Arms: ``off`` (drift, feedback index and payload log off), ``drift`` (the default drift sampling),
+The figure is the server's CPU time per request (every thread of the process), which a busy
+machine disturbs far less than throughput. Arms: ``off`` (drift, feedback index and payload log off), ``drift`` (the default drift sampling),
 ``payload`` (--payload-log at its default rate), ``feedback`` (the default feedback index),
 ``defaults`` (what ``ortserve`` runs with: drift and the feedback index), and ``drift-all`` (every request
 sampled, for scale). Each arm's figure is its median over the rounds; its cost is against ``off`` measured
@@ -41,14 +42,23 @@ ARMS: dict[str, tuple[str, ...]] = {
 HEAD = "## monitoring: per-request cost of drift sampling, payload logging and the feedback index"
 
 
-async def measure(target: str, concurrency: int, seconds: float) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(server: ServerProcess, concurrency: int, seconds: float) -> tuple[float, float]:
+    """(throughput, server CPU microseconds per request) of one closed-loop run."""
     x = load_digits().data[:1].astype("float32")
-    async with AsyncClient(target) as client:
+    async with AsyncClient(server.target) as client:
         send = predict_sender(client, "digits", {"input": x})
-        result = await closed_loop(send, concurrency, seconds, warmup=1.0)
+        cpu0 = cpu_seconds(server.proc.pid)
+        result = await closed_loop(send, concurrency, seconds, warmup=0.0)
+        cpu = cpu_seconds(server.proc.pid) - cpu0
     if result.errors:
         raise RuntimeError(f"errors: {result.errors}")
-    return result.throughput_rps
+    return result.throughput_rps, cpu / max(result.requests, 1) * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,19 +80,22 @@ def main(argv: list[str] | None = None) -> int:
         load_before = os.getloadavg()
         started = time.strftime("%Y-%m-%d")
         rps: dict[str, list[float]] = {name: [] for name in ARMS}
+        cpu: dict[str, list[float]] = {name: [] for name in ARMS}
         try:
+            for name in ARMS:  # warm-up: sessions, thread pools, the first payload file
+                asyncio.run(measure(servers[name], args.concurrency, 1.0))
             for r in range(args.rounds):
                 order = list(ARMS) if r % 2 == 0 else list(reversed(ARMS))  # interleaved, both directions
                 for name in order:
-                    rps[name].append(
-                        asyncio.run(measure(servers[name].target, args.concurrency, args.seconds))
-                    )
-                print(f"round {r + 1}: " + ", ".join(f"{n} {rps[n][-1]:,.0f}/s" for n in ARMS), flush=True)
+                    throughput, us = asyncio.run(measure(servers[name], args.concurrency, args.seconds))
+                    rps[name].append(throughput)
+                    cpu[name].append(us)
+                print(f"round {r + 1}: " + ", ".join(f"{n} {cpu[n][-1]:.0f} us" for n in ARMS), flush=True)
         finally:
             for s in servers.values():
                 s.stop()
         load_after = os.getloadavg()
-    median = {name: statistics.median(v) for name, v in rps.items()}
+    median = {name: statistics.median(v) for name, v in cpu.items()}
     base = median["off"]
     lines = [
         HEAD,
@@ -91,18 +104,18 @@ def main(argv: list[str] | None = None) -> int:
         "(the client and the six servers share the machine).",
         f"`{command('benchmarks.bench_monitoring', argv or [])}`: the digits demo, one-row Predict requests, "
         f"closed loop c={args.concurrency}, {args.rounds} interleaved rounds of {args.seconds:g} s per arm; "
-        "median throughput per arm; cost = 1 - arm / off (per-request time added in the last column).",
+        "the figure is the server process's CPU time (all threads) per request, median over the rounds (throughput swings with the neighbours on a shared machine; CPU time per request much less); cost = arm / off - 1; the last column is the median throughput.",
         "",
-        "| arm | settings | req/s (median) | rounds | cost vs off | added per request |",
+        "| arm | settings | server CPU per request (median) | rounds (µs) | cost vs off | req/s (median) |",
         "|---|---|---|---|---|---|",
     ]
     for name, arm_args in ARMS.items():
         shown = " ".join(a if "{" not in a else "DIR" for a in arm_args) or "(defaults)"
-        cost = 1 - median[name] / base
-        added_us = (1 / median[name] - 1 / base) * 1e6
-        spread = ", ".join(f"{v:,.0f}" for v in rps[name])
+        cost = median[name] / base - 1
+        spread = ", ".join(f"{v:.0f}" for v in cpu[name])
+        throughput = statistics.median(rps[name])
         lines.append(
-            f"| {name} | `{shown}` | {median[name]:,.0f} | {spread} | {cost * 100:+.1f}% | {added_us:+.1f} µs |"
+            f"| {name} | `{shown}` | {median[name]:.0f} µs | {spread} | {cost * 100:+.1f}% | {throughput:,.0f} |"
         )
     section = "\n".join(lines) + "\n"
     print(section)

@@ -83,9 +83,7 @@ def build_feedback(items: Iterable[Feedback]) -> pb.FeedbackRequest:
     return req
 
 
-def _one(
-    request_id: str, labels: Sequence[int] | None, targets: Sequence[float] | None, reward: float | None
-) -> pb.FeedbackRequest:
+def _one(request_id: str, labels: Any, targets: Any, reward: float | None) -> pb.FeedbackRequest:
     return build_feedback(
         [
             (

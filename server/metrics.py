@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 
@@ -189,7 +190,7 @@ class Metrics:
         """Drift, feedback and payload-log metrics (``ortserve.monitor``). Under ``--workers`` each worker
         measures drift on its own share of traffic; the endpoint shows the largest value."""
 
-        def gauge(name: str, doc: str, labels: tuple[str, ...] = (), mode: str = "livemax") -> Gauge:
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = (), mode: Any = "livemax") -> Gauge:
             return Gauge(name, doc, labels, registry=r, multiprocess_mode=mode)
 
         self.feature_psi = gauge(

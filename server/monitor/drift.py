@@ -236,7 +236,7 @@ class DriftMonitor:
         if p is None or pred_rows < self.min_rows:
             self._clear_prediction(w)
             return
-        predicted = sum((s.predictions for s in w.slices if s.predictions is not None), np.int64(0))
+        predicted: np.ndarray = np.sum([s.predictions for s in w.slices if s.predictions is not None], axis=0)
         out = (*labels, p.output)
         if p.counts is not None:
             m.prediction_psi.labels(*out).set(float(psi(predicted, p.counts)))

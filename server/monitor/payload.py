@@ -132,7 +132,7 @@ class PayloadLog:
         if isinstance(record, Completed):
             request, response = record.request, record.response
             assert response is not None
-            data = {
+            data: dict[str, Any] = {
                 "inputs": {k: encode_tensor(v, self.lists) for k, v in request.inputs.items()},
                 "outputs": {k: encode_tensor(v, self.lists) for k, v in response.outputs.items()},
             }

@@ -220,7 +220,7 @@ def build_reference(
     if prediction is None:
         ints = [n for n, a in outputs.items() if a.dtype.kind in "iu" and a.ndim == 1]
         floats = [n for n, a in outputs.items() if a.dtype.kind == "f" and a.ndim >= 1]
-        prediction = (ints or floats or [None])[0]
+        prediction = next(iter(ints or floats), None)
     if prediction is None:
         return profile
     out = outputs[prediction]
