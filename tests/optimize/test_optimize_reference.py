@@ -55,7 +55,7 @@ def test_published_versions_carry_their_reference_profile(mlp, tmp_path):
     profile = read_reference(version)
     assert profile is not None and profile.rows == 256 and profile.bins == 5
     assert profile.features.names == ["input:mean", "input:std", "input:min", "input:max"]
-    assert profile.features.edges.shape[1] <= 5 + 1  # at most 5 quantile bins (+ the edge under the minimum)
+    assert profile.features.edges.shape[1] <= 5 + 2  # 6 quantiles at most, and the edge under the minimum
     assert profile.prediction is not None and profile.prediction.output == "probabilities"
     assert profile.prediction.kind == "class" and profile.prediction.classes == 10
     assert profile.accuracy == pytest.approx(manifest["validation"]["accuracy"])
@@ -80,6 +80,6 @@ def test_a_reduction_for_an_unknown_input_is_one_line(mlp, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert (
         err[-1]
-        == "ortserve-optimize: reference profile: reduction for 'pixels', which is not an input (input)"
+        == "ortserve-optimize: error: reference profile: reduction for 'pixels', which is not an input (input)"
     )
     assert not (tmp_path / "models" / "mlp").exists() or versions(tmp_path / "models" / "mlp") == []
