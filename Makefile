@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 REPO ?= models
 SERVE_ARGS ?=
 
-.PHONY: serve test install install-dev demo protos check-protos bench perf-analyzer lint clean
+.PHONY: serve test install install-dev demo protos check-protos bench perf-analyzer lint clean promtool
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[demo,optimize,dev]'
+	$(BIN)/python -m pip install -q -e '.[demo,optimize,dev,tracing]'
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -36,8 +36,21 @@ demo: $(REPO)/digits/1/model.onnx
 serve: install demo
 	$(BIN)/ortserve --model-repository $(REPO) $(SERVE_ARGS)
 
-test: install-dev
+test: install-dev promtool
 	$(BIN)/python -m pytest -q
+
+# promtool (checks and unit-tests deploy/prometheus/): the one on PATH, else taken out of Debian's
+# prometheus package into build/prometheus/ (downloaded, unpacked, nothing installed or started).
+PROMTOOL_LOCAL := build/prometheus/usr/bin/promtool
+promtool:
+	@command -v promtool >/dev/null || [ -x $(PROMTOOL_LOCAL) ] || $(MAKE) $(PROMTOOL_LOCAL)
+
+$(PROMTOOL_LOCAL):
+	@command -v apt-get >/dev/null || { echo "promtool: no apt-get here; install Prometheus' promtool on PATH" >&2; exit 1; }
+	rm -rf build/prometheus && mkdir -p build/prometheus
+	cd build/prometheus && (apt-get download prometheus || (apt-get update -qq && apt-get download prometheus))
+	dpkg-deb -x build/prometheus/prometheus_*.deb build/prometheus
+	rm -f build/prometheus/prometheus_*.deb
 
 # Regenerate the gRPC stubs in server/_proto from protos/ (tests fail when they are stale).
 protos: install-dev
@@ -56,6 +69,7 @@ bench: install-dev perf-analyzer
 	$(BIN)/python -m benchmarks.bench_peers --write-results
 	$(BIN)/python -m benchmarks.bench_compare --write-results --profile
 	$(BIN)/python -m benchmarks.bench_optimize digits
+	$(BIN)/python -m benchmarks.bench_monitoring --write-results
 	$(BIN)/python -m benchmarks.bench_optimize cnn --seconds 2
 	$(BIN)/python -m benchmarks.bench_optimize minilm --seconds 6
 

@@ -5,7 +5,8 @@ set (8x8 images, pixel values 0..16), exported to ONNX and published as ``digits
     python -m ortserve.optimize.demo --repo models --force  # rebuilds it
 
 The ONNX graph takes raw pixels ``input`` float32 [N, 64] and returns ``logits`` [N, 10],
-``probabilities`` [N, 10] and ``label`` int64 [N]. Training is seeded: the same
+``probabilities`` [N, 10] and ``label`` int64 [N]. The version carries a reference profile
+(``reference.json``: the test split's pixels and predicted classes) for drift monitoring. Training is seeded: the same
 scikit-learn version gives the same weights and a byte-identical model.onnx.
 """
 
@@ -23,6 +24,7 @@ import numpy as np
 from ortserve.repository import (
     CONFIG,
     MODEL_FILE,
+    REFERENCE,
     BatchingConfig,
     ModelConfig,
     RuntimeConfig,
@@ -30,6 +32,7 @@ from ortserve.repository import (
     publish_version,
     write_model_config,
 )
+from ortserve.repository.reference import build_reference
 
 SEED = 0
 MODEL = "digits"
@@ -124,6 +127,8 @@ def build(repo: Path, force: bool = False, quiet: bool = False) -> Path:
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     labels = session.run(["label"], {"input": x_test})[0]
     accuracy = float((labels == y_test).mean())
+    # What drift is measured against: the test split's pixels and the model's predictions on it.
+    reference = build_reference({"input": x_test}, {"label": labels}, labels=y_test)
     if not (model_dir / CONFIG).exists():
         write_model_config(model_dir, DEMO_CONFIG, HEADER)
     extra = {
@@ -131,6 +136,7 @@ def build(repo: Path, force: bool = False, quiet: bool = False) -> Path:
         "source": "ortserve.optimize.demo: sklearn MLPClassifier(64) on load_digits, exported with onnx.helper",
         "seed": SEED,
         "validation": {"test_accuracy": accuracy, "test_rows": len(y_test)},
+        "reference": {"file": REFERENCE, "data": "load_digits test split (20%, stratified, seed 0)"},
         "libraries": {
             "onnx": onnx.__version__,
             "onnxruntime": ort.__version__,
@@ -138,7 +144,8 @@ def build(repo: Path, force: bool = False, quiet: bool = False) -> Path:
             "numpy": np.__version__,
         },
     }
-    target = publish_version(repo, MODEL, data, extra, version=1, replace=True)
+    files = {MODEL_FILE: data, REFERENCE: reference.to_json().encode()}
+    target = publish_version(repo, MODEL, files, extra, version=1, replace=True)
     if not quiet:
         print(
             json.dumps(

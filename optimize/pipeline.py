@@ -29,6 +29,7 @@ from ortserve.optimize.steps.onnx_steps import copy_onnx
 from ortserve.optimize.validate import compare, run_onnx, run_torch
 from ortserve.repository import (
     MANIFEST,
+    REFERENCE,
     ConfigError,
     canary_flag,
     flags_document,
@@ -138,6 +139,9 @@ def run(recipe: Recipe, progress: Progress | None = None, workdir: Path | None =
             ref_out = run_onnx(source.artifact.path, eval_data)
             reference = "source ONNX model"
         results: list[VariantResult] = []
+        outputs: dict[
+            str, list[np.ndarray]
+        ] = {}  # each variant's outputs on the eval data (reference profiles)
         for variant in recipe.variants:
             _seed_torch(seed)
             art = copy.copy(source.artifact)
@@ -151,9 +155,8 @@ def run(recipe: Recipe, progress: Progress | None = None, workdir: Path | None =
             else:
                 final, done = _apply(variant, art, ctx, work)
             res = VariantResult(variant.name, done, final.path)
-            res.metrics = compare(
-                ref_out, run_onnx(final.path, eval_data), eval_data.labels, eval_data.inputs
-            )
+            outputs[variant.name] = run_onnx(final.path, eval_data)
+            res.metrics = compare(ref_out, outputs[variant.name], eval_data.labels, eval_data.inputs)
             results.append(res)
         base_metrics = compare(
             ref_out, run_onnx(baseline_art.path, eval_data), eval_data.labels, eval_data.inputs
@@ -199,10 +202,22 @@ def run(recipe: Recipe, progress: Progress | None = None, workdir: Path | None =
         accepted = [r for r in results if r.accepted]
         if recipe.repo and accepted:
             from ortserve.optimize.publish import publish_versions
+            from ortserve.optimize.reference import reference_json
 
             parent = recipe.parent or _parent_version(source)
             entries = [(r.path, _manifest_extra(r, info, parent)) for r in accepted if r.path]
-            versions = publish_versions(Path(recipe.repo), recipe.name or "", entries, recipe.max_batch_size)
+            references = [
+                reference_json(r.path, outputs[r.name], eval_data, recipe.reference)
+                for r in accepted
+                if r.path
+            ]
+            if recipe.reference.enabled and eval_data.synthetic:
+                log(
+                    "no reference profile (drift baseline) for the published versions: the eval data is synthetic"
+                )
+            versions = publish_versions(
+                Path(recipe.repo), recipe.name or "", entries, recipe.max_batch_size, references
+            )
             for r, v in zip(accepted, versions, strict=True):
                 r.version = v
                 log(f"published {r.name} as {recipe.name}/{v}")
@@ -266,6 +281,9 @@ def _manifest_extra(r: VariantResult, info: dict[str, Any], parent: str | None) 
         "validation": dict(
             r.metrics, reference=info["reference"], data=info["eval_data"], synthetic=info["synthetic_data"]
         ),
+        "reference_profile": None
+        if info["synthetic_data"]
+        else {"file": REFERENCE, "data": info["eval_data"]},
         "benchmark": dict(r.bench, speedup=r.speedup),
         "libraries": info["libraries"],
         "cpu": info["cpu"],

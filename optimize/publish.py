@@ -8,6 +8,7 @@ the version that served until then pinned; otherwise it is left alone. Publishin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from ortserve.optimize.errors import OptimizeError
 from ortserve.repository import (
     CONFIG,
     MODEL_FILE,
+    REFERENCE,
     ConfigError,
     ModelConfig,
     check_model_name,
@@ -39,9 +41,14 @@ def check_name(name: str) -> None:
 
 
 def publish_versions(
-    repo: Path, name: str, variants: list[tuple[Path, dict[str, Any]]], max_batch_size: int | None = None
+    repo: Path,
+    name: str,
+    variants: list[tuple[Path, dict[str, Any]]],
+    max_batch_size: int | None = None,
+    references: Sequence[bytes | None] = (),
 ) -> list[int]:
     """Publish each ``(model.onnx path, manifest extra)`` as the next version; returns the version numbers.
+    ``references``: each variant's reference profile (``reference.json``, listed in its manifest), or None.
 
     ``config.toml`` is settled first, so that a server polling the repository never takes a new
     version for the default, even if publishing stops half-way. ``max_batch_size`` goes into a new
@@ -58,11 +65,14 @@ def publish_versions(
             write_model_config(model_dir, config, WRITTEN)
         elif versions and load_model_config(model_dir).default_version is None:
             set_default_version(model_dir, max(versions), PINNED)
-        for path, extra in variants:
-            files = {MODEL_FILE: Path(path)}
+        for i, (path, extra) in enumerate(variants):
+            files: dict[str, bytes | Path] = {MODEL_FILE: Path(path)}
             data = Path(f"{path}.data")  # ONNX external data, saved beside the model by the steps
             if data.exists():
                 files[data.name] = data
+            reference = references[i] if i < len(references) else None
+            if reference is not None:
+                files[REFERENCE] = reference
             published.append(int(publish_version(Path(repo), name, files, extra).name))
     except ConfigError as e:
         raise OptimizeError(f"{e}; fix it before publishing") from e

@@ -13,6 +13,9 @@ the flags describe, so the common case can grow into a recipe::
     min_cosine = 0.99
     [benchmark]
     batch_sizes = [1, 8, 32]
+    [reference]                  # each published version's drift baseline (reference.json), from the eval data
+    bins = 10
+    reduce = {pixels = "channels"}   # per input: flatten | channels | stats (default: by shape)
     [[variants]]
     name = "int8-dynamic"
     steps = [{step = "graph-optimize"}, {step = "quantize-dynamic", per_channel = true}]
@@ -46,6 +49,18 @@ class VariantSpec:
     gates: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ReferenceOptions:
+    """The ``[reference]`` table: the reference profile each published version carries (drift baseline)."""
+
+    enabled: bool = True
+    bins: int = field(default=10, metadata={"ge": 2, "le": 100, "help": "quantile bins per feature"})
+    prediction: str | None = field(default=None, metadata={"help": "the output to profile (default: found)"})
+    reduce: dict[str, str] = field(
+        default_factory=dict, metadata={"help": "input -> flatten | channels | stats (default: by shape)"}
+    )
+
+
 @dataclass
 class Recipe:
     model: str | None = None
@@ -69,6 +84,7 @@ class Recipe:
     max_batch_size: int | None = None  # None: the server decides from the ONNX signature
     parent: str | None = None
     variants: list[VariantSpec] = field(default_factory=list)
+    reference: ReferenceOptions = field(default_factory=ReferenceOptions)
 
     def check(self) -> None:
         """Validate everything that can be checked before loading a model: names, steps, parameters."""
@@ -162,6 +178,7 @@ class RecipeFile:
     data: _Data = field(default_factory=_Data)
     gates: Gates = field(default_factory=Gates)
     benchmark: _Benchmark = field(default_factory=_Benchmark)
+    reference: ReferenceOptions = field(default_factory=ReferenceOptions)
     variants: tuple[_Variant, ...] = ()
 
 
@@ -205,6 +222,7 @@ def load_recipe(path: Path) -> Recipe:
         bench_seconds=f.benchmark.seconds,
         max_batch_size=f.max_batch_size,
         parent=f.parent,
+        reference=f.reference,
         variants=[
             VariantSpec(
                 v.name or f"variant{i + 1}",
@@ -245,6 +263,7 @@ def recipe_to_toml(r: Recipe) -> str:
         ),
         gates=r.gates,
         benchmark=_Benchmark(tuple(r.batch_sizes), r.gate_batch, r.threads, r.bench_seconds),
+        reference=r.reference,
         variants=tuple(
             _Variant(v.name, tuple(dict({"step": s}, **p) for s, p in v.steps), Gates(**v.gates))
             for v in r.variants

@@ -5,13 +5,15 @@ with Client("127.0.0.1:8001") as c:
     result = c.predict("digits", {"input": pixels})   # pixels: float32 [N, 64]
     print(result["label"], result.version)
 
+    c.feedback(result.request_id, labels=[7])          # the true class of each row, later
+
 async with AsyncClient("127.0.0.1:8001") as c:
     result = await c.predict("digits", {"input": pixels})
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +24,7 @@ from ortserve._proto.ortserve.v1 import inference_pb2 as pb
 from ortserve._proto.ortserve.v1 import inference_pb2_grpc as pb_grpc
 from ortserve.edge.codec import from_numpy, to_numpy
 
-__all__ = ["AsyncClient", "Client", "Prediction"]
+__all__ = ["AsyncClient", "Client", "Feedback", "Prediction", "build_feedback"]
 
 _MB = 1024 * 1024
 
@@ -69,6 +71,31 @@ def parse_response(resp: pb.PredictResponse) -> Prediction:
     return Prediction(outputs, resp.model, resp.version, resp.variant, resp.request_id)
 
 
+Feedback = tuple[str, Sequence[int], Sequence[float], float | None]  # (request id, labels, targets, reward)
+
+
+def build_feedback(items: Iterable[Feedback]) -> pb.FeedbackRequest:
+    req = pb.FeedbackRequest()
+    for request_id, labels, targets, reward in items:
+        item = req.items.add(request_id=request_id, labels=[int(v) for v in labels], targets=list(targets))
+        if reward is not None:
+            item.reward = float(reward)
+    return req
+
+
+def _one(request_id: str, labels: Any, targets: Any, reward: float | None) -> pb.FeedbackRequest:
+    return build_feedback(
+        [
+            (
+                request_id,
+                list(np.ravel(labels)) if labels is not None else [],
+                list(np.ravel(targets)) if targets is not None else [],
+                reward,
+            )
+        ]
+    )
+
+
 def _options(max_message_size: int) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", max_message_size),
@@ -96,6 +123,26 @@ class Client:
     ) -> Prediction:
         req = build_request(model, inputs, version, outputs, request_id, targeting_key, priority)
         return parse_response(self.stub.Predict(req, timeout=timeout, metadata=metadata))
+
+    def feedback(
+        self,
+        request_id: str,
+        labels: Sequence[int] | np.ndarray | None = None,
+        *,
+        targets: Sequence[float] | np.ndarray | None = None,
+        reward: float | None = None,
+        timeout: float | None = None,
+    ) -> pb.FeedbackResult:
+        """Ground truth for the request ``request_id``: the true class of each of its rows (``labels``)
+        or their true values (``targets``). The result's ``status`` says whether it joined (correct,
+        incorrect, scored) or not (unknown, duplicate, invalid: counted by the server, not raised)."""
+        return self.stub.Feedback(_one(request_id, labels, targets, reward), timeout=timeout).results[0]
+
+    def feedback_many(
+        self, items: Iterable[Feedback], timeout: float | None = None
+    ) -> list[pb.FeedbackResult]:
+        """Several at once: (request id, labels, targets, reward) each; at most 10000 per call."""
+        return list(self.stub.Feedback(build_feedback(items), timeout=timeout).results)
 
     def list_models(self) -> pb.ListModelsResponse:
         return self.stub.ListModels(pb.ListModelsRequest())
@@ -133,6 +180,28 @@ class AsyncClient:
     ) -> Prediction:
         req = build_request(model, inputs, version, outputs, request_id, targeting_key, priority)
         return parse_response(await self.stub.Predict(req, timeout=timeout, metadata=metadata))
+
+    async def feedback(
+        self,
+        request_id: str,
+        labels: Sequence[int] | np.ndarray | None = None,
+        *,
+        targets: Sequence[float] | np.ndarray | None = None,
+        reward: float | None = None,
+        timeout: float | None = None,
+    ) -> pb.FeedbackResult:
+        """Ground truth for the request ``request_id``: the true class of each of its rows (``labels``)
+        or their true values (``targets``). The result's ``status`` says whether it joined (correct,
+        incorrect, scored) or not (unknown, duplicate, invalid: counted by the server, not raised)."""
+        return (await self.stub.Feedback(_one(request_id, labels, targets, reward), timeout=timeout)).results[
+            0
+        ]
+
+    async def feedback_many(
+        self, items: Iterable[Feedback], timeout: float | None = None
+    ) -> list[pb.FeedbackResult]:
+        """Several at once: (request id, labels, targets, reward) each; at most 10000 per call."""
+        return list((await self.stub.Feedback(build_feedback(items), timeout=timeout)).results)
 
     async def list_models(self) -> pb.ListModelsResponse:
         return await self.stub.ListModels(pb.ListModelsRequest())

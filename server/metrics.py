@@ -22,14 +22,33 @@ that the protocols' statistics RPCs read.
     ortserve_shadow_top1_agreements_total{...same}          rows whose top-1 (argmax) agreed
     ortserve_shadow_max_abs_diff{...same}                   per request: max |primary - shadow|
     ortserve_shadow_cosine_similarity{...same}              per request: cosine(primary, shadow)
+  monitoring (ortserve.monitor; see the README "Monitoring"):
+    ortserve_feature_drift_psi{model,version,feature}       PSI of the window vs the reference, top-k features
+    ortserve_feature_drift_ks{model,version,feature}        binned Kolmogorov-Smirnov D, same features
+    ortserve_drift_ks_critical{model,version}               D's critical value (5%, Bonferroni over features)
+    ortserve_prediction_drift_psi{model,version,output}     PSI of the predictions (classes, or the largest
+                                                            over an output's binned features)
+    ortserve_prediction_drift_chi2{model,version,output}    two-sample chi-square of the predicted classes
+    ortserve_prediction_drift_chi2_critical{...same}        its critical value (5%)
+    ortserve_drift_window_rows{model,version}               sampled rows in the sliding window
+    ortserve_reference_accuracy{model,version}              accuracy on the reference data (with labels)
+    ortserve_feedback_total{model,version,variant,outcome}  rows with ground truth: correct, incorrect, scored
+    ortserve_feedback_unmatched_total{reason}               feedback items not joined: unknown, duplicate, invalid
+    ortserve_feedback_abs_error{model,version,variant}      |target - prediction| per regression row
+    ortserve_feedback_reward{model,version,variant}         rewards given with feedback (count and sum)
+    ortserve_feedback_index_entries                         predictions waiting for their ground truth
+    ortserve_payload_records_total{model}                   payload log records written
+    ortserve_payload_dropped_total{reason}                  records not written: queue_full, io_error
+    ortserve_payload_bytes                                  payload log bytes on disk
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 
 from ortserve.errors import OK
 
@@ -62,6 +81,9 @@ _DIFF = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0)
 # the shadows pointing away from the primary.
 _COSINE = (0.0, 0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999, 1.0)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_ERROR = (0.001, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)
+_MV = ("model", "version")
+_MVV = ("model", "version", "variant")
 
 
 class Metrics:
@@ -161,6 +183,71 @@ class Metrics:
             buckets=_COSINE,
             registry=r,
         )
+
+        self._monitoring(r)
+
+    def _monitoring(self, r: CollectorRegistry) -> None:
+        """Drift, feedback and payload-log metrics (``ortserve.monitor``). Under ``--workers`` each worker
+        measures drift on its own share of traffic; the endpoint shows the largest value."""
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = (), mode: Any = "livemax") -> Gauge:
+            return Gauge(name, doc, labels, registry=r, multiprocess_mode=mode)
+
+        self.feature_psi = gauge(
+            "ortserve_feature_drift_psi", "PSI of a feature, window vs reference", (*_MV, "feature")
+        )
+        self.feature_ks = gauge(
+            "ortserve_feature_drift_ks", "Binned KS D of a feature, window vs reference", (*_MV, "feature")
+        )
+        self.ks_critical = gauge("ortserve_drift_ks_critical", "KS D critical value (5%, Bonferroni)", _MV)
+        self.prediction_psi = gauge(
+            "ortserve_prediction_drift_psi", "PSI of the predictions", (*_MV, "output")
+        )
+        self.prediction_chi2 = gauge(
+            "ortserve_prediction_drift_chi2", "Chi-square of the predicted classes", (*_MV, "output")
+        )
+        self.prediction_chi2_critical = gauge(
+            "ortserve_prediction_drift_chi2_critical", "Chi-square critical value (5%)", (*_MV, "output")
+        )
+        self.window_rows = gauge(
+            "ortserve_drift_window_rows", "Sampled rows in the drift window", _MV, "livesum"
+        )
+        self.reference_accuracy = gauge("ortserve_reference_accuracy", "Accuracy on the reference data", _MV)
+        self.feedback = Counter(
+            "ortserve_feedback",
+            "Rows with ground truth, by outcome (correct, incorrect, scored)",
+            (*_MVV, "outcome"),
+            registry=r,
+        )
+        self.feedback_unmatched = Counter(
+            "ortserve_feedback_unmatched",
+            "Feedback items not joined (unknown, duplicate, invalid)",
+            ["reason"],
+            registry=r,
+        )
+        self.feedback_error = Histogram(
+            "ortserve_feedback_abs_error",
+            "Absolute error of regression rows",
+            _MVV,
+            buckets=_ERROR,
+            registry=r,
+        )
+        self.feedback_reward = Summary(
+            "ortserve_feedback_reward", "Rewards given with feedback", _MVV, registry=r
+        )
+        self.feedback_entries = gauge(
+            "ortserve_feedback_index_entries", "Predictions awaiting ground truth", mode="livesum"
+        )
+        self.payload_records = Counter(
+            "ortserve_payload_records", "Payload log records written", ["model"], registry=r
+        )
+        self.payload_dropped = Counter(
+            "ortserve_payload_dropped",
+            "Payload log records dropped (queue_full, io_error)",
+            ["reason"],
+            registry=r,
+        )
+        self.payload_bytes = gauge("ortserve_payload_bytes", "Payload log bytes on disk", mode="livesum")
 
     def version(self, model: str, version: str, loaded: bool = True) -> VersionStats:
         return VersionStats(self, model, version, loaded=loaded)

@@ -16,8 +16,9 @@ FOLDERS = {"ortserve": ROOT / "server", "ortserve.optimize": ROOT / "optimize"}
 
 # Layer of each part of ortserve, top to bottom: a module may import its own layer and lower ones.
 LAYERS = {
-    "ortserve.ops": 5,
-    "ortserve.edge": 4,
+    "ortserve.ops": 6,
+    "ortserve.edge": 5,
+    "ortserve.monitor": 4,  # drift, feedback join, payload log, tracing: over core, never rollout
     "ortserve.rollout": 3,
     "ortserve.core": 2,
     "ortserve.repository": 1,
@@ -167,7 +168,7 @@ def test_modules_are_small():
 
 
 def test_every_layer_says_what_it_owns():
-    for package in ("edge", "core", "rollout", "repository", "ops"):
+    for package in ("edge", "monitor", "core", "rollout", "repository", "ops"):
         doc = ast.get_docstring(ast.parse((ROOT / "server" / package / "__init__.py").read_text()))
         assert doc and "May import" in doc, (
             f"ortserve.{package} docstring must say what it owns and may import"
@@ -209,3 +210,15 @@ def test_the_wheel_installs_one_top_level_package(tmp_path):
     assert top == {"ortserve"}
     assert "ortserve/optimize/pipeline.py" in names and "ortserve/edge/v2.py" in names
     assert any(n.startswith("ortserve/_proto/") and n.endswith(".pyi") for n in names)
+
+
+def test_monitor_never_imports_rollout():
+    """monitor sits above rollout in the layer order only to come below edge: the two are siblings."""
+    bad = [
+        f"{name} -> {t}"
+        for name, targets in graph().items()
+        if name.startswith("ortserve.monitor")
+        for t in targets
+        if t.startswith("ortserve.rollout")
+    ]
+    assert not bad, bad

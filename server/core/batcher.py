@@ -18,14 +18,20 @@ from concurrent.futures import Executor
 from ortserve.core.batching import Batcher, BatchStats, InferResult, Runner
 from ortserve.core.dynamic import DynamicBatcher
 from ortserve.core.nobatching import NoBatching
+from ortserve.core.tracing import NO_TRACING, BatchTracing
 from ortserve.repository.config import BatchingConfig
 
 __all__ = ["BatchStats", "Batcher", "DynamicBatcher", "InferResult", "NoBatching", "Runner", "make_batcher"]
 
 
 def make_batcher(
-    runner: Runner, executor: Executor, max_batch_size: int, config: BatchingConfig, stats: BatchStats
+    runner: Runner,
+    executor: Executor,
+    max_batch_size: int,
+    config: BatchingConfig,
+    stats: BatchStats,
+    tracing: BatchTracing = NO_TRACING,
 ) -> Batcher:
     if max_batch_size > 0 and config.enabled:
-        return DynamicBatcher(runner, executor, max_batch_size, config, stats)
-    return NoBatching(runner, executor, config, stats)
+        return DynamicBatcher(runner, executor, max_batch_size, config, stats, tracing)
+    return NoBatching(runner, executor, config, stats, tracing)

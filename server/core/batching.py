@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ortserve.core.tracing import NO_TRACING, BatchTracing
 from ortserve.errors import DeadlineExceeded, InferenceFailed, QueueFull, Unavailable
 from ortserve.repository.config import BatchingConfig
 
@@ -55,6 +56,7 @@ class Pending:
     enqueued: float
     future: asyncio.Future
     timer: asyncio.TimerHandle | None = field(default=None)
+    link: object | None = field(default=None)  # what the batch's span links to (tracing)
 
     def __lt__(self, other: Pending) -> bool:
         return self.order < other.order
@@ -80,8 +82,16 @@ class Batcher(Protocol):
 
 
 class BatcherBase:
-    def __init__(self, runner: Runner, executor: Executor, config: BatchingConfig, stats: BatchStats) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        executor: Executor,
+        config: BatchingConfig,
+        stats: BatchStats,
+        tracing: BatchTracing = NO_TRACING,
+    ) -> None:
         self._runner = runner
+        self._tracing = tracing
         self._executor = executor
         self._config = config
         self._stats = stats
@@ -134,7 +144,8 @@ class BatcherBase:
                 feeds = {name: np.concatenate([r.inputs[name] for r in live]) for name in live[0].inputs}
             loop = asyncio.get_running_loop()
             try:
-                outputs = await loop.run_in_executor(self._executor, self._runner.run, feeds)
+                with self._tracing.batch([r.link for r in live], rows):
+                    outputs = await loop.run_in_executor(self._executor, self._runner.run, feeds)
             except Exception as e:  # ONNX Runtime's errors: fail this batch's requests only
                 err = InferenceFailed(f"inference failed: {e}")
                 for r in live:

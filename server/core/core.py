@@ -2,6 +2,7 @@
 
     response = await core.infer(InferRequest(model="digits", inputs={"input": x}, api="v1"))
     core.list_models(); core.version("digits", "2"); core.versions("digits")
+    await core.feedback([FeedbackItem(request_id, labels=(3,))])    # ground truth, joined by request id
 
 ``infer`` routes the request (the ``Routing`` strategy), validates it against the version's
 signature, submits it to that version's batcher and awaits the answer. Every request it is given
@@ -15,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ortserve.core.feedback import FeedbackItem, FeedbackJoin, FeedbackResult, NoFeedback
 from ortserve.core.hooks import Hooks
 from ortserve.core.models import ModelManager, ModelVersion
 from ortserve.core.request import Completed, InferRequest, InferResponse, Route
 from ortserve.core.routing import DefaultRouting, Routing
+from ortserve.core.tracing import NO_TRACING, Tracing
 from ortserve.errors import CANCELLED, OK, InternalError, ModelNotFound, ServeError
 from ortserve.metrics import UNKNOWN_MODEL, Metrics, VersionStats
 
@@ -43,47 +47,56 @@ class InferenceCore:
         metrics: Metrics,
         routing: Routing | None = None,
         hooks: Hooks | None = None,
+        feedback: FeedbackJoin | None = None,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.models = models
         self.metrics = metrics
         self.routing: Routing = routing if routing is not None else DefaultRouting(models)
         self.hooks = hooks if hooks is not None else Hooks()
+        self.feedback_join: FeedbackJoin = feedback if feedback is not None else NoFeedback()
+        self.tracing = tracing
         self._unknown: dict[str, VersionStats] = {}
 
     # -- the request path ----------------------------------------------------------------------
     async def infer(self, request: InferRequest) -> InferResponse:
         started = time.monotonic()
         route: Route | None = None
-        try:
-            route = self.routing.route(request)
-            mv = route.version
-            mv.check_outputs(request.outputs)
-            result = await mv.infer(request.inputs, request.deadline, request.priority)
-        except ServeError as e:
-            self._finish(request, route, None, e, e.outcome, started)
-            raise
-        except asyncio.CancelledError:
-            self._finish(request, route, None, None, CANCELLED, started)
-            raise
-        except Exception as e:
-            error = InternalError(f"internal error: {type(e).__name__}: {e}")
-            log.exception("request %r: internal error", request.request_id[:200])
-            self._finish(request, route, None, error, error.outcome, started)
-            raise error from e
-        outputs = result.outputs
-        if request.outputs:
-            outputs = {n: outputs[n] for n in request.outputs}
-        response = InferResponse(
-            request.model,
-            mv.version,
-            outputs,
-            request.request_id,
-            route.variant,
-            result.queue_s,
-            result.compute_s,
-        )
-        self._finish(request, route, response, None, OK, started)
-        return response
+        with self.tracing.request(request):  # the hooks run inside: a tracing hook sees the span
+            try:
+                route = self.routing.route(request)
+                mv = route.version
+                mv.check_outputs(request.outputs)
+                result = await mv.infer(request.inputs, request.deadline, request.priority)
+            except ServeError as e:
+                self._finish(request, route, None, e, e.outcome, started)
+                raise
+            except asyncio.CancelledError:
+                self._finish(request, route, None, None, CANCELLED, started)
+                raise
+            except Exception as e:
+                error = InternalError(f"internal error: {type(e).__name__}: {e}")
+                log.exception("request %r: internal error", request.request_id[:200])
+                self._finish(request, route, None, error, error.outcome, started)
+                raise error from e
+            outputs = result.outputs
+            if request.outputs:
+                outputs = {n: outputs[n] for n in request.outputs}
+            response = InferResponse(
+                request.model,
+                mv.version,
+                outputs,
+                request.request_id,
+                route.variant,
+                result.queue_s,
+                result.compute_s,
+            )
+            self._finish(request, route, response, None, OK, started)
+            return response
+
+    async def feedback(self, items: Sequence[FeedbackItem]) -> list[FeedbackResult]:
+        """Join ground truth to the predictions it is about (``ortserve.core.feedback``)."""
+        return await self.feedback_join.feedback(items)
 
     def reject(self, request: InferRequest, error: ServeError, started: float) -> None:
         """Count a request that failed before it reached ``infer`` (e.g. while decoding)."""

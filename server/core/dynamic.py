@@ -13,6 +13,7 @@ from concurrent.futures import Executor
 import numpy as np
 
 from ortserve.core.batching import BatcherBase, BatchStats, InferResult, Pending, Runner, shape_key
+from ortserve.core.tracing import NO_TRACING, BatchTracing
 from ortserve.errors import InferenceFailed, Unavailable
 from ortserve.repository.config import BatchingConfig
 
@@ -29,8 +30,9 @@ class DynamicBatcher(BatcherBase):
         max_batch_size: int,
         config: BatchingConfig,
         stats: BatchStats,
+        tracing: BatchTracing = NO_TRACING,
     ) -> None:
-        super().__init__(runner, executor, config, stats)
+        super().__init__(runner, executor, config, stats, tracing)
         self._max_rows = max_batch_size
         self._target = min(max(config.preferred_batch_sizes, default=max_batch_size), max_batch_size)
         self._delay = config.max_queue_delay_us / 1e6
@@ -58,6 +60,7 @@ class DynamicBatcher(BatcherBase):
             (level, next(self._seq)),
             time.monotonic(),
             loop.create_future(),
+            link=self._tracing.link(),
         )
         bisect.insort(self._queue, request)
         self._stats.queue_depth(len(self._queue))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ortserve.core.batcher import make_batcher
 from ortserve.core.runtime import SessionPool
+from ortserve.core.tracing import NO_TRACING, Tracing
 from ortserve.core.version import Model, ModelVersion
 from ortserve.errors import ModelNotFound
 from ortserve.metrics import Metrics
@@ -44,7 +45,9 @@ class ModelManager:
         require_manifest: bool = False,
         on_change: Callable[[str, bool], None] | None = None,
         drain_timeout: float = 30.0,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
+        self._tracing = tracing
         self.root = Path(root)
         self.models: dict[str, Model] = {}
         self._executor = executor
@@ -222,7 +225,14 @@ class ModelManager:
             return None
         self._refused.pop(key, None)
         stats = self._metrics.version(name, version)
-        batcher = make_batcher(pool, self._executor, pool.signature.max_batch_size, config.batching, stats)
+        batcher = make_batcher(
+            pool,
+            self._executor,
+            pool.signature.max_batch_size,
+            config.batching,
+            stats,
+            self._tracing.batcher(name, version),
+        )
         stats.ready(True)
         log.info(
             "model %s version %s: loaded from %s, providers %s, max_batch_size %d, %s, %d instance(s)",

@@ -10,6 +10,7 @@ from concurrent.futures import Executor
 import numpy as np
 
 from ortserve.core.batching import BatcherBase, BatchStats, InferResult, Pending, Runner
+from ortserve.core.tracing import NO_TRACING, BatchTracing
 from ortserve.errors import Unavailable
 from ortserve.repository.config import BatchingConfig
 
@@ -19,8 +20,15 @@ __all__ = ["NoBatching"]
 class NoBatching(BatcherBase):
     """Each request runs alone, at most ``instances`` at a time, the rest waiting (bounded) for a slot."""
 
-    def __init__(self, runner: Runner, executor: Executor, config: BatchingConfig, stats: BatchStats) -> None:
-        super().__init__(runner, executor, config, stats)
+    def __init__(
+        self,
+        runner: Runner,
+        executor: Executor,
+        config: BatchingConfig,
+        stats: BatchStats,
+        tracing: BatchTracing = NO_TRACING,
+    ) -> None:
+        super().__init__(runner, executor, config, stats, tracing)
         self._waiting = 0
 
     def depth(self) -> int:
@@ -32,7 +40,14 @@ class NoBatching(BatcherBase):
         self._admit(self._waiting)
         loop = asyncio.get_running_loop()
         request = Pending(
-            inputs, rows, (), deadline, (priority, next(self._seq)), time.monotonic(), loop.create_future()
+            inputs,
+            rows,
+            (),
+            deadline,
+            (priority, next(self._seq)),
+            time.monotonic(),
+            loop.create_future(),
+            link=self._tracing.link(),
         )
         self._waiting += 1
         self._stats.queue_depth(self._waiting)

@@ -2,7 +2,7 @@
 what access rules name; the table is checked against the services at start-up, so a new RPC
 cannot go without a group.
 
-    inference         Predict, ModelInfer, ModelStreamInfer
+    inference         Predict, Feedback, ModelInfer (also feedback to ortserve.feedback), ModelStreamInfer
     metadata          ListModels, ModelMetadata, ServerMetadata, ModelConfig, ModelStatistics,
                       ServerLive, ServerReady, ModelReady
     model-repository  RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload
@@ -21,7 +21,7 @@ _ADMIN = "/ortserve.v1.Admin/"
 _V2 = "/inference.GRPCInferenceService/"
 
 GROUPS: dict[str, str] = {
-    **{_V1 + m: "inference" for m in ("Predict",)},
+    **{_V1 + m: "inference" for m in ("Predict", "Feedback")},
     **{_V1 + m: "metadata" for m in ("ListModels", "ModelMetadata")},
     **{_ADMIN + m: "flags" for m in ("GetFlags", "SetFlags", "ListVersions")},
     **{_V2 + m: "inference" for m in ("ModelInfer", "ModelStreamInfer")},

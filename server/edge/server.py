@@ -46,8 +46,10 @@ def build_server(
     max_message_size: int,
     workers: int = 1,
     links: Sequence[Interceptor] = (),
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> tuple[grpc.aio.Server, int]:
     """A server with every service added and bound to ``address``; returns it and the bound port.
+    ``interceptors`` run outside the chain of ``links`` (tracing's, so that its span covers them).
     Raises OSError when the address cannot be bound."""
     options = [
         ("grpc.max_receive_message_length", max_message_size),
@@ -56,7 +58,7 @@ def build_server(
         # (--workers N: every worker binds the same port on purpose.)
         ("grpc.so_reuseport", 1 if workers > 1 else 0),
     ]
-    server = grpc.aio.server(options=options, interceptors=chain(links))
+    server = grpc.aio.server(options=options, interceptors=[*interceptors, *chain(links)])
     edge = Edge(core)
     names = [
         v1.add_to_server(core, edge, server),

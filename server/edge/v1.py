@@ -7,6 +7,7 @@ import grpc
 from ortserve._proto.ortserve.v1 import inference_pb2 as pb
 from ortserve._proto.ortserve.v1 import inference_pb2_grpc as pb_grpc
 from ortserve.core import InferenceCore, InferRequest, InferResponse
+from ortserve.edge import feedback
 from ortserve.edge.call import Edge, deadline_from, invocation_metadata, new_request_id
 from ortserve.edge.codec import from_numpy, to_numpy
 from ortserve.errors import InvalidInput
@@ -65,6 +66,11 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         async with self.edge.call(context, API, request.model):
             response = await self.core.infer(decode(request, context))
             return encode(response)
+
+    async def Feedback(self, request: pb.FeedbackRequest, context) -> pb.FeedbackResponse:
+        async with self.edge.call(context, API):
+            results = await self.core.feedback(feedback.from_pb(request))
+            return feedback.to_pb(results)
 
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         async with self.edge.call(context, API):

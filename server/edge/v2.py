@@ -9,6 +9,7 @@ extensions (ModelConfig, ModelStatistics, repository control), over the same cor
 Requests are decoded and answered by ``ortserve.edge.v2_codec``; model configuration and
 statistics come from ``ortserve.edge.triton``. ModelStreamInfer answers each request in the
 order they finish; an error goes into that response's ``error_message`` and the stream goes on.
+A ModelInfer to the virtual model ``ortserve.feedback`` is ground truth (``ortserve.edge.feedback``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ortserve._proto.inference import grpc_service_pb2 as pb
 from ortserve._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from ortserve.core import InferenceCore
 from ortserve.dtypes import V2_NAMES
+from ortserve.edge import feedback
 from ortserve.edge.call import Edge
 from ortserve.edge.triton import PLATFORM, model_config, model_statistics
 from ortserve.edge.v2_codec import API, decode, encode
@@ -95,9 +97,16 @@ class GRPCInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # -- inference -----------------------------------------------------------------------------
     async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
+        if request.model_name == feedback.FEEDBACK_MODEL:
+            return await self._feedback(request, context)
         async with self.edge.call(context, API, request.model_name):
             response = await self.core.infer(decode(request, context))
             return encode(response, request.id)
+
+    async def _feedback(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
+        async with self.edge.call(context, API):
+            items, sizes = feedback.from_v2(decode(request, context).inputs)
+            return feedback.to_v2(await self.core.feedback(items), sizes, request.id)
 
     async def _stream_one(self, request: pb.ModelInferRequest, context) -> pb.ModelStreamInferResponse:
         async with self.edge.item(API, request.model_name) as call:

@@ -121,9 +121,12 @@ def decode(request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> 
 
 
 def encode(response: InferResponse, request_id: str) -> pb.ModelInferResponse:
-    """The response with raw output contents; ``request_id`` is the request's ``id`` field,
-    echoed as given (empty when the client sent none)."""
+    """The response with raw output contents; ``request_id`` is the request's ``id`` field, echoed
+    as given; when the client sent none, the id the server gave the request (what feedback joins on)
+    is the response parameter ``request_id``."""
     out = pb.ModelInferResponse(model_name=response.model, model_version=response.version, id=request_id)
+    if not request_id:
+        out.parameters["request_id"].string_param = response.request_id
     if response.variant:
         out.parameters["variant"].string_param = response.variant
     for name, array in response.outputs.items():

@@ -27,6 +27,7 @@ from ortserve.edge.interceptors import Interceptor
 from ortserve.edge.server import build_server
 from ortserve.metrics import Metrics
 from ortserve.ops.access import AccessLog
+from ortserve.ops.monitoring import Monitoring
 from ortserve.ops.settings import Settings
 from ortserve.rollout import FlagRouter, FlagSource, ShadowMirror
 
@@ -52,6 +53,7 @@ class App:
         self.executor: ThreadPoolExecutor | None = None
         self.models: ModelManager | None = None
         self.core: InferenceCore | None = None
+        self.monitoring: Monitoring | None = None
         self.flags: FlagSource | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -71,6 +73,7 @@ class App:
             self.metrics_port = self._metrics_server.server_port
         threads = s.inference_threads or max(8, os.cpu_count() or 1)
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ort")
+        self.monitoring = monitoring = Monitoring(s, self.metrics)
         self.models = ModelManager(
             s.model_repository,
             self.executor,
@@ -79,6 +82,7 @@ class App:
             require_manifest=s.require_manifest,
             on_change=self.health.model_changed,
             drain_timeout=s.grace_period,
+            tracing=monitoring.tracing,
         )
         await self.models.sync()
         if not self.models.ready_models():
@@ -91,7 +95,11 @@ class App:
         hooks.add(shadow)
         if s.access_log:
             hooks.add(AccessLog())
-        self.core = InferenceCore(self.models, self.metrics, router, hooks)
+        for hook in monitoring.hooks:
+            hooks.add(hook)
+        self.core = InferenceCore(
+            self.models, self.metrics, router, hooks, monitoring.feedback, monitoring.tracing
+        )
         self.server, self.port = build_server(
             self.core,
             self.flags,
@@ -100,6 +108,7 @@ class App:
             max_message_size=s.max_message_size,
             workers=s.workers,
             links=self.links,
+            interceptors=monitoring.interceptors,
         )
         await self.server.start()
         await self.health.set("", True)
@@ -109,6 +118,7 @@ class App:
             self._spawn(_every(s.flags_poll_interval, self.flags.load, "flags reload"))
         for _ in range(s.shadow_workers):
             self._spawn(shadow.run())
+        monitoring.start(self._spawn, self.core.versions)
         if self._on_ready is not None:  # a worker under the supervisor, which logs the ready event
             log.info(
                 "worker %s serving gRPC on %s:%d, models: %s",
@@ -150,6 +160,8 @@ class App:
             force.cancel()
         if self.models is not None:
             await self.models.close()
+        if self.monitoring is not None:
+            await self.monitoring.close()
         if self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)
         if self._metrics_server is not None:

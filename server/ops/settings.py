@@ -88,6 +88,43 @@ class Settings:
         ge=1,
         le=256,
     )
+    drift_sample_rate: float = _opt(
+        0.1,
+        "share of requests whose inputs and predictions are compared with the version's reference "
+        "profile (0: drift off)",
+        ge=0,
+        le=1,
+    )
+    drift_window: float = _opt(
+        600.0, "seconds of sampled traffic each drift statistic covers (sliding)", ge=1
+    )
+    drift_min_rows: int = _opt(200, "sampled rows a window needs before drift statistics are exported", ge=1)
+    drift_top_k: int = _opt(
+        10, "features per version exported with their drift (the most drifted)", ge=1, le=1000
+    )
+    drift_interval: float = _opt(2.0, "seconds between drift updates", ge=0.05)
+    feedback_index_size: int = _opt(
+        100_000,
+        "recent predictions kept for the Feedback call to join ground truth to (0: feedback off)",
+        ge=0,
+    )
+    feedback_ttl: float = _opt(3600.0, "seconds a prediction waits for its ground truth", ge=1)
+    payload_log: Path | None = _opt(
+        None,
+        "folder for the payload log: sampled requests and all feedback as CloudEvents JSON lines, per model",
+    )
+    payload_log_rate: float = _opt(0.01, "share of requests written to the payload log", ge=0, le=1)
+    payload_log_file_mb: float = _opt(
+        16.0, "size at which a payload log file is closed and a new one started", ge=0.001
+    )
+    payload_log_max_mb: float = _opt(
+        1024.0, "payload log size on disk; the oldest files are deleted beyond it", ge=0.001
+    )
+    payload_log_encoding: str = _opt("base64", "how tensors are written", choices=("base64", "lists"))
+    tracing: bool = _opt(False, "OpenTelemetry spans per RPC, request and batch (needs the [tracing] extra)")
+    tracing_endpoint: str | None = _opt(
+        None, "OTLP/gRPC endpoint for spans (absent: OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4317)"
+    )
     grace_period: float = _opt(10.0, "seconds to drain in-flight requests on SIGTERM/SIGINT", ge=0)
     log_level: str = _opt("info", "log level", choices=("debug", "info", "warning", "error"))
     access_log: bool = _opt(

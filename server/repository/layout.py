@@ -4,6 +4,7 @@
     <repo>/<model>/config.toml              CONFIG      (optional)
     <repo>/<model>/<version>/model.onnx     MODEL_FILE
     <repo>/<model>/<version>/manifest.json  MANIFEST    (written by optimize, checked by the server)
+    <repo>/<model>/<version>/reference.json REFERENCE   (the reference profile drift is measured against)
 
 A version is a folder named by digits. Hidden names (``.staging-…``) are work in progress, never a model
 or a version.
@@ -18,6 +19,7 @@ __all__ = [
     "FLAGS_FILE",
     "MANIFEST",
     "MODEL_FILE",
+    "REFERENCE",
     "check_model_name",
     "next_version",
     "version_dirs",
@@ -27,6 +29,7 @@ MODEL_FILE = "model.onnx"
 CONFIG = "config.toml"
 MANIFEST = "manifest.json"
 FLAGS_FILE = "flags.json"
+REFERENCE = "reference.json"
 
 
 def check_model_name(name: str) -> str:

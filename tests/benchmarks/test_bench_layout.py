@@ -13,6 +13,7 @@ BENCH = ROOT / "benchmarks"
 SCRIPTS = {
     "benchmarks.bench_compare",
     "benchmarks.bench_flags",
+    "benchmarks.bench_monitoring",
     "benchmarks.bench_optimize",
     "benchmarks.bench_server",
     "benchmarks.loadgen.__main__",

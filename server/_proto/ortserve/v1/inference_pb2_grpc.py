@@ -49,6 +49,11 @@ class InferenceStub:
                 request_serializer=ortserve_dot_v1_dot_inference__pb2.ModelMetadataRequest.SerializeToString,
                 response_deserializer=ortserve_dot_v1_dot_inference__pb2.ModelMetadataResponse.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/ortserve.v1.Inference/Feedback',
+                request_serializer=ortserve_dot_v1_dot_inference__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=ortserve_dot_v1_dot_inference__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServicer:
@@ -76,6 +81,16 @@ class InferenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """Ground truth for predictions this server made, joined by request id to the prediction (model,
+        version, flag variant) and counted as online accuracy. An id the server does not know (never
+        seen, or forgotten after --feedback-ttl) is answered with status "unknown" and counted, not
+        refused. FAILED_PRECONDITION when the server keeps no predictions (--feedback-index-size 0).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +108,11 @@ def add_InferenceServicer_to_server(servicer, server):
                     servicer.ModelMetadata,
                     request_deserializer=ortserve_dot_v1_dot_inference__pb2.ModelMetadataRequest.FromString,
                     response_serializer=ortserve_dot_v1_dot_inference__pb2.ModelMetadataResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=ortserve_dot_v1_dot_inference__pb2.FeedbackRequest.FromString,
+                    response_serializer=ortserve_dot_v1_dot_inference__pb2.FeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +196,33 @@ class Inference:
             '/ortserve.v1.Inference/ModelMetadata',
             ortserve_dot_v1_dot_inference__pb2.ModelMetadataRequest.SerializeToString,
             ortserve_dot_v1_dot_inference__pb2.ModelMetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ortserve.v1.Inference/Feedback',
+            ortserve_dot_v1_dot_inference__pb2.FeedbackRequest.SerializeToString,
+            ortserve_dot_v1_dot_inference__pb2.FeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

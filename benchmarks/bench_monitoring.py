@@ -1,0 +1,128 @@
+"""What monitoring adds to a request: the digits demo at c=32 (closed loop, one-row Predict requests)
+against servers that differ only in their monitoring settings, in interleaved rounds from the same client.
+
+    .venv/bin/python -m benchmarks.bench_monitoring [--rounds 5 --seconds 5 --write-results]
+
+The figure is the server's CPU time per request (every thread of the process), which a busy
+machine disturbs far less than throughput. Arms: ``off`` (drift, feedback index and payload log off), ``drift`` (the default drift sampling),
+``payload`` (--payload-log at its default rate), ``feedback`` (the default feedback index),
+``defaults`` (what ``ortserve`` runs with: drift and the feedback index), and ``drift-all`` (every request
+sampled, for scale). Each arm's figure is its median over the rounds; its cost is against ``off`` measured
+in the same rounds. Target: drift and payload logging at their defaults cost at most 2% each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from sklearn.datasets import load_digits
+
+from benchmarks.common import command, machine, write_section
+from benchmarks.loadgen.loops import closed_loop
+from benchmarks.loadgen.senders import predict_sender
+from ortserve.client import AsyncClient
+from ortserve.optimize.demo import build
+from ortserve.testing import ServerProcess
+
+OFF = ("--drift-sample-rate", "0", "--feedback-index-size", "0")
+ARMS: dict[str, tuple[str, ...]] = {
+    "off": OFF,
+    "drift": ("--feedback-index-size", "0"),
+    "payload": (*OFF, "--payload-log", "{payloads}"),
+    "feedback": ("--drift-sample-rate", "0"),
+    "defaults": (),
+    "drift-all": ("--feedback-index-size", "0", "--drift-sample-rate", "1"),
+}
+HEAD = "## monitoring: per-request cost of drift sampling, payload logging and the feedback index"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(server: ServerProcess, concurrency: int, seconds: float) -> tuple[float, float]:
+    """(throughput, server CPU microseconds per request) of one closed-loop run."""
+    x = load_digits().data[:1].astype("float32")
+    async with AsyncClient(server.target) as client:
+        send = predict_sender(client, "digits", {"input": x})
+        cpu0 = cpu_seconds(server.proc.pid)
+        result = await closed_loop(send, concurrency, seconds, warmup=0.0)
+        cpu = cpu_seconds(server.proc.pid) - cpu0
+    if result.errors:
+        raise RuntimeError(f"errors: {result.errors}")
+    return result.throughput_rps, cpu / max(result.requests, 1) * 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_monitoring", description=__doc__)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--seconds", type=float, default=5.0, help="measured seconds per arm and round")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument(
+        "--write-results", action="store_true", help="replace this section of benchmarks/RESULTS.md"
+    )
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-monitoring-") as tmp:
+        repo = Path(tmp) / "models"
+        build(repo, quiet=True)
+        servers = {
+            name: ServerProcess(repo, *(a.format(payloads=f"{tmp}/payloads") for a in arm_args))
+            for name, arm_args in ARMS.items()
+        }
+        load_before = os.getloadavg()
+        started = time.strftime("%Y-%m-%d")
+        rps: dict[str, list[float]] = {name: [] for name in ARMS}
+        cpu: dict[str, list[float]] = {name: [] for name in ARMS}
+        try:
+            for name in ARMS:  # warm-up: sessions, thread pools, the first payload file
+                asyncio.run(measure(servers[name], args.concurrency, 1.0))
+            for r in range(args.rounds):
+                order = list(ARMS) if r % 2 == 0 else list(reversed(ARMS))  # interleaved, both directions
+                for name in order:
+                    throughput, us = asyncio.run(measure(servers[name], args.concurrency, args.seconds))
+                    rps[name].append(throughput)
+                    cpu[name].append(us)
+                print(f"round {r + 1}: " + ", ".join(f"{n} {cpu[n][-1]:.0f} us" for n in ARMS), flush=True)
+        finally:
+            for s in servers.values():
+                s.stop()
+        load_after = os.getloadavg()
+    median = {name: statistics.median(v) for name, v in cpu.items()}
+    base = median["off"]
+    lines = [
+        HEAD,
+        "",
+        f"{started}, {machine()}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after "
+        "(the client and the six servers share the machine).",
+        f"`{command('benchmarks.bench_monitoring', argv or [])}`: the digits demo, one-row Predict requests, "
+        f"closed loop c={args.concurrency}, {args.rounds} interleaved rounds of {args.seconds:g} s per arm; "
+        "the figure is the server process's CPU time (all threads) per request, median over the rounds (throughput swings with the neighbours on a shared machine; CPU time per request much less); cost = arm / off - 1; the last column is the median throughput.",
+        "",
+        "| arm | settings | server CPU per request (median) | rounds (µs) | cost vs off | req/s (median) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, arm_args in ARMS.items():
+        shown = " ".join(a if "{" not in a else "DIR" for a in arm_args) or "(defaults)"
+        cost = median[name] / base - 1
+        spread = ", ".join(f"{v:.0f}" for v in cpu[name])
+        throughput = statistics.median(rps[name])
+        lines.append(
+            f"| {name} | `{shown}` | {median[name]:.0f} µs | {spread} | {cost * 100:+.1f}% | {throughput:,.0f} |"
+        )
+    section = "\n".join(lines) + "\n"
+    print(section)
+    if args.write_results:
+        write_section(section, HEAD)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
