@@ -22,6 +22,13 @@ that the protocols' statistics RPCs read.
     ortserve_shadow_top1_agreements_total{...same}          rows whose top-1 (argmax) agreed
     ortserve_shadow_max_abs_diff{...same}                   per request: max |primary - shadow|
     ortserve_shadow_cosine_similarity{...same}              per request: cosine(primary, shadow)
+    ortserve_auth_denied_total{group,reason}                calls refused: unauthenticated, permission_denied
+    ortserve_auth_file_reloads_total{outcome}               auth file loads: ok, refused (the last good stays)
+    ortserve_tls_certificate_reloads_total{endpoint,outcome}  certificate files read: ok, refused
+    ortserve_tls_certificate_expiry_timestamp_seconds{endpoint}  notAfter of the certificate serving
+    ortserve_audit_records_total / ortserve_audit_dropped_total  audit lines written / lost to a full queue
+    ortserve_model_signature_failures_total{model,version,reason}  versions refused by signature checks:
+                                                            unsigned, tampered, untrusted, unreadable
 """
 
 from __future__ import annotations
@@ -159,6 +166,45 @@ class Metrics:
             "Cosine similarity of primary and shadow outputs, per request",
             [*pair, "output"],
             buckets=_COSINE,
+            registry=r,
+        )
+
+        self._security(r)
+
+    def _security(self, r: CollectorRegistry) -> None:
+        self.auth_denied = Counter(
+            "ortserve_auth_denied",
+            "Calls refused by authentication or authorization, by RPC group and reason",
+            ["group", "reason"],
+            registry=r,
+        )
+        self.auth_reloads = Counter(
+            "ortserve_auth_file_reloads",
+            "Auth file loads, by outcome (ok, refused: the last good one stays in force)",
+            ["outcome"],
+            registry=r,
+        )
+        self.tls_reloads = Counter(
+            "ortserve_tls_certificate_reloads",
+            "TLS certificate files read, by endpoint (grpc, metrics) and outcome (ok, refused)",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
+        self.tls_expiry = Gauge(
+            "ortserve_tls_certificate_expiry_timestamp_seconds",
+            "Expiry (notAfter, Unix time) of the TLS certificate serving, by endpoint",
+            ["endpoint"],
+            registry=r,
+            multiprocess_mode="min",
+        )
+        self.audit_records = Counter("ortserve_audit_records", "Audit log lines written", registry=r)
+        self.audit_dropped = Counter(
+            "ortserve_audit_dropped", "Audit records lost because the writer's queue was full", registry=r
+        )
+        self.signature_failures = Counter(
+            "ortserve_model_signature_failures",
+            "Model versions refused by signature verification, by reason",
+            ["model", "version", "reason"],
             registry=r,
         )
 

@@ -13,13 +13,17 @@ Authentication, authorization, audit and tracing plug in here as links::
 with the servicer context at hand (metadata, peer, TLS auth context); a ``ServeError`` it raises
 is answered with the status ``ortserve.edge.status`` maps it to, before any request is decoded.
 ``leave`` runs after the handler with the exception that ended it (None when it returned).
+``inspect`` sees each request message before the handler does: once for a unary request, for
+each message of a request stream as the handler reads it (a ServeError it raises ends the RPC or
+the stream with that status). Only links that override it are called, so the hot path pays for
+it only when a link needs the message (e.g. the model a request names, for model-scoped roles).
 The chain is built once at start-up; with no links gRPC runs without an interceptor at all.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +49,9 @@ class Interceptor:
     async def enter(self, rpc: Rpc, context: grpc.aio.ServicerContext) -> None:
         """Before the handler. Raise a ServeError to refuse the call."""
 
+    def inspect(self, rpc: Rpc, context: grpc.aio.ServicerContext, request: Any) -> None:
+        """Each request message (deserialized, not yet decoded). Raise a ServeError to refuse it."""
+
     def leave(self, rpc: Rpc, context: grpc.aio.ServicerContext, error: BaseException | None) -> None:
         """After the handler (also when it raised or was cancelled)."""
 
@@ -52,6 +59,7 @@ class Interceptor:
 class _Chain(grpc.aio.ServerInterceptor):
     def __init__(self, links: Sequence[Interceptor]) -> None:
         self._links = tuple(links)
+        self.inspectors = tuple(x for x in self._links if type(x).inspect is not Interceptor.inspect)
         self._wrapped: dict[str, tuple[Any, Any]] = {}  # method -> (handler, wrapped handler)
 
     async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
@@ -75,9 +83,30 @@ class _Chain(grpc.aio.ServerInterceptor):
             self.leave(rpc, context, e)
             await context.abort(status_for(e), str(e))
 
+    def inspect(self, rpc: Rpc, context: grpc.aio.ServicerContext, request: Any) -> None:
+        for link in self.inspectors:
+            link.inspect(rpc, context, request)
+
+    async def inspected(
+        self, rpc: Rpc, context: grpc.aio.ServicerContext, requests: AsyncIterable[Any]
+    ) -> AsyncIterator[Any]:
+        async for request in requests:
+            self.inspect(rpc, context, request)
+            yield request
+
     def leave(self, rpc: Rpc, context: grpc.aio.ServicerContext, error: BaseException | None) -> None:
         for link in reversed(self._links):
             link.leave(rpc, context, error)
+
+
+def _admit(chain: _Chain, rpc: Rpc, streaming_request: bool, request: Any, context) -> Any:
+    """The request (or request stream) the handler gets, after the inspecting links saw it."""
+    if not chain.inspectors:
+        return request
+    if streaming_request:
+        return chain.inspected(rpc, context, request)
+    chain.inspect(rpc, context, request)
+    return request
 
 
 def _wrap(handler: grpc.RpcMethodHandler, rpc: Rpc, chain: _Chain) -> grpc.RpcMethodHandler:
@@ -92,6 +121,7 @@ def _wrap(handler: grpc.RpcMethodHandler, rpc: Rpc, chain: _Chain) -> grpc.RpcMe
         else "unary_unary"
     )
     inner = getattr(handler, kind)
+    streaming_request = handler.request_streaming
     behaviour: Callable[[Any, grpc.aio.ServicerContext], Any]
     if inspect.isasyncgenfunction(inner):
 
@@ -99,8 +129,12 @@ def _wrap(handler: grpc.RpcMethodHandler, rpc: Rpc, chain: _Chain) -> grpc.RpcMe
             await chain.enter(rpc, context)
             error: BaseException | None = None
             try:
+                request_or_iterator = _admit(chain, rpc, streaming_request, request_or_iterator, context)
                 async for response in inner(request_or_iterator, context):
                     yield response
+            except ServeError as e:  # refused by an inspecting link
+                error = e
+                await context.abort(status_for(e), str(e))
             except BaseException as e:
                 error = e
                 raise
@@ -114,7 +148,11 @@ def _wrap(handler: grpc.RpcMethodHandler, rpc: Rpc, chain: _Chain) -> grpc.RpcMe
             await chain.enter(rpc, context)
             error: BaseException | None = None
             try:
+                request_or_iterator = _admit(chain, rpc, streaming_request, request_or_iterator, context)
                 return await inner(request_or_iterator, context)
+            except ServeError as e:  # refused by an inspecting link
+                error = e
+                await context.abort(status_for(e), str(e))
             except BaseException as e:
                 error = e
                 raise
