@@ -112,7 +112,7 @@ class CertEntry:
     roles: tuple[str, ...] = field(metadata={"min_items": 1})
     san: str = field(default="", metadata={"help": "a subject alternative name: URI, DNS name, email"})
     common_name: str = ""
-    subject: str = field(default="", metadata={"help": "the subject as gRPC reports it: O=Acme,CN=ingest"})
+    subject: str = field(default="", metadata={"help": "the subject as RFC 4514 writes it: CN=ingest,O=Acme"})
 
     def __post_init__(self) -> None:
         given = [k for k in ("san", "common_name", "subject") if getattr(self, k)]

@@ -15,7 +15,8 @@ is answered with the status ``ortserve.edge.status`` maps it to, before any requ
 ``leave`` runs after the handler with the exception that ended it (None when it returned).
 ``inspect`` sees each request message before the handler does: once for a unary request, for
 each message of a request stream as the handler reads it (a ServeError it raises ends the RPC or
-the stream with that status). Only links that override it are called, so the hot path pays for
+the stream with that status: the handler sees the request stream end there and answers
+what came before). Only links that override it are called, so the hot path pays for
 it only when a link needs the message (e.g. the model a request names, for model-scoped roles).
 The chain is built once at start-up; with no links gRPC runs without an interceptor at all.
 """
@@ -88,10 +89,16 @@ class _Chain(grpc.aio.ServerInterceptor):
             link.inspect(rpc, context, request)
 
     async def inspected(
-        self, rpc: Rpc, context: grpc.aio.ServicerContext, requests: AsyncIterable[Any]
+        self, rpc: Rpc, context: grpc.aio.ServicerContext, requests: AsyncIterable[Any], admission: _Admission
     ) -> AsyncIterator[Any]:
+        """The request stream, up to the first message a link refuses: the handler sees the stream
+        end there (and answers what it took before), then the RPC ends with the refusal's status."""
         async for request in requests:
-            self.inspect(rpc, context, request)
+            try:
+                self.inspect(rpc, context, request)
+            except ServeError as e:
+                admission.refused = e
+                return
             yield request
 
     def leave(self, rpc: Rpc, context: grpc.aio.ServicerContext, error: BaseException | None) -> None:
@@ -99,14 +106,24 @@ class _Chain(grpc.aio.ServerInterceptor):
             link.leave(rpc, context, error)
 
 
-def _admit(chain: _Chain, rpc: Rpc, streaming_request: bool, request: Any, context) -> Any:
-    """The request (or request stream) the handler gets, after the inspecting links saw it."""
-    if not chain.inspectors:
+class _Admission:
+    __slots__ = ("refused",)
+
+    def __init__(self) -> None:
+        self.refused: ServeError | None = None
+
+    def admit(self, chain: _Chain, rpc: Rpc, streaming_request: bool, request: Any, context) -> Any:
+        """The request (or request stream) the handler gets, after the inspecting links saw it."""
+        if not chain.inspectors:
+            return request
+        if streaming_request:
+            return chain.inspected(rpc, context, request, self)
+        chain.inspect(rpc, context, request)
         return request
-    if streaming_request:
-        return chain.inspected(rpc, context, request)
-    chain.inspect(rpc, context, request)
-    return request
+
+    def check(self) -> None:
+        if self.refused is not None:
+            raise self.refused
 
 
 def _wrap(handler: grpc.RpcMethodHandler, rpc: Rpc, chain: _Chain) -> grpc.RpcMethodHandler:
@@ -128,10 +145,12 @@ def _wrap(handler: grpc.RpcMethodHandler, rpc: Rpc, chain: _Chain) -> grpc.RpcMe
         async def generate(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             await chain.enter(rpc, context)
             error: BaseException | None = None
+            admission = _Admission()
             try:
-                request_or_iterator = _admit(chain, rpc, streaming_request, request_or_iterator, context)
-                async for response in inner(request_or_iterator, context):
+                requests = admission.admit(chain, rpc, streaming_request, request_or_iterator, context)
+                async for response in inner(requests, context):
                     yield response
+                admission.check()
             except ServeError as e:  # refused by an inspecting link
                 error = e
                 await context.abort(status_for(e), str(e))
@@ -147,9 +166,12 @@ def _wrap(handler: grpc.RpcMethodHandler, rpc: Rpc, chain: _Chain) -> grpc.RpcMe
         async def call(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
             await chain.enter(rpc, context)
             error: BaseException | None = None
+            admission = _Admission()
             try:
-                request_or_iterator = _admit(chain, rpc, streaming_request, request_or_iterator, context)
-                return await inner(request_or_iterator, context)
+                requests = admission.admit(chain, rpc, streaming_request, request_or_iterator, context)
+                response = await inner(requests, context)
+                admission.check()
+                return response
             except ServeError as e:  # refused by an inspecting link
                 error = e
                 await context.abort(status_for(e), str(e))
