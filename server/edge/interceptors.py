@@ -23,6 +23,7 @@ The chain is built once at start-up; with no links gRPC runs without an intercep
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +35,15 @@ from ortserve.edge.methods import group_of
 from ortserve.edge.status import status_for
 from ortserve.errors import ServeError
 
-__all__ = ["Interceptor", "Rpc", "chain"]
+__all__ = ["Interceptor", "Rpc", "chain", "unary_request"]
+
+_REQUEST: contextvars.ContextVar[Any] = contextvars.ContextVar("ortserve_unary_request", default=None)
+
+
+def unary_request() -> Any:
+    """The current call's request message when it is unary (None for a request stream): what
+    ``leave`` can read about a call refused in ``enter`` (e.g. the model an audit record names)."""
+    return _REQUEST.get()
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +152,7 @@ def _wrap(handler: grpc.RpcMethodHandler, rpc: Rpc, chain: _Chain) -> grpc.RpcMe
     if inspect.isasyncgenfunction(inner):
 
         async def generate(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            _REQUEST.set(None if streaming_request else request_or_iterator)
             await chain.enter(rpc, context)
             error: BaseException | None = None
             admission = _Admission()
@@ -164,6 +174,7 @@ def _wrap(handler: grpc.RpcMethodHandler, rpc: Rpc, chain: _Chain) -> grpc.RpcMe
     else:
 
         async def call(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+            _REQUEST.set(None if streaming_request else request_or_iterator)
             await chain.enter(rpc, context)
             error: BaseException | None = None
             admission = _Admission()

@@ -23,9 +23,9 @@ from typing import Any
 
 import grpc
 
-from ortserve.edge.auth import current_call
+from ortserve.edge.auth import MODEL_FIELD, current_call
 from ortserve.edge.call import new_request_id
-from ortserve.edge.interceptors import Interceptor, Rpc
+from ortserve.edge.interceptors import Interceptor, Rpc, unary_request
 from ortserve.edge.status import status_for
 from ortserve.errors import PermissionDenied, ServeError, Unauthenticated
 from ortserve.ops.audit import AuditLog
@@ -97,13 +97,16 @@ class Audit(Interceptor):
         details = _DETAILS.get() if rpc.method in CONTROL else None
         _DETAILS.set(None)
         call = current_call()
+        model = call.model if call is not None else ""
+        if not model and rpc.method in MODEL_FIELD:  # refused before the message was inspected
+            model = getattr(unary_request(), MODEL_FIELD[rpc.method], "")
         metadata = {k: v for k, v in context.invocation_metadata() or () if k == "x-request-id"}
         fields = {
             "method": rpc.method,
             "group": rpc.group,
             "principal": call.name if call is not None else "anonymous",
             "peer": context.peer(),
-            "model": call.model if call is not None else "",
+            "model": model,
             "decision": "deny" if denied else "allow",
             "status": _status(error, context),
             "message": str(error) if isinstance(error, ServeError) else (context.details() or ""),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,18 @@ class Verifier:
                 config.use_elliptic_key_verifier(public_key=key).verify(folder, sig)
                 return str(key)
             except Exception as e:  # model-signing raises ValueError, InvalidSignature, parse errors
-                problem = str(e) or type(e).__name__
+                problem = _explain(str(e)) or type(e).__name__
         # A trusted key named by the bundle that does not verify it: files or bundle were changed.
         reason = "tampered" if hint in self.keys else "untrusted"
-        raise SignatureError(reason, f"{folder}: signature does not verify: {problem[:300]}")
+        raise SignatureError(reason, f"{folder}: signature does not verify: {problem}")
+
+
+def _explain(message: str) -> str:
+    """model-signing's mismatch report (digests as byte reprs) as the files concerned."""
+    changed = re.findall(r"Hash mismatch for \\?'([^'\\]+)", message)
+    extra = re.findall(r"Extra files found in model \\?'[^']*\\?': ([^\]\"'\\]+)", message)
+    missing = re.findall(r"Missing files in model \\?'[^']*\\?': ([^\]\"'\\]+)", message)
+    parts = [f"{', '.join(changed)} changed"] if changed else []
+    parts += [f"not signed: {', '.join(extra)}"] if extra else []
+    parts += [f"missing: {', '.join(missing)}"] if missing else []
+    return "; ".join(parts) if parts else message[:300]

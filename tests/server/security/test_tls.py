@@ -159,3 +159,45 @@ def test_metrics_over_https_with_rotation(repo, pki, tmp_path):
             await asyncio.to_thread(plaintext)
 
     run_app(repo, body, tls_cert=cert, tls_key=key, metrics_tls=True, metrics_port=0)
+
+
+def test_the_command_refuses_an_exposed_port_without_tls_and_auth_and_serves_a_secured_one(repo, pki, tmp_path):
+    import subprocess
+    import sys
+
+    from ortserve.client import Client
+    from ortserve.testing import ServerProcess
+    from tests.server.security.harness import write_auth
+
+    def ortserve(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "ortserve", "--model-repository", str(repo), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    exposed = ortserve("--host", "0.0.0.0", "--port", "0")
+    assert exposed.returncode == 2
+    assert exposed.stderr.startswith(
+        "ortserve: refusing to serve gRPC on 0.0.0.0:0 without TLS (--tls-cert, --tls-key) and an --auth-file"
+    )
+    assert "--insecure" in exposed.stderr
+    ca, cert, key, ca_file = pki
+    half = ortserve("--host", "0.0.0.0", "--tls-cert", str(cert), "--tls-key", str(key))
+    assert half.returncode == 2 and "without an --auth-file" in half.stderr
+    assert "go together" in ortserve("--tls-cert", str(cert)).stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[keys]]\nname = "x"\nsha256 = "abc"\nroles = ["client"]\n')
+    refused = ortserve("--auth-file", str(bad), "--port", "0", "--metrics-port", "-1")
+    assert refused.returncode == 2
+    assert "keys[0].sha256: expected the sha256 of the key as 64 lowercase hex digits, got 'abc'" in refused.stderr
+
+    auth = tmp_path / "auth.toml"
+    keys = write_auth(auth)
+    server = ServerProcess(repo, "--tls-cert", str(cert), "--tls-key", str(key), "--auth-file", str(auth),
+                           "--health-port", "0")
+    try:
+        with Client(server.target, root_certificates=ca_file, api_key=keys["client"]) as c:
+            assert c.predict("addmul", {"a": A, "b": A})["sum"][0, 0] == 2.0
+        with grpc.insecure_channel(f"127.0.0.1:{server.health_port}") as channel:
+            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        assert server.stop() == 0
