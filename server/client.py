@@ -145,7 +145,9 @@ class Client:
         api_key: str | None = None,
         token: str | None = None,
     ) -> None:
-        self._security = sec = _Security(tls, root_certificates, certificate_chain, private_key, api_key, token)
+        self._security = sec = _Security(
+            tls, root_certificates, certificate_chain, private_key, api_key, token
+        )
         options = _options(max_message_size, server_name)
         if sec.credentials is not None:
             self.channel = grpc.secure_channel(target, sec.credentials, options=options)
@@ -201,7 +203,9 @@ class AsyncClient:
         api_key: str | None = None,
         token: str | None = None,
     ) -> None:
-        self._security = sec = _Security(tls, root_certificates, certificate_chain, private_key, api_key, token)
+        self._security = sec = _Security(
+            tls, root_certificates, certificate_chain, private_key, api_key, token
+        )
         options = _options(max_message_size, server_name)
         if sec.credentials is not None:
             self.channel = grpc.aio.secure_channel(target, sec.credentials, options=options)

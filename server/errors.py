@@ -25,7 +25,6 @@ from typing import ClassVar
 __all__ = [
     "CANCELLED",
     "OK",
-    "PermissionDenied",
     "DeadlineExceeded",
     "FailedPrecondition",
     "FlagsError",
@@ -33,6 +32,7 @@ __all__ = [
     "InternalError",
     "InvalidInput",
     "ModelNotFound",
+    "PermissionDenied",
     "QueueFull",
     "ServeError",
     "Unauthenticated",

@@ -124,7 +124,11 @@ class AuthPolicy:
             return False
         self.config, self.authenticator = config, authenticator
         self._stamps = self._current_stamps()  # the JWKS path may have changed with the file
-        log.info("auth file reloaded: %d keys, %d certificates", len(config.file.keys), len(config.file.certificates))
+        log.info(
+            "auth file reloaded: %d keys, %d certificates",
+            len(config.file.keys),
+            len(config.file.certificates),
+        )
         self._count("ok")
         self._on_change("ok", old, config, "")
         return True

@@ -147,7 +147,9 @@ class AuthFile:
                 raise ValueError(f"role {role!r} is built in: pick another name")
             for group, patterns in grants.items():
                 if group not in GROUP_NAMES:
-                    raise ValueError(f"role {role!r}: unknown group {group!r}; groups: {', '.join(GROUP_NAMES)}")
+                    raise ValueError(
+                        f"role {role!r}: unknown group {group!r}; groups: {', '.join(GROUP_NAMES)}"
+                    )
                 if not patterns or not all(patterns):
                     raise ValueError(f"role {role!r}: group {group!r} needs model name patterns, e.g. ['*']")
         known = set(BUILTIN_ROLES) | set(self.roles)
@@ -159,7 +161,9 @@ class AuthFile:
                 seen.add((kind, e.name))  # type: ignore[arg-type]
                 for r in e.roles:
                     if r not in known:
-                        raise ValueError(f"{kind} {e.name!r}: unknown role {r!r}; roles: {', '.join(sorted(known))}")
+                        raise ValueError(
+                            f"{kind} {e.name!r}: unknown role {r!r}; roles: {', '.join(sorted(known))}"
+                        )
         digests = [k.sha256 for k in self.keys]
         if len(set(digests)) != len(digests):
             raise ValueError("two keys have the same sha256")

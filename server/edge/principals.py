@@ -59,7 +59,8 @@ class Authenticator:
         ]
         self._expired_at_load = sum(1 for _, exp, _ in self._keys if exp is not None and exp <= now)
         self._certs = [
-            (c, Principal(f"cert:{c.name}", c.roles, config.grants(c.roles))) for c in config.file.certificates
+            (c, Principal(f"cert:{c.name}", c.roles, config.grants(c.roles)))
+            for c in config.file.certificates
         ]
         self._jwt = _JwtVerifier(config) if config.file.jwt is not None else None
 

@@ -59,7 +59,9 @@ def check_pair(cert: Path, key: Path, client_ca: Path | None) -> tuple[bytes, by
     try:
         context.load_cert_chain(cert, key)
     except (ssl.SSLError, OSError) as e:
-        raise TlsError(f"--tls-cert {cert} / --tls-key {key}: not a matching certificate and key ({e})") from None
+        raise TlsError(
+            f"--tls-cert {cert} / --tls-key {key}: not a matching certificate and key ({e})"
+        ) from None
     if ca_pem is not None:
         try:
             context.load_verify_locations(cadata=ca_pem.decode())

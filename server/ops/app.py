@@ -68,7 +68,9 @@ class App:
         s = self.settings
         self.security = security = Security(s, self.metrics)  # TLS, auth and audit files: fatal if bad
         if s.metrics_port >= 0:
-            tls = {"cert": s.tls_cert, "key": s.tls_key, "client_ca": s.tls_client_ca} if s.metrics_tls else {}
+            tls = (
+                {"cert": s.tls_cert, "key": s.tls_key, "client_ca": s.tls_client_ca} if s.metrics_tls else {}
+            )
             self._metrics_server = start_metrics_server(
                 s.metrics_port, s.metrics_host, self.metrics.registry, metrics=self.metrics, **tls
             )

@@ -107,7 +107,9 @@ class AuditLog:
             stop = any(item is _STOP for item in batch)
             records = [item for item in batch if item is not _STOP]
             if self._dropped:
-                records.append({"time": _now(), "event": "dropped", "pid": os.getpid(), "count": self._dropped})
+                records.append(
+                    {"time": _now(), "event": "dropped", "pid": os.getpid(), "count": self._dropped}
+                )
                 self._dropped = 0
             try:
                 self.write(records)
@@ -179,7 +181,9 @@ def verify_chain(path: Path) -> ChainReport:
                 return ChainReport(number - 1, prev, number, "not a complete audit line (torn or edited)")
             body = line[: m.start()] + b"}"
             if hashlib.sha256(body).hexdigest() != m.group(1).decode():
-                return ChainReport(number - 1, prev, number, "its text does not match its hash: the line was edited")
+                return ChainReport(
+                    number - 1, prev, number, "its text does not match its hash: the line was edited"
+                )
             try:
                 claimed = json.loads(body).get("prev")
             except ValueError:

@@ -33,9 +33,7 @@ from ortserve.ops.audit import AuditLog
 __all__ = ["CONTROL", "Audit"]
 
 _ADMIN, _V2 = "/ortserve.v1.Admin/", "/inference.GRPCInferenceService/"
-CONTROL = frozenset(
-    {_ADMIN + "SetFlags", _V2 + "RepositoryModelLoad", _V2 + "RepositoryModelUnload"}
-)
+CONTROL = frozenset({_ADMIN + "SetFlags", _V2 + "RepositoryModelLoad", _V2 + "RepositoryModelUnload"})
 _DENIED = (Unauthenticated, PermissionDenied)
 
 _DETAILS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(

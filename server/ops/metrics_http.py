@@ -48,7 +48,7 @@ class _Rotation:
         self._lock = threading.Lock()
 
     def _stamps(self) -> tuple:
-        out = []
+        out: list[tuple | None] = []
         for path in self.files:
             try:
                 st = os.stat(path) if path is not None else None

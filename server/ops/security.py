@@ -63,7 +63,9 @@ class Security:
                 self.policy = AuthPolicy(s.auth_file, metrics, on_change=self._auth_changed)
             except AuthFileError as e:
                 raise SettingsError(f"--auth-file: {e}") from None
-            self._record("auth-file", outcome="loaded", sha256=self.policy.config.digest, path=str(s.auth_file))
+            self._record(
+                "auth-file", outcome="loaded", sha256=self.policy.config.digest, path=str(s.auth_file)
+            )
 
     def _tls_reloaded(self, outcome: str, expiry: float) -> None:
         self.metrics.tls_reloads.labels("grpc", outcome).inc()
@@ -73,7 +75,9 @@ class Security:
         if self.audit is not None:
             self.audit.record(event, **fields)
 
-    def _auth_changed(self, outcome: str, old: AuthConfig | None, new: AuthConfig | None, message: str) -> None:
+    def _auth_changed(
+        self, outcome: str, old: AuthConfig | None, new: AuthConfig | None, message: str
+    ) -> None:
         if new is None or old is None:
             self._record("auth-file", outcome=outcome, message=message, path=str(self.settings.auth_file))
             return
@@ -99,7 +103,9 @@ class Security:
         if self.audit is not None:
             links.append(Audit(self.audit, lambda: flags.flags.text))
         if self.policy is not None:
-            open_groups = [g for g, on in (("health", s.open_health), ("reflection", s.open_reflection)) if on]
+            open_groups = [
+                g for g, on in (("health", s.open_health), ("reflection", s.open_reflection)) if on
+            ]
             links.append(Auth(self.policy, open_groups, self.metrics))
         return links
 

@@ -44,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     add = auth.add_parser("add-key", help="make a new API key: prints it once, stores its hash")
     add.add_argument("name", help="who holds the key (audit records name it)")
     add.add_argument("--role", action="append", required=True, help="a role for the key (repeatable)")
-    add.add_argument("--expires", help="RFC 3339 time after which the key is refused, e.g. 2027-01-31T00:00:00Z")
+    add.add_argument(
+        "--expires", help="RFC 3339 time after which the key is refused, e.g. 2027-01-31T00:00:00Z"
+    )
     remove = auth.add_parser("remove-key", help="remove a key by name")
     remove.add_argument("name")
     auth.add_parser("list", help="list roles, keys (names only) and certificates")
@@ -77,8 +79,17 @@ def _audit(args: argparse.Namespace, **fields) -> None:
     if args.audit_log is not None:
         log = AuditLog(args.audit_log)
         try:
-            log.write([{"time": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
-                        "event": "auth-cli", "pid": os.getpid(), "user": os.environ.get("USER", ""), **fields}])
+            log.write(
+                [
+                    {
+                        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+                        "event": "auth-cli",
+                        "pid": os.getpid(),
+                        "user": os.environ.get("USER", ""),
+                        **fields,
+                    }
+                ]
+            )
         finally:
             log.close()
 
@@ -102,8 +113,10 @@ def _add_key(args: argparse.Namespace) -> int:
     _write(path, new_text)
     _audit(args, action="add-key", name=args.name, roles=list(args.role), path=str(path))
     print(key)
-    print(f"ortserve: added key {args.name!r} ({', '.join(args.role)}) to {path}; it is shown only once",
-          file=sys.stderr)
+    print(
+        f"ortserve: added key {args.name!r} ({', '.join(args.role)}) to {path}; it is shown only once",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -158,8 +171,10 @@ def _check(args: argparse.Namespace) -> int:
     Authenticator(config)  # the JWKS keys must load too
     mode = args.auth_file.stat().st_mode & 0o777
     warn = f" (warning: mode {mode:o}: others can read it; chmod 600)" if mode & 0o077 else ""
-    print(f"ortserve: {args.auth_file} is valid: {len(config.file.keys)} keys, "
-          f"{len(config.file.certificates)} certificates, {len(config.roles)} roles{warn}")
+    print(
+        f"ortserve: {args.auth_file} is valid: {len(config.file.keys)} keys, "
+        f"{len(config.file.certificates)} certificates, {len(config.roles)} roles{warn}"
+    )
     return 0
 
 
@@ -172,14 +187,23 @@ def _verify(args: argparse.Namespace) -> int:
     if report.ok:
         print(f"{args.file}: chain intact, {report.lines} lines, head {report.head}")
         return 0
-    print(f"{args.file}: line {report.bad_line}: {report.problem} "
-          f"({report.lines} lines before it verify, head {report.head})", file=sys.stderr)
+    print(
+        f"{args.file}: line {report.bad_line}: {report.problem} "
+        f"({report.lines} lines before it verify, head {report.head})",
+        file=sys.stderr,
+    )
     return 1
 
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    actions = {"add-key": _add_key, "remove-key": _remove_key, "list": _list, "check": _check, "verify": _verify}
+    actions = {
+        "add-key": _add_key,
+        "remove-key": _remove_key,
+        "list": _list,
+        "check": _check,
+        "verify": _verify,
+    }
     try:
         return actions[args.action](args)
     except (AuthFileError, OSError) as e:

@@ -102,7 +102,9 @@ class Settings:
     tls_client_ca: Path | None = _opt(
         None, "PEM CA certificates: clients must present a certificate signed by one of them (mTLS)"
     )
-    metrics_tls: bool = _opt(False, "serve the metrics port over HTTPS with --tls-cert/--tls-key (and --tls-client-ca)")
+    metrics_tls: bool = _opt(
+        False, "serve the metrics port over HTTPS with --tls-cert/--tls-key (and --tls-client-ca)"
+    )
     health_port: int = _opt(
         -1,
         "plaintext port that answers only grpc.health.v1, for probes when the gRPC port is TLS "
@@ -116,9 +118,13 @@ class Settings:
         "when set every call needs credentials and a role that grants it; re-read when it changes",
     )
     auth_poll_interval: float = _opt(
-        1.0, "seconds between checks of the auth file (and its JWKS file) for changes (0: only at start)", ge=0
+        1.0,
+        "seconds between checks of the auth file (and its JWKS file) for changes (0: only at start)",
+        ge=0,
     )
-    open_health: bool = _opt(False, "with --auth-file: answer grpc.health.v1 on the gRPC port without credentials")
+    open_health: bool = _opt(
+        False, "with --auth-file: answer grpc.health.v1 on the gRPC port without credentials"
+    )
     open_reflection: bool = _opt(False, "with --auth-file: answer server reflection without credentials")
     audit_log: Path | None = _opt(
         None,

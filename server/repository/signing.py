@@ -91,7 +91,9 @@ class Signer:
         ms = self._ms
         target = Path(folder) / SIGNATURE
         config = ms.signing.Config().set_hashing_config(_hashing(ms))
-        config.use_elliptic_key_signer(private_key=self.key, password=self._password).sign(Path(folder), target)
+        config.use_elliptic_key_signer(private_key=self.key, password=self._password).sign(
+            Path(folder), target
+        )
         return target
 
 
@@ -126,7 +128,9 @@ class Verifier:
             raise SignatureError("unreadable", f"{sig}: not a signature bundle: {e}") from None
         candidates = [self.keys[hint]] if hint in self.keys else [] if hint else list(self.keys.values())
         if not candidates:
-            raise SignatureError("untrusted", f"{sig}: signed by a key that is not trusted (key sha256 {hint[:16]}…)")
+            raise SignatureError(
+                "untrusted", f"{sig}: signed by a key that is not trusted (key sha256 {hint[:16]}…)"
+            )
         problem = ""
         for key in candidates:
             config = self._ms.verifying.Config().set_hashing_config(_hashing(self._ms))

@@ -71,11 +71,15 @@ def make_ca(name: str = "test CA") -> Pair:
     return Pair(key, cert)
 
 
-def issue(ca: Pair, common_name: str, *, server: bool = True, sans: list[x509.GeneralName] | None = None) -> Pair:
+def issue(
+    ca: Pair, common_name: str, *, server: bool = True, sans: list[x509.GeneralName] | None = None
+) -> Pair:
     """A leaf certificate signed by ``ca``: a server's (for localhost and 127.0.0.1) or a client's."""
     key = ec.generate_private_key(ec.SECP256R1())
     if sans is None:
-        sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))] if server else []
+        sans = (
+            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))] if server else []
+        )
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
     builder = (
         x509.CertificateBuilder()
@@ -119,9 +123,22 @@ class Issuer:
         path.write_text(json.dumps(self.jwks()))
         return path
 
-    def token(self, sub: str = "alice", roles: list[str] | None = None, *, audience: str = "ortserve",
-              expires_in: float = 300, issuer: str | None = None) -> str:
+    def token(
+        self,
+        sub: str = "alice",
+        roles: list[str] | None = None,
+        *,
+        audience: str = "ortserve",
+        expires_in: float = 300,
+        issuer: str | None = None,
+    ) -> str:
         now = int(time.time())
-        claims = {"sub": sub, "iss": issuer or self.url, "aud": audience, "iat": now,
-                  "exp": now + int(expires_in), "roles": roles if roles is not None else ["client"]}
+        claims = {
+            "sub": sub,
+            "iss": issuer or self.url,
+            "aud": audience,
+            "iat": now,
+            "exp": now + int(expires_in),
+            "roles": roles if roles is not None else ["client"],
+        }
         return jwt.encode(claims, key_pem(self.key), algorithm="RS256", headers={"kid": self.kid})

@@ -38,9 +38,7 @@ def bearer(key: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {key}")]
 
 
-def run_app(
-    repo: Path, body: Callable[[App, str], Awaitable[None]], **settings
-) -> None:
+def run_app(repo: Path, body: Callable[[App, str], Awaitable[None]], **settings) -> None:
     """Start the real server in process with ``settings``, run ``body(app, target)``, stop it."""
     base = Settings(model_repository=repo, port=0, metrics_port=-1, flags_poll_interval=0)
     s = dataclasses.replace(base, **settings)

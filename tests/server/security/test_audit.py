@@ -21,7 +21,9 @@ from tests.server.security.harness import bearer, make_repo, run_app, write_auth
 
 
 def ortserve(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ortserve", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ortserve", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def records(path) -> list[dict]:
@@ -32,13 +34,15 @@ def test_control_plane_calls_and_denials_are_recorded(tmp_path):
     repo = make_repo(tmp_path / "models")
     auth, audit = tmp_path / "auth.toml", tmp_path / "audit.jsonl"
     keys = write_auth(auth)
-    new_flags = json.dumps({"flags": {"addmul": {"state": "ENABLED", "defaultVariant": "one", "variants": {"one": "1"}}}})
+    new_flags = json.dumps(
+        {"flags": {"addmul": {"state": "ENABLED", "defaultVariant": "one", "variants": {"one": "1"}}}}
+    )
 
     async def body(app, target):
         old_flags = app.flags.flags.text
         async with grpc.aio.insecure_channel(target) as channel:
             admin, v2 = admin_pb2_grpc.AdminStub(channel), v2grpc.GRPCInferenceServiceStub(channel)
-            op = bearer(keys["operator"]) + [("x-request-id", "change-42")]
+            op = [*bearer(keys["operator"]), ("x-request-id", "change-42")]
             await admin.SetFlags(admin_pb2.SetFlagsRequest(flags_json=new_flags), metadata=op)
             await v2.RepositoryModelUnload(v2pb.RepositoryModelUnloadRequest(model_name="spare"), metadata=op)
             await v2.RepositoryModelLoad(v2pb.RepositoryModelLoadRequest(model_name="spare"), metadata=op)
@@ -70,7 +74,10 @@ def test_control_plane_calls_and_denials_are_recorded(tmp_path):
         assert flags["peer"].startswith("ipv4:127.0.0.1:")
         assert rpc[1]["model"] == "spare" and rpc[3]["model"] == "addmul"
         assert "no role grants the 'model-repository' group" in rpc[3]["message"]
-        assert lines[0]["event"] == "auth-file" and lines[0]["sha256"] == hashlib.sha256(auth.read_bytes()).hexdigest()
+        assert (
+            lines[0]["event"] == "auth-file"
+            and lines[0]["sha256"] == hashlib.sha256(auth.read_bytes()).hexdigest()
+        )
 
     run_app(repo, body, auth_file=auth, audit_log=audit)
     assert audit.stat().st_mode & 0o777 == 0o600
@@ -143,7 +150,9 @@ def test_queue_overflow_is_counted_and_noted(tmp_path):
 
 def test_auth_cli_adds_and_removes_keys_and_audits_it(tmp_path):
     auth, audit = tmp_path / "auth.toml", tmp_path / "audit.jsonl"
-    added = ortserve("auth", "add-key", "ci-bot", "--role", "operator", "--auth-file", str(auth), "--audit-log", str(audit))
+    added = ortserve(
+        "auth", "add-key", "ci-bot", "--role", "operator", "--auth-file", str(auth), "--audit-log", str(audit)
+    )
     assert added.returncode == 0, added.stderr
     key = added.stdout.strip()
     assert key.startswith("ortsk_") and len(key) > 40 and key not in auth.read_text()

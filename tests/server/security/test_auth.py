@@ -66,7 +66,9 @@ def test_api_keys_unauthenticated_and_denied_before_decoding(repo, tmp_path):
                 "INVALID_ARGUMENT"
             )
             weird = [("authorization", "Basic dXNlcjpwYXNz")]
-            assert "expected 'Bearer <API key or JWT>'" in await details_of(raw.stub.ListModels(_list_request(), metadata=weird))
+            assert "expected 'Bearer <API key or JWT>'" in await details_of(
+                raw.stub.ListModels(_list_request(), metadata=weird)
+            )
         reg = app.metrics.registry
         assert sample("ortserve_auth_denied_total", reg) == 0.0  # labelled: read one series
         denied = {"group": "inference", "reason": "permission_denied"}
@@ -109,16 +111,26 @@ def test_jwt_valid_expired_wrong_audience_wrong_key_and_cached(repo, tmp_path):
 
         good = issuer.token("alice", ["client"])
         assert await predict(good) == "OK"
-        assert await predict(issuer.token("alice", ["client"], expires_in=-5)) == "UNAUTHENTICATED: JWT refused: expired"
-        assert await predict(issuer.token(audience="other")) == "UNAUTHENTICATED: JWT refused: audience is not 'ortserve'"
+        assert (
+            await predict(issuer.token("alice", ["client"], expires_in=-5))
+            == "UNAUTHENTICATED: JWT refused: expired"
+        )
+        assert (
+            await predict(issuer.token(audience="other"))
+            == "UNAUTHENTICATED: JWT refused: audience is not 'ortserve'"
+        )
         assert await predict(issuer.token(issuer="https://evil.test")) == (
             "UNAUTHENTICATED: JWT refused: issuer is not 'https://login.test'"
         )
         assert await predict(stranger.token()) == (
             "UNAUTHENTICATED: JWT refused: signature does not verify with the JWKS key"
         )
-        assert (await predict(issuer.token("bob", ["reader"]))).startswith("PERMISSION_DENIED: jwt:bob (roles: reader)")
-        assert (await predict(issuer.token("eve", ["superuser"]))).startswith("PERMISSION_DENIED: jwt:eve (roles: none)")
+        assert (await predict(issuer.token("bob", ["reader"]))).startswith(
+            "PERMISSION_DENIED: jwt:bob (roles: reader)"
+        )
+        assert (await predict(issuer.token("eve", ["superuser"]))).startswith(
+            "PERMISSION_DENIED: jwt:eve (roles: none)"
+        )
         # verified once, then served from the cache by the token's digest until it expires
         verifier = app.security.policy.authenticator._jwt
         assert len(verifier._cache) == 3  # good, bob and eve verified; the refused ones are not cached
@@ -145,14 +157,23 @@ def test_auth_file_reloads_and_a_bad_change_keeps_the_last_good(repo, tmp_path):
             good = auth.read_text()
             auth.write_text(good + "\n[[keys]]\nname = 'broken'\n")  # no sha256, no roles
             os.utime(auth, ns=(1, 1))
-            await wait_for(lambda: reg.get_sample_value("ortserve_auth_file_reloads_total", {"outcome": "refused"}) == 1.0,
-                           "the refusal")
+            await wait_for(
+                lambda: (
+                    reg.get_sample_value("ortserve_auth_file_reloads_total", {"outcome": "refused"}) == 1.0
+                ),
+                "the refusal",
+            )
             await client.list_models()  # the last good file is still in force
             # the key's entry removed: the next call with it is refused
-            auth.write_text(good.replace(f'name = "client-key"', 'name = "client-key-gone"').replace(
-                _hash_of(keys["client"]), "0" * 64))
-            await wait_for(lambda: reg.get_sample_value("ortserve_auth_file_reloads_total", {"outcome": "ok"}) == 2.0,
-                           "the reload")
+            auth.write_text(
+                good.replace('name = "client-key"', 'name = "client-key-gone"').replace(
+                    _hash_of(keys["client"]), "0" * 64
+                )
+            )
+            await wait_for(
+                lambda: reg.get_sample_value("ortserve_auth_file_reloads_total", {"outcome": "ok"}) == 2.0,
+                "the reload",
+            )
             with pytest.raises(grpc.aio.AioRpcError) as e:
                 await client.list_models()
             assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED

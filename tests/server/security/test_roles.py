@@ -95,7 +95,15 @@ def repo(tmp_path_factory):
 
 def test_every_rpc_times_every_role_answers_as_the_readme_table_says(repo, tmp_path):
     table = readme_table()
-    assert set(table) == {"inference", "metadata", "model-repository", "flags", "admin", "health", "reflection"}
+    assert set(table) == {
+        "inference",
+        "metadata",
+        "model-repository",
+        "flags",
+        "admin",
+        "health",
+        "reflection",
+    }
     auth = tmp_path / "auth.toml"
     keys = write_auth(auth)
     methods = [*GROUPS, *EXTRA]
@@ -111,8 +119,12 @@ def test_every_rpc_times_every_role_answers_as_the_readme_table_says(repo, tmp_p
                     code = await call(channel, method, bearer(keys[role]))
                     seen[f"{method} {role}"] = code
                     allowed = role in table[group]
-                    if allowed == (code in DENIED) or (not allowed and code != grpc.StatusCode.PERMISSION_DENIED):
-                        wrong.append(f"{method} as {role}: {code.name}, table says {'OK' if allowed else 'denied'}")
+                    if allowed == (code in DENIED) or (
+                        not allowed and code != grpc.StatusCode.PERMISSION_DENIED
+                    ):
+                        wrong.append(
+                            f"{method} as {role}: {code.name}, table says {'OK' if allowed else 'denied'}"
+                        )
 
     run_app(repo, body, auth_file=auth)
     assert not wrong, "\n".join(wrong)
@@ -138,8 +150,11 @@ def test_tritonclient_with_headers_and_a_model_scoped_stream(repo, tmp_path):
                 x = [triton.InferInput(n, [1, 4], "FP32") for n in ("a", "b")]
                 for i in x:
                     i.set_data_from_numpy(np.ones((1, 4), np.float32))
-                got = [client.infer("fraud-score", x, headers={"authorization": f"Bearer {keys['fraud']}"})
-                       .as_numpy("sum")[0, 0]]
+                got = [
+                    client.infer(
+                        "fraud-score", x, headers={"authorization": f"Bearer {keys['fraud']}"}
+                    ).as_numpy("sum")[0, 0]
+                ]
                 for model, key in (("addmul", keys["fraud"]), ("addmul", keys["reader"])):
                     with pytest.raises(triton.InferenceServerException) as e:
                         client.infer(model, x, headers={"x-api-key": key})
@@ -149,8 +164,10 @@ def test_tritonclient_with_headers_and_a_model_scoped_stream(repo, tmp_path):
                 got.append(e.value.status())
                 # a stream: checked once for the group, then each message for its model
                 results: list = []
-                client.start_stream(lambda result, error: results.append(error or result),
-                                    headers={"authorization": f"Bearer {keys['fraud']}"})
+                client.start_stream(
+                    lambda result, error: results.append(error or result),
+                    headers={"authorization": f"Bearer {keys['fraud']}"},
+                )
                 client.async_stream_infer("fraud-score", x)
                 client.async_stream_infer("addmul", x)
                 client.stop_stream()
@@ -161,8 +178,12 @@ def test_tritonclient_with_headers_and_a_model_scoped_stream(repo, tmp_path):
                 client.close()
 
         got = await asyncio.to_thread(with_triton)
-        assert got[:4] == [3.0, "StatusCode.PERMISSION_DENIED", "StatusCode.PERMISSION_DENIED",
-                           "StatusCode.UNAUTHENTICATED"]
+        assert got[:4] == [
+            3.0,
+            "StatusCode.PERMISSION_DENIED",
+            "StatusCode.PERMISSION_DENIED",
+            "StatusCode.UNAUTHENTICATED",
+        ]
         assert got[4] == ["InferResult", "InferenceServerException"]
         assert "may not call ModelStreamInfer on model 'addmul'" in got[5]
 

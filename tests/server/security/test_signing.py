@@ -40,8 +40,22 @@ def test_optimize_signs_what_it_publishes_and_the_server_verifies_it(tmp_path, k
     model, _ = mlp_model()
     onnx.save(model, tmp_path / "mlp.onnx")
     repo = tmp_path / "models"
-    args = [str(tmp_path / "mlp.onnx"), "--graph-optimize", "--fp32", "--repo", str(repo), "--name", "mlp",
-            "--out", str(tmp_path / "report"), "--batch-sizes", "1", "--bench-seconds", "0.01", "--quiet"]
+    args = [
+        str(tmp_path / "mlp.onnx"),
+        "--graph-optimize",
+        "--fp32",
+        "--repo",
+        str(repo),
+        "--name",
+        "mlp",
+        "--out",
+        str(tmp_path / "report"),
+        "--batch-sizes",
+        "1",
+        "--bench-seconds",
+        "0.01",
+        "--quiet",
+    ]
     assert optimize([*args, "--sign-key", str(keys["ours"])]) == 0
     versions = sorted(p.name for p in (repo / "mlp").iterdir() if p.name.isdigit())
     assert versions == ["1", "2"]
@@ -63,8 +77,19 @@ def test_bad_sign_key_is_refused_before_any_work(tmp_path, capsys):
     model, _ = mlp_model()
     onnx.save(model, tmp_path / "mlp.onnx")
     (tmp_path / "bad.pem").write_text("not a key")
-    code = optimize([str(tmp_path / "mlp.onnx"), "--graph-optimize", "--repo", str(tmp_path / "models"),
-                     "--name", "mlp", "--sign-key", str(tmp_path / "bad.pem"), "--quiet"])
+    code = optimize(
+        [
+            str(tmp_path / "mlp.onnx"),
+            "--graph-optimize",
+            "--repo",
+            str(tmp_path / "models"),
+            "--name",
+            "mlp",
+            "--sign-key",
+            str(tmp_path / "bad.pem"),
+            "--quiet",
+        ]
+    )
     assert code == 2
     assert "--sign-key: signing key" in capsys.readouterr().err and not (tmp_path / "models" / "mlp").exists()
 
@@ -72,9 +97,18 @@ def test_bad_sign_key_is_refused_before_any_work(tmp_path, capsys):
 def test_unsigned_tampered_and_foreign_versions_are_refused_the_rest_serve(tmp_path, keys):
     repo = tmp_path / "models"
     ours, theirs = Signer(keys["ours"]), Signer(keys["theirs"])
-    for version, signer in ((1, ours), (2, ours), (3, None), (4, theirs), (5, ours), (6, Signer(keys["next"]))):
+    for version, signer in (
+        (1, ours),
+        (2, ours),
+        (3, None),
+        (4, theirs),
+        (5, ours),
+        (6, Signer(keys["next"])),
+    ):
         sign = signer.sign if signer is not None else None
-        publish_version(repo, "addmul", m.addmul(offset=float(version)).SerializeToString(), {}, version, sign=sign)
+        publish_version(
+            repo, "addmul", m.addmul(offset=float(version)).SerializeToString(), {}, version, sign=sign
+        )
     (repo / "addmul" / "config.toml").write_text('default_version = "1"\n')
     tampered = repo / "addmul" / "2" / "model.onnx"
     tampered.write_bytes(m.addmul(offset=1000.0).SerializeToString())
@@ -87,7 +121,9 @@ def test_unsigned_tampered_and_foreign_versions_are_refused_the_rest_serve(tmp_p
 
     with pytest.raises(SignatureError) as e:
         Verifier(trusted).verify(repo / "addmul" / "2")
-    assert e.value.reason == "tampered" and str(e.value).endswith("signature does not verify: model.onnx changed")
+    assert e.value.reason == "tampered" and str(e.value).endswith(
+        "signature does not verify: model.onnx changed"
+    )
     with pytest.raises(SignatureError) as e:
         Verifier(trusted).verify(repo / "addmul" / "5")
     assert str(e.value).endswith("signature does not verify: not signed: notes.txt")

@@ -42,7 +42,7 @@ async def outcome(call) -> str:
 
 
 def test_tls_serves_only_tls_and_health_answers_in_plaintext_on_its_own_port(repo, pki):
-    ca, cert, key, ca_file = pki
+    _ca, cert, key, ca_file = pki
 
     async def body(app, target):
         async with AsyncClient(target, root_certificates=ca_file) as c:
@@ -61,13 +61,16 @@ def test_tls_serves_only_tls_and_health_answers_in_plaintext_on_its_own_port(rep
             from ortserve._proto.ortserve.v1 import inference_pb2 as pb
             from ortserve._proto.ortserve.v1 import inference_pb2_grpc as pb_grpc
 
-            assert await outcome(pb_grpc.InferenceStub(channel).ListModels(pb.ListModelsRequest())) == "UNIMPLEMENTED"
+            assert (
+                await outcome(pb_grpc.InferenceStub(channel).ListModels(pb.ListModelsRequest()))
+                == "UNIMPLEMENTED"
+            )
 
     run_app(repo, body, tls_cert=cert, tls_key=key, health_port=0)
 
 
 def test_mtls_refuses_clients_without_a_certificate_and_maps_certificates_to_principals(repo, pki, tmp_path):
-    ca, cert, key, ca_file = pki
+    _ca, cert, key, ca_file = pki
     clients = make_ca("client CA")
     (tmp_path / "clients.pem").write_bytes(clients.cert_pem)
     ingest = client_cert(clients, "ingest", spiffe="spiffe://acme/ingest")
@@ -80,8 +83,9 @@ def test_mtls_refuses_clients_without_a_certificate_and_maps_certificates_to_pri
         def client(pair=None) -> AsyncClient:
             if pair is None:
                 return AsyncClient(target, root_certificates=ca_file)
-            return AsyncClient(target, root_certificates=ca_file, certificate_chain=pair.cert_pem,
-                               private_key=pair.key_pem)
+            return AsyncClient(
+                target, root_certificates=ca_file, certificate_chain=pair.cert_pem, private_key=pair.key_pem
+            )
 
         async with client() as c:
             assert await outcome(c.list_models()) == "UNAVAILABLE"  # no client certificate: no handshake
@@ -94,13 +98,16 @@ def test_mtls_refuses_clients_without_a_certificate_and_maps_certificates_to_pri
             with pytest.raises(grpc.aio.AioRpcError) as e:
                 await c.list_models()
             assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            assert e.value.details() == "client certificate 'CN=stranger,O=Acme' matches no [[certificates]] entry"
+            assert (
+                e.value.details()
+                == "client certificate 'CN=stranger,O=Acme' matches no [[certificates]] entry"
+            )
 
     run_app(repo, body, tls_cert=cert, tls_key=key, tls_client_ca=tmp_path / "clients.pem", auth_file=auth)
 
 
 def test_a_rotated_certificate_is_used_by_the_next_connection_and_a_bad_one_is_refused(repo, pki, tmp_path):
-    ca, cert, key, ca_file = pki
+    _ca, cert, key, ca_file = pki
     new_ca = make_ca("next year's CA")
     (tmp_path / "new-ca.pem").write_bytes(new_ca.cert_pem)
 
@@ -108,9 +115,12 @@ def test_a_rotated_certificate_is_used_by_the_next_connection_and_a_bad_one_is_r
         reg = app.metrics.registry
 
         def reloads(outcome: str) -> float:
-            return reg.get_sample_value(
-                "ortserve_tls_certificate_reloads_total", {"endpoint": "grpc", "outcome": outcome}
-            ) or 0.0
+            return (
+                reg.get_sample_value(
+                    "ortserve_tls_certificate_reloads_total", {"endpoint": "grpc", "outcome": outcome}
+                )
+                or 0.0
+            )
 
         async with AsyncClient(target, root_certificates=ca_file) as before:
             await before.list_models()  # a connection made with the first certificate
@@ -127,14 +137,16 @@ def test_a_rotated_certificate_is_used_by_the_next_connection_and_a_bad_one_is_r
             async with AsyncClient(target, root_certificates=tmp_path / "new-ca.pem") as again:
                 assert await outcome(again.list_models()) == "OK"
             assert reloads("refused") == 1.0
-            expiry = reg.get_sample_value("ortserve_tls_certificate_expiry_timestamp_seconds", {"endpoint": "grpc"})
+            expiry = reg.get_sample_value(
+                "ortserve_tls_certificate_expiry_timestamp_seconds", {"endpoint": "grpc"}
+            )
             assert expiry and expiry > 0
 
     run_app(repo, body, tls_cert=cert, tls_key=key)
 
 
 def test_metrics_over_https_with_rotation(repo, pki, tmp_path):
-    ca, cert, key, ca_file = pki
+    _ca, cert, key, ca_file = pki
     new_ca = make_ca("next year's CA")
     (tmp_path / "new-ca.pem").write_bytes(new_ca.cert_pem)
 
@@ -161,7 +173,9 @@ def test_metrics_over_https_with_rotation(repo, pki, tmp_path):
     run_app(repo, body, tls_cert=cert, tls_key=key, metrics_tls=True, metrics_port=0)
 
 
-def test_the_command_refuses_an_exposed_port_without_tls_and_auth_and_serves_a_secured_one(repo, pki, tmp_path):
+def test_the_command_refuses_an_exposed_port_without_tls_and_auth_and_serves_a_secured_one(
+    repo, pki, tmp_path
+):
     import subprocess
     import sys
 
@@ -179,7 +193,7 @@ def test_the_command_refuses_an_exposed_port_without_tls_and_auth_and_serves_a_s
         "ortserve: refusing to serve gRPC on 0.0.0.0:0 without TLS (--tls-cert, --tls-key) and an --auth-file"
     )
     assert "--insecure" in exposed.stderr
-    ca, cert, key, ca_file = pki
+    _ca, cert, key, ca_file = pki
     half = ortserve("--host", "0.0.0.0", "--tls-cert", str(cert), "--tls-key", str(key))
     assert half.returncode == 2 and "without an --auth-file" in half.stderr
     assert "go together" in ortserve("--tls-cert", str(cert)).stderr
@@ -187,12 +201,16 @@ def test_the_command_refuses_an_exposed_port_without_tls_and_auth_and_serves_a_s
     bad.write_text('[[keys]]\nname = "x"\nsha256 = "abc"\nroles = ["client"]\n')
     refused = ortserve("--auth-file", str(bad), "--port", "0", "--metrics-port", "-1")
     assert refused.returncode == 2
-    assert "keys[0].sha256: expected the sha256 of the key as 64 lowercase hex digits, got 'abc'" in refused.stderr
+    assert (
+        "keys[0].sha256: expected the sha256 of the key as 64 lowercase hex digits, got 'abc'"
+        in refused.stderr
+    )
 
     auth = tmp_path / "auth.toml"
     keys = write_auth(auth)
-    server = ServerProcess(repo, "--tls-cert", str(cert), "--tls-key", str(key), "--auth-file", str(auth),
-                           "--health-port", "0")
+    server = ServerProcess(
+        repo, "--tls-cert", str(cert), "--tls-key", str(key), "--auth-file", str(auth), "--health-port", "0"
+    )
     try:
         with Client(server.target, root_certificates=ca_file, api_key=keys["client"]) as c:
             assert c.predict("addmul", {"a": A, "b": A})["sum"][0, 0] == 2.0
