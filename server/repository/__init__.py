@@ -1,7 +1,8 @@
 """The repository layer: the model-repository format, shared by the server and ``ortserve-optimize``.
 
 It owns the file names (:mod:`.layout`), the ``config.toml`` schema with its reader and writer
-(:mod:`.config`), ``manifest.json`` (:mod:`.manifest`), publishing a version atomically (:mod:`.publish`),
+(:mod:`.config`), ``manifest.json`` (:mod:`.manifest`), signatures (:mod:`.signing`: ``model.sig``, OpenSSF
+model signing, imported lazily), publishing a version atomically (:mod:`.publish`),
 the flags document as a file (:mod:`.flagsdoc`), discovery of models and versions on disk (:mod:`.scan`)
 and atomic file writes (:mod:`.files`). Anything that reads or writes a repository goes through here;
 nothing else spells a file name or a config key.

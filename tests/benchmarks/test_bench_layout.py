@@ -14,6 +14,7 @@ SCRIPTS = {
     "benchmarks.bench_compare",
     "benchmarks.bench_flags",
     "benchmarks.bench_optimize",
+    "benchmarks.bench_security",
     "benchmarks.bench_server",
     "benchmarks.loadgen.__main__",
     "benchmarks.locustfile",
