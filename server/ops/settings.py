@@ -159,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ortserve",
         description="Serve an ONNX model repository over gRPC (ortserve.v1 Predict) with dynamic batching.",
         epilog="Every option can also be set as ORTSERVE_<NAME> in the environment (e.g. ORTSERVE_PORT=9001) "
-        "or as <name> = value in the --config TOML file. Precedence: flags, environment, file, defaults.",
+        "or as <name> = value in the --config TOML file. Precedence: flags, environment, file, defaults. "
+        "Security commands: 'ortserve auth add-key|remove-key|list|check' (the --auth-file) and "
+        "'ortserve audit verify FILE' (the --audit-log chain); see 'ortserve auth --help'.",
     )
     for f in dataclasses.fields(Settings):
         flag = "--" + f.name.replace("_", "-")
