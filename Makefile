@@ -72,6 +72,7 @@ bench: install-dev perf-analyzer
 	$(BIN)/python -m benchmarks.bench_monitoring --write-results
 	$(BIN)/python -m benchmarks.bench_optimize cnn --seconds 2
 	$(BIN)/python -m benchmarks.bench_optimize minilm --seconds 6
+	$(BIN)/python -m benchmarks.bench_security --write-results
 
 # mypy does not follow setuptools' editable import hook, so it checks a tree of links laid out as
 # the installed package is (server/ -> ortserve, optimize/ -> ortserve.optimize).

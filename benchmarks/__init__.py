@@ -13,6 +13,7 @@ Scripts (nothing imports them):
     bench_optimize  the optimize toolchain's targets (pruned CNN, MiniLM INT8, the demo recipe)
     bench_flags     what flag evaluation adds to a request
     bench_monitoring  what drift sampling, the payload log and the feedback index add per request
+    bench_security  what API-key auth, JWT auth and TLS add to a request, against plaintext
     loadgen         (``python -m benchmarks.loadgen``) the load generator on its own
     locustfile      locust users (``locust -f benchmarks/locustfile.py``); imports only ortserve
 

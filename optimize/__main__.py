@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     o = p.add_argument_group("output")
     o.add_argument("--repo", help="model repository to publish accepted variants into")
     o.add_argument("--name", help="the model's name in the repository")
+    o.add_argument(
+        "--sign-key",
+        help="PEM EC private key: sign each published version (OpenSSF model signing, offline; "
+        "needs ortserve[signing]; an encrypted key's password comes from ORTSERVE_SIGN_KEY_PASSWORD)",
+    )
     o.add_argument("--out", help="report folder (default optimize-out)")
     o.add_argument("--write-recipe", type=Path, metavar="FILE", help="write the run as a recipe and exit")
     o.add_argument("--list-steps", action="store_true", help="list the steps and their parameters, then exit")
@@ -124,6 +129,7 @@ def recipe_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         ("weights", args.weights),
         ("repo", args.repo),
         ("name", args.name),
+        ("sign_key", args.sign_key),
         ("out", args.out),
         ("eval_data", args.data),
         ("calibration_data", args.calibration),

@@ -101,10 +101,14 @@ def run(recipe: Recipe, progress: Progress | None = None, workdir: Path | None =
         raise OptimizeError("no model given: pass MODEL or set model in the recipe")
     if recipe.repo and not recipe.name:
         raise OptimizeError("--repo needs --name (the model's folder in the repository)")
+    if recipe.sign_key and not recipe.repo:
+        raise OptimizeError("--sign-key signs published versions: it needs --repo and --name")
+    signer = None
     if recipe.repo:
-        from ortserve.optimize.publish import check_name
+        from ortserve.optimize.publish import check_name, make_signer
 
         check_name(recipe.name or "")  # before hours of work, not at publishing time
+        signer = make_signer(recipe.sign_key)  # the key too
     seed = recipe.seed
     np.random.seed(seed)
     source = load_source(recipe.model, recipe.weights, recipe.inputs, recipe.output_names)
@@ -216,11 +220,16 @@ def run(recipe: Recipe, progress: Progress | None = None, workdir: Path | None =
                     "no reference profile (drift baseline) for the published versions: the eval data is synthetic"
                 )
             versions = publish_versions(
-                Path(recipe.repo), recipe.name or "", entries, recipe.max_batch_size, references
+                Path(recipe.repo),
+                recipe.name or "",
+                entries,
+                recipe.max_batch_size,
+                references,
+                signer=signer,
             )
             for r, v in zip(accepted, versions, strict=True):
                 r.version = v
-                log(f"published {r.name} as {recipe.name}/{v}")
+                log(f"published {r.name} as {recipe.name}/{v}" + (" (signed)" if signer else ""))
         result = RunResult(results, baseline, out_dir, info)
         if recipe.repo and recipe.name:
             _propose_canary(result, Path(recipe.repo) / recipe.name, recipe.name, out_dir)

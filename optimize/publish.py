@@ -4,10 +4,13 @@
 ``config.toml`` is settled before any version lands: created when missing (with ``default_version`` set to
 the version serving now, or the first one published), and an existing one without ``default_version`` gets
 the version that served until then pinned; otherwise it is left alone. Publishing never rolls a variant out.
+With a signer (``--sign-key``) each version is signed in its staging folder before it lands, so a server with
+``--trusted-key`` never sees it unsigned.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,8 +29,9 @@ from ortserve.repository import (
     version_dirs,
     write_model_config,
 )
+from ortserve.repository.signing import SignatureError, Signer
 
-__all__ = ["check_name", "publish_versions"]
+__all__ = ["check_name", "make_signer", "publish_versions"]
 
 WRITTEN = "Written by ortserve-optimize. Publishing adds versions; it never changes default_version."
 PINNED = "Pinned by ortserve-optimize when it published a higher version: publishing is not rolling out."
@@ -40,12 +44,24 @@ def check_name(name: str) -> None:
         raise OptimizeError(str(e)) from None
 
 
+def make_signer(key: str | None) -> Signer | None:
+    """The signer for ``--sign-key`` (None without one); OptimizeError when the key or model-signing
+    is not usable, before any work is done."""
+    if not key:
+        return None
+    try:
+        return Signer(Path(key), os.environ.get("ORTSERVE_SIGN_KEY_PASSWORD") or None)
+    except SignatureError as e:
+        raise OptimizeError(f"--sign-key: {e}") from None
+
+
 def publish_versions(
     repo: Path,
     name: str,
     variants: list[tuple[Path, dict[str, Any]]],
     max_batch_size: int | None = None,
     references: Sequence[bytes | None] = (),
+    signer: Signer | None = None,
 ) -> list[int]:
     """Publish each ``(model.onnx path, manifest extra)`` as the next version; returns the version numbers.
     ``references``: each variant's reference profile (``reference.json``, listed in its manifest), or None.
@@ -73,9 +89,13 @@ def publish_versions(
             reference = references[i] if i < len(references) else None
             if reference is not None:
                 files[REFERENCE] = reference
-            published.append(int(publish_version(Path(repo), name, files, extra).name))
+            sign = signer.sign if signer is not None else None
+            published.append(int(publish_version(Path(repo), name, files, extra, sign=sign).name))
     except ConfigError as e:
         raise OptimizeError(f"{e}; fix it before publishing") from e
+    except SignatureError as e:
+        done = f" (published before the error: {', '.join(map(str, published))})" if published else ""
+        raise OptimizeError(f"cannot sign a version of {name}: {e}{done}") from e
     except OSError as e:
         done = f" (published before the error: {', '.join(map(str, published))})" if published else ""
         raise OptimizeError(f"cannot publish into {model_dir}: {e.strerror or e}{done}") from e

@@ -83,6 +83,7 @@ class Recipe:
     bench_seconds: float = 1.0
     max_batch_size: int | None = None  # None: the server decides from the ONNX signature
     parent: str | None = None
+    sign_key: str | None = None  # PEM EC private key: published versions get a model.sig
     variants: list[VariantSpec] = field(default_factory=list)
     reference: ReferenceOptions = field(default_factory=ReferenceOptions)
 
@@ -173,6 +174,7 @@ class RecipeFile:
     seed: int = 0
     max_batch_size: int | None = field(default=None, metadata={"ge": 0})
     parent: str | None = None
+    sign_key: str | None = None
     output_names: tuple[str, ...] | None = None
     inputs: tuple[_Input, ...] | None = None
     data: _Data = field(default_factory=_Data)
@@ -223,6 +225,7 @@ def load_recipe(path: Path) -> Recipe:
         max_batch_size=f.max_batch_size,
         parent=f.parent,
         reference=f.reference,
+        sign_key=rel(f.sign_key),
         variants=[
             VariantSpec(
                 v.name or f"variant{i + 1}",
@@ -252,6 +255,7 @@ def recipe_to_toml(r: Recipe) -> str:
         seed=r.seed,
         max_batch_size=r.max_batch_size,
         parent=r.parent,
+        sign_key=absolute(r.sign_key),
         output_names=None if r.output_names is None else tuple(r.output_names),
         inputs=None if r.inputs is None else tuple(_Input(s.name, s.dtype, s.dims) for s in r.inputs),
         data=_Data(

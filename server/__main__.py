@@ -1,4 +1,8 @@
-"""``ortserve`` / ``python -m ortserve``: parse settings, set up logging, serve."""
+"""``ortserve`` / ``python -m ortserve``: parse settings, set up logging, serve.
+
+``ortserve auth ...`` and ``ortserve audit ...`` are the security subcommands (``ortserve auth --help``);
+anything else is the server's options (``ortserve --help``).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,20 @@ import sys
 
 from ortserve.ops.settings import SettingsError, load_settings
 
+SUBCOMMANDS = ("auth", "audit")
+
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in SUBCOMMANDS:
+        from ortserve.ops.security_cli import main as security_main
+
+        return security_main(args)
     try:
-        settings = load_settings(argv)
+        settings = load_settings(args)
+        from ortserve.ops.guard import check_settings
+
+        check_settings(settings)
     except SettingsError as e:
         print(f"ortserve: {e}", file=sys.stderr)
         return 2
@@ -28,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         run(settings)
+    except SettingsError as e:  # a certificate, auth or key file refused at start
+        print(f"ortserve: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         print(f"ortserve: {e}", file=sys.stderr)
         return 1

@@ -9,12 +9,20 @@ with Client("127.0.0.1:8001") as c:
 
 async with AsyncClient("127.0.0.1:8001") as c:
     result = await c.predict("digits", {"input": pixels})
+
+A server with TLS and an auth file (README "Security"): give the CA that signed its certificate, and
+an API key or a JWT (sent as ``authorization: Bearer ...`` with every call); for mTLS, the client's
+own certificate and key. Certificates are PEM bytes or paths to PEM files.
+
+Client("server.example:8001", root_certificates="ca.pem", api_key=os.environ["ORTSERVE_API_KEY"])
+Client(target, root_certificates="ca.pem", certificate_chain="client.pem", private_key="client.key")
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -24,7 +32,7 @@ from ortserve._proto.ortserve.v1 import inference_pb2 as pb
 from ortserve._proto.ortserve.v1 import inference_pb2_grpc as pb_grpc
 from ortserve.edge.codec import from_numpy, to_numpy
 
-__all__ = ["AsyncClient", "Client", "Feedback", "Prediction", "build_feedback"]
+__all__ = ["AsyncClient", "Client", "Feedback", "Prediction", "build_feedback", "channel_credentials"]
 
 _MB = 1024 * 1024
 
@@ -96,16 +104,82 @@ def _one(request_id: str, labels: Any, targets: Any, reward: float | None) -> pb
     )
 
 
-def _options(max_message_size: int) -> list[tuple[str, int]]:
-    return [
+def _options(max_message_size: int, server_name: str | None = None) -> list[tuple[str, Any]]:
+    options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", max_message_size),
         ("grpc.max_send_message_length", max_message_size),
     ]
+    if server_name:  # the name the server's certificate is for, when it is not the target's host
+        options.append(("grpc.ssl_target_name_override", server_name))
+    return options
+
+
+Pem = bytes | str | Path | None
+
+
+def _pem(value: Pem) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return Path(value).read_bytes()
+
+
+def channel_credentials(
+    root_certificates: Pem = None, certificate_chain: Pem = None, private_key: Pem = None
+) -> grpc.ChannelCredentials:
+    """TLS credentials from PEM bytes or file paths (root None: the system's CAs)."""
+    return grpc.ssl_channel_credentials(_pem(root_certificates), _pem(private_key), _pem(certificate_chain))
+
+
+class _Security:
+    """What the clients share: TLS when any certificate option (or ``tls=True``) is given, and the
+    credential metadata sent with every call."""
+
+    def __init__(
+        self,
+        tls: bool,
+        root_certificates: Pem,
+        certificate_chain: Pem,
+        private_key: Pem,
+        api_key: str | None,
+        token: str | None,
+    ) -> None:
+        if api_key and token:
+            raise ValueError("give api_key or token, not both")
+        self.tls = tls or any(x is not None for x in (root_certificates, certificate_chain, private_key))
+        self.credentials = (
+            channel_credentials(root_certificates, certificate_chain, private_key) if self.tls else None
+        )
+        secret = api_key or token
+        self.metadata: list[tuple[str, str]] = [("authorization", f"Bearer {secret}")] if secret else []
+
+    def merge(self, metadata: list[tuple[str, str]] | None) -> list[tuple[str, str]] | None:
+        if not self.metadata:
+            return metadata
+        return self.metadata + list(metadata or ())
 
 
 class Client:
-    def __init__(self, target: str = "127.0.0.1:8001", *, max_message_size: int = 64 * _MB) -> None:
-        self.channel = grpc.insecure_channel(target, options=_options(max_message_size))
+    def __init__(
+        self,
+        target: str = "127.0.0.1:8001",
+        *,
+        max_message_size: int = 64 * _MB,
+        tls: bool = False,
+        root_certificates: Pem = None,
+        certificate_chain: Pem = None,
+        private_key: Pem = None,
+        server_name: str | None = None,
+        api_key: str | None = None,
+        token: str | None = None,
+    ) -> None:
+        self._security = sec = _Security(
+            tls, root_certificates, certificate_chain, private_key, api_key, token
+        )
+        options = _options(max_message_size, server_name)
+        if sec.credentials is not None:
+            self.channel = grpc.secure_channel(target, sec.credentials, options=options)
+        else:
+            self.channel = grpc.insecure_channel(target, options=options)
         self.stub = pb_grpc.InferenceStub(self.channel)
 
     def predict(
@@ -122,7 +196,8 @@ class Client:
         metadata: list[tuple[str, str]] | None = None,
     ) -> Prediction:
         req = build_request(model, inputs, version, outputs, request_id, targeting_key, priority)
-        return parse_response(self.stub.Predict(req, timeout=timeout, metadata=metadata))
+        md = self._security.merge(metadata)
+        return parse_response(self.stub.Predict(req, timeout=timeout, metadata=md))
 
     def feedback(
         self,
@@ -145,10 +220,11 @@ class Client:
         return list(self.stub.Feedback(build_feedback(items), timeout=timeout).results)
 
     def list_models(self) -> pb.ListModelsResponse:
-        return self.stub.ListModels(pb.ListModelsRequest())
+        return self.stub.ListModels(pb.ListModelsRequest(), metadata=self._security.merge(None))
 
     def metadata(self, model: str, version: str = "") -> pb.ModelMetadataResponse:
-        return self.stub.ModelMetadata(pb.ModelMetadataRequest(model=model, version=str(version or "")))
+        request = pb.ModelMetadataRequest(model=model, version=str(version or ""))
+        return self.stub.ModelMetadata(request, metadata=self._security.merge(None))
 
     def close(self) -> None:
         self.channel.close()
@@ -161,8 +237,27 @@ class Client:
 
 
 class AsyncClient:
-    def __init__(self, target: str = "127.0.0.1:8001", *, max_message_size: int = 64 * _MB) -> None:
-        self.channel = grpc.aio.insecure_channel(target, options=_options(max_message_size))
+    def __init__(
+        self,
+        target: str = "127.0.0.1:8001",
+        *,
+        max_message_size: int = 64 * _MB,
+        tls: bool = False,
+        root_certificates: Pem = None,
+        certificate_chain: Pem = None,
+        private_key: Pem = None,
+        server_name: str | None = None,
+        api_key: str | None = None,
+        token: str | None = None,
+    ) -> None:
+        self._security = sec = _Security(
+            tls, root_certificates, certificate_chain, private_key, api_key, token
+        )
+        options = _options(max_message_size, server_name)
+        if sec.credentials is not None:
+            self.channel = grpc.aio.secure_channel(target, sec.credentials, options=options)
+        else:
+            self.channel = grpc.aio.insecure_channel(target, options=options)
         self.stub = pb_grpc.InferenceStub(self.channel)
 
     async def predict(
@@ -179,7 +274,8 @@ class AsyncClient:
         metadata: list[tuple[str, str]] | None = None,
     ) -> Prediction:
         req = build_request(model, inputs, version, outputs, request_id, targeting_key, priority)
-        return parse_response(await self.stub.Predict(req, timeout=timeout, metadata=metadata))
+        md = self._security.merge(metadata)
+        return parse_response(await self.stub.Predict(req, timeout=timeout, metadata=md))
 
     async def feedback(
         self,
@@ -204,10 +300,11 @@ class AsyncClient:
         return list((await self.stub.Feedback(build_feedback(items), timeout=timeout)).results)
 
     async def list_models(self) -> pb.ListModelsResponse:
-        return await self.stub.ListModels(pb.ListModelsRequest())
+        return await self.stub.ListModels(pb.ListModelsRequest(), metadata=self._security.merge(None))
 
     async def metadata(self, model: str, version: str = "") -> pb.ModelMetadataResponse:
-        return await self.stub.ModelMetadata(pb.ModelMetadataRequest(model=model, version=str(version or "")))
+        request = pb.ModelMetadataRequest(model=model, version=str(version or ""))
+        return await self.stub.ModelMetadata(request, metadata=self._security.merge(None))
 
     async def close(self) -> None:
         await self.channel.close()

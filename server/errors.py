@@ -10,6 +10,8 @@
      ├── DeadlineExceeded         deadline_exceeded    DEADLINE_EXCEEDED: expired before it ran
      ├── Unavailable              unavailable          UNAVAILABLE: unloading or draining (retryable)
      ├── FailedPrecondition       failed_precondition  FAILED_PRECONDITION: not in this server's state
+     ├── Unauthenticated          unauthenticated      UNAUTHENTICATED: no or bad credentials (auth file set)
+     ├── PermissionDenied         permission_denied    PERMISSION_DENIED: the caller's roles do not allow it
      ├── InferenceFailed          failed               INTERNAL: ONNX Runtime failed on the batch
      └── InternalError            internal             INTERNAL: a bug; logged with its traceback
 
@@ -30,8 +32,10 @@ __all__ = [
     "InternalError",
     "InvalidInput",
     "ModelNotFound",
+    "PermissionDenied",
     "QueueFull",
     "ServeError",
+    "Unauthenticated",
     "Unavailable",
 ]
 
@@ -78,6 +82,18 @@ class Unavailable(ServeError):
 
 class FailedPrecondition(ServeError):
     outcome = "failed_precondition"
+
+
+class Unauthenticated(ServeError):
+    """No credentials, or credentials that do not verify (unknown API key, bad or expired JWT)."""
+
+    outcome = "unauthenticated"
+
+
+class PermissionDenied(ServeError):
+    """An authenticated caller whose roles do not grant the RPC (or the model it names)."""
+
+    outcome = "permission_denied"
 
 
 class InferenceFailed(ServeError):

@@ -50,7 +50,7 @@ class ServerProcess:
         self.lines: list[dict] = []
         self.raw: list[str] = []
         self._ready = threading.Event()
-        self.port = self.metrics_port = 0
+        self.port = self.metrics_port = self.health_port = 0
         threading.Thread(target=self._read, daemon=True).start()
         if not self._ready.wait(ready_timeout):
             self.stop()
@@ -67,6 +67,7 @@ class ServerProcess:
             self.lines.append(event)
             if event.get("event") == "ready":
                 self.port, self.metrics_port = event["grpc_port"], event["metrics_port"]
+                self.health_port = event.get("health_port", 0)
                 self._ready.set()
         self._ready.set()
 

@@ -23,6 +23,7 @@ from ortserve.metrics import Metrics
 from ortserve.repository import MODEL_FILE, ModelConfig, ModelEntry, scan_repository
 from ortserve.repository.files import file_stamp
 from ortserve.repository.manifest import MANIFEST, ManifestError, read_manifest, verify_manifest
+from ortserve.repository.signing import SIGNATURE, SignatureError, Verifier
 
 __all__ = ["Model", "ModelManager", "ModelVersion"]
 
@@ -31,7 +32,7 @@ log = logging.getLogger("ortserve.models")
 
 def _fingerprint(path: Path) -> tuple:
     """Changes when a version's files are replaced, so that a refused version is retried."""
-    return tuple(file_stamp(path / name) for name in (MODEL_FILE, MANIFEST))
+    return tuple(file_stamp(path / name) for name in (MODEL_FILE, MANIFEST, SIGNATURE))
 
 
 class ModelManager:
@@ -46,6 +47,7 @@ class ModelManager:
         on_change: Callable[[str, bool], None] | None = None,
         drain_timeout: float = 30.0,
         tracing: Tracing = NO_TRACING,
+        verifier: Verifier | None = None,
     ) -> None:
         self._tracing = tracing
         self.root = Path(root)
@@ -56,6 +58,7 @@ class ModelManager:
         self._require_manifest = require_manifest
         self._on_change = on_change or (lambda name, serving: None)
         self._drain_timeout = drain_timeout
+        self._verifier = verifier  # --trusted-key: every version's signature is checked before loading
         self._refused: dict[tuple[str, str], tuple] = {}  # (model, version) -> (files, config) refused
         self._config_errors: dict[str, str] = {}
         self._refused_configs: dict[str, ModelConfig] = {}  # config changes whose versions failed to load
@@ -221,6 +224,8 @@ class ModelManager:
         except Exception as e:
             self._refused[key] = fingerprint
             self._metrics.load_failures.labels(name, version).inc()
+            if isinstance(e, SignatureError):
+                self._metrics.signature_failures.labels(name, version, e.reason).inc()
             log.error("model %s version %s: refused, other versions keep serving: %s", name, version, e)
             return None
         self._refused.pop(key, None)
@@ -249,6 +254,9 @@ class ModelManager:
         return ModelVersion(name, version, path, config, pool, batcher, stats, manifest)
 
     def _open(self, path: Path, config: ModelConfig) -> tuple[dict | None, SessionPool]:
+        if self._verifier is not None:
+            key = self._verifier.verify(path)  # before any byte of the model is parsed
+            log.info("%s: signature verified with %s", path, key)
         manifest = read_manifest(path)
         if manifest is None:
             if self._require_manifest:

@@ -13,13 +13,19 @@ Authentication, authorization, audit and tracing plug in here as links::
 with the servicer context at hand (metadata, peer, TLS auth context); a ``ServeError`` it raises
 is answered with the status ``ortserve.edge.status`` maps it to, before any request is decoded.
 ``leave`` runs after the handler with the exception that ended it (None when it returned).
+``inspect`` sees each request message before the handler does: once for a unary request, for
+each message of a request stream as the handler reads it (a ServeError it raises ends the RPC or
+the stream with that status: the handler sees the request stream end there and answers
+what came before). Only links that override it are called, so the hot path pays for
+it only when a link needs the message (e.g. the model a request names, for model-scoped roles).
 The chain is built once at start-up; with no links gRPC runs without an interceptor at all.
 """
 
 from __future__ import annotations
 
+import contextvars
 import inspect
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +35,15 @@ from ortserve.edge.methods import group_of
 from ortserve.edge.status import status_for
 from ortserve.errors import ServeError
 
-__all__ = ["Interceptor", "Rpc", "chain"]
+__all__ = ["Interceptor", "Rpc", "chain", "unary_request"]
+
+_REQUEST: contextvars.ContextVar[Any] = contextvars.ContextVar("ortserve_unary_request", default=None)
+
+
+def unary_request() -> Any:
+    """The current call's request message when it is unary (None for a request stream): what
+    ``leave`` can read about a call refused in ``enter`` (e.g. the model an audit record names)."""
+    return _REQUEST.get()
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +59,9 @@ class Interceptor:
     async def enter(self, rpc: Rpc, context: grpc.aio.ServicerContext) -> None:
         """Before the handler. Raise a ServeError to refuse the call."""
 
+    def inspect(self, rpc: Rpc, context: grpc.aio.ServicerContext, request: Any) -> None:
+        """Each request message (deserialized, not yet decoded). Raise a ServeError to refuse it."""
+
     def leave(self, rpc: Rpc, context: grpc.aio.ServicerContext, error: BaseException | None) -> None:
         """After the handler (also when it raised or was cancelled)."""
 
@@ -52,6 +69,7 @@ class Interceptor:
 class _Chain(grpc.aio.ServerInterceptor):
     def __init__(self, links: Sequence[Interceptor]) -> None:
         self._links = tuple(links)
+        self.inspectors = tuple(x for x in self._links if type(x).inspect is not Interceptor.inspect)
         self._wrapped: dict[str, tuple[Any, Any]] = {}  # method -> (handler, wrapped handler)
 
     async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
@@ -75,9 +93,46 @@ class _Chain(grpc.aio.ServerInterceptor):
             self.leave(rpc, context, e)
             await context.abort(status_for(e), str(e))
 
+    def inspect(self, rpc: Rpc, context: grpc.aio.ServicerContext, request: Any) -> None:
+        for link in self.inspectors:
+            link.inspect(rpc, context, request)
+
+    async def inspected(
+        self, rpc: Rpc, context: grpc.aio.ServicerContext, requests: AsyncIterable[Any], admission: _Admission
+    ) -> AsyncIterator[Any]:
+        """The request stream, up to the first message a link refuses: the handler sees the stream
+        end there (and answers what it took before), then the RPC ends with the refusal's status."""
+        async for request in requests:
+            try:
+                self.inspect(rpc, context, request)
+            except ServeError as e:
+                admission.refused = e
+                return
+            yield request
+
     def leave(self, rpc: Rpc, context: grpc.aio.ServicerContext, error: BaseException | None) -> None:
         for link in reversed(self._links):
             link.leave(rpc, context, error)
+
+
+class _Admission:
+    __slots__ = ("refused",)
+
+    def __init__(self) -> None:
+        self.refused: ServeError | None = None
+
+    def admit(self, chain: _Chain, rpc: Rpc, streaming_request: bool, request: Any, context) -> Any:
+        """The request (or request stream) the handler gets, after the inspecting links saw it."""
+        if not chain.inspectors:
+            return request
+        if streaming_request:
+            return chain.inspected(rpc, context, request, self)
+        chain.inspect(rpc, context, request)
+        return request
+
+    def check(self) -> None:
+        if self.refused is not None:
+            raise self.refused
 
 
 def _wrap(handler: grpc.RpcMethodHandler, rpc: Rpc, chain: _Chain) -> grpc.RpcMethodHandler:
@@ -92,15 +147,23 @@ def _wrap(handler: grpc.RpcMethodHandler, rpc: Rpc, chain: _Chain) -> grpc.RpcMe
         else "unary_unary"
     )
     inner = getattr(handler, kind)
+    streaming_request = handler.request_streaming
     behaviour: Callable[[Any, grpc.aio.ServicerContext], Any]
     if inspect.isasyncgenfunction(inner):
 
         async def generate(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            _REQUEST.set(None if streaming_request else request_or_iterator)
             await chain.enter(rpc, context)
             error: BaseException | None = None
+            admission = _Admission()
             try:
-                async for response in inner(request_or_iterator, context):
+                requests = admission.admit(chain, rpc, streaming_request, request_or_iterator, context)
+                async for response in inner(requests, context):
                     yield response
+                admission.check()
+            except ServeError as e:  # refused by an inspecting link
+                error = e
+                await context.abort(status_for(e), str(e))
             except BaseException as e:
                 error = e
                 raise
@@ -111,10 +174,18 @@ def _wrap(handler: grpc.RpcMethodHandler, rpc: Rpc, chain: _Chain) -> grpc.RpcMe
     else:
 
         async def call(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+            _REQUEST.set(None if streaming_request else request_or_iterator)
             await chain.enter(rpc, context)
             error: BaseException | None = None
+            admission = _Admission()
             try:
-                return await inner(request_or_iterator, context)
+                requests = admission.admit(chain, rpc, streaming_request, request_or_iterator, context)
+                response = await inner(requests, context)
+                admission.check()
+                return response
+            except ServeError as e:  # refused by an inspecting link
+                error = e
+                await context.abort(status_for(e), str(e))
             except BaseException as e:
                 error = e
                 raise

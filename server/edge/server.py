@@ -2,6 +2,9 @@
 
 server, port = build_server(core, flags, health, address="127.0.0.1:0", links=[...])
 await server.start()
+
+``credentials`` (``ortserve.edge.tls``) binds the port with TLS instead of plaintext.
+``build_health_server`` serves grpc.health.v1 alone, plaintext, for probes when the main port is TLS.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from ortserve.edge.health import Health
 from ortserve.edge.interceptors import Interceptor, chain
 from ortserve.rollout import FlagSource
 
-__all__ = ["build_server"]
+__all__ = ["build_health_server", "build_server"]
 
 
 def _reflection_pool():
@@ -47,6 +50,7 @@ def build_server(
     workers: int = 1,
     links: Sequence[Interceptor] = (),
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """A server with every service added and bound to ``address``; returns it and the bound port.
     ``interceptors`` run outside the chain of ``links`` (tracing's, so that its span covers them).
@@ -68,10 +72,24 @@ def build_server(
         reflection.SERVICE_NAME,
     ]
     reflection.enable_server_reflection(names, server, pool=_reflection_pool())
+    return server, _bind(server, address, credentials)
+
+
+def build_health_server(health: Health, address: str, workers: int = 1) -> tuple[grpc.aio.Server, int]:
+    """A plaintext server with only grpc.health.v1 (the same statuses as the main port)."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if workers > 1 else 0)])
+    health.add_to_server(server)
+    return server, _bind(server, address, None)
+
+
+def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
     try:
-        port = server.add_insecure_port(address)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
     except RuntimeError as e:
         raise OSError(f"cannot bind gRPC server to {address}: {e}") from e
     if not port:
         raise OSError(f"cannot bind gRPC server to {address}")
-    return server, port
+    return port

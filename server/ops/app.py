@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import grpc
-from prometheus_client import start_http_server
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -27,7 +26,9 @@ from ortserve.edge.interceptors import Interceptor
 from ortserve.edge.server import build_server
 from ortserve.metrics import Metrics
 from ortserve.ops.access import AccessLog
+from ortserve.ops.metrics_http import start_metrics_server
 from ortserve.ops.monitoring import Monitoring
+from ortserve.ops.security import Security
 from ortserve.ops.settings import Settings
 from ortserve.rollout import FlagRouter, FlagSource, ShadowMirror
 
@@ -59,6 +60,7 @@ class App:
         self.port = 0
         self.metrics_port = 0
         self._metrics_server: WSGIServer | None = None
+        self.security: Security | None = None
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
@@ -66,9 +68,13 @@ class App:
     # -- phases --------------------------------------------------------------------------------
     async def startup(self) -> None:
         s = self.settings
+        self.security = security = Security(s, self.metrics)  # TLS, auth and audit files: fatal if bad
         if s.metrics_port >= 0:
-            self._metrics_server, _ = start_http_server(
-                s.metrics_port, s.metrics_host, registry=self.metrics.registry
+            tls = (
+                {"cert": s.tls_cert, "key": s.tls_key, "client_ca": s.tls_client_ca} if s.metrics_tls else {}
+            )
+            self._metrics_server = start_metrics_server(
+                s.metrics_port, s.metrics_host, self.metrics.registry, metrics=self.metrics, **tls
             )
             self.metrics_port = self._metrics_server.server_port
         threads = s.inference_threads or max(8, os.cpu_count() or 1)
@@ -83,6 +89,7 @@ class App:
             on_change=self.health.model_changed,
             drain_timeout=s.grace_period,
             tracing=monitoring.tracing,
+            verifier=security.verifier,
         )
         await self.models.sync()
         if not self.models.ready_models():
@@ -107,15 +114,19 @@ class App:
             address=f"{s.host}:{s.port}",
             max_message_size=s.max_message_size,
             workers=s.workers,
-            links=self.links,
+            links=[*security.links(self.flags), *self.links],
             interceptors=monitoring.interceptors,
+            credentials=security.credentials,
         )
         await self.server.start()
+        await security.start(self.health)
         await self.health.set("", True)
         if s.poll_interval > 0:
             self._spawn(_every(s.poll_interval, self.models.sync, "repository scan"))
         if s.flags_poll_interval > 0:
             self._spawn(_every(s.flags_poll_interval, self.flags.load, "flags reload"))
+        if security.policy is not None and s.auth_poll_interval > 0:
+            self._spawn(_every(s.auth_poll_interval, _sync(security.reload_auth), "auth file reload"))
         for _ in range(s.shadow_workers):
             self._spawn(shadow.run())
         monitoring.start(self._spawn, self.core.versions)
@@ -137,7 +148,12 @@ class App:
             s.metrics_host,
             self.metrics_port,
             ", ".join(self.models.ready_models()) or "none",
-            extra={"event": "ready", "grpc_port": self.port, "metrics_port": self.metrics_port},
+            extra={
+                "event": "ready",
+                "grpc_port": self.port,
+                "metrics_port": self.metrics_port,
+                "health_port": security.health_port,
+            },
         )
 
     async def main_loop(self) -> None:
@@ -166,6 +182,8 @@ class App:
             self.executor.shutdown(wait=True, cancel_futures=True)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+        if self.security is not None:
+            await self.security.close()
         log.info("stopped", extra={"event": "stopped"})
 
     async def serve(self) -> None:
@@ -198,6 +216,13 @@ async def _every(interval: float, action: Callable[[], Awaitable[object]], what:
             await action()
         except Exception:
             log.exception("%s failed", what)
+
+
+def _sync(action: Callable[[], object]) -> Callable[[], Awaitable[object]]:
+    async def call() -> object:
+        return action()
+
+    return call
 
 
 def run(settings: Settings, on_ready: Callable[[App], None] | None = None, worker: int | None = None) -> None:

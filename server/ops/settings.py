@@ -131,6 +131,50 @@ class Settings:
         False, "log one line per inference request (request id, model, version, variant, status, duration)"
     )
     log_format: str = _opt("text", "log line format", choices=("text", "json"))
+    # -- security (README "Security") --
+    tls_cert: Path | None = _opt(
+        None, "PEM certificate chain for the gRPC port (with --tls-key: TLS); re-read when the file changes"
+    )
+    tls_key: Path | None = _opt(None, "PEM private key of --tls-cert")
+    tls_client_ca: Path | None = _opt(
+        None, "PEM CA certificates: clients must present a certificate signed by one of them (mTLS)"
+    )
+    metrics_tls: bool = _opt(
+        False, "serve the metrics port over HTTPS with --tls-cert/--tls-key (and --tls-client-ca)"
+    )
+    health_port: int = _opt(
+        -1,
+        "plaintext port that answers only grpc.health.v1, for probes when the gRPC port is TLS "
+        "(0: pick a free one; -1: none)",
+        ge=-1,
+        le=65535,
+    )
+    auth_file: Path | None = _opt(
+        None,
+        "TOML file of roles and principals (API key hashes, JWT issuer and JWKS, client certificates); "
+        "when set every call needs credentials and a role that grants it; re-read when it changes",
+    )
+    auth_poll_interval: float = _opt(
+        1.0,
+        "seconds between checks of the auth file (and its JWKS file) for changes (0: only at start)",
+        ge=0,
+    )
+    open_health: bool = _opt(
+        False, "with --auth-file: answer grpc.health.v1 on the gRPC port without credentials"
+    )
+    open_reflection: bool = _opt(False, "with --auth-file: answer server reflection without credentials")
+    audit_log: Path | None = _opt(
+        None,
+        "append-only, hash-chained JSONL file of control-plane calls and denied calls (mode 0600; "
+        "'ortserve audit verify FILE' checks it)",
+    )
+    insecure: bool = _opt(False, "allow a non-loopback --host without TLS and an auth file")
+    trusted_key: Path | None = _opt(
+        None,
+        "PEM EC public key, or a folder of them, that every model version must be signed with "
+        "(ortserve-optimize --sign-key); unsigned or tampered versions are refused (needs ortserve[signing])",
+    )
+    require_signature: bool = _opt(False, "refuse to start without --trusted-key")
     config: Path | None = field(
         default=None,
         metadata={"help": "TOML file with any of these settings (keys with underscores)", "table": False},
@@ -152,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ortserve",
         description="Serve an ONNX model repository over gRPC (ortserve.v1 Predict) with dynamic batching.",
         epilog="Every option can also be set as ORTSERVE_<NAME> in the environment (e.g. ORTSERVE_PORT=9001) "
-        "or as <name> = value in the --config TOML file. Precedence: flags, environment, file, defaults.",
+        "or as <name> = value in the --config TOML file. Precedence: flags, environment, file, defaults. "
+        "Security commands: 'ortserve auth add-key|remove-key|list|check' (the --auth-file) and "
+        "'ortserve audit verify FILE' (the --audit-log chain); see 'ortserve auth --help'.",
     )
     for f in dataclasses.fields(Settings):
         flag = "--" + f.name.replace("_", "-")

@@ -19,7 +19,7 @@ import socket
 import tempfile
 import time
 
-from ortserve.ops.settings import Settings
+from ortserve.ops.settings import Settings, SettingsError
 
 __all__ = ["serve_workers"]
 
@@ -41,8 +41,9 @@ def _reserve_port(host: str, port: int) -> socket.socket:
     return sock  # bound, never listening: it only holds the port for the workers
 
 
-def _worker(settings: Settings, index: int, ready_fd: int, reserved: socket.socket) -> int:
-    reserved.close()
+def _worker(settings: Settings, index: int, ready_fd: int, reserved: list[socket.socket]) -> int:
+    for sock in reserved:
+        sock.close()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
     from ortserve.ops.app import run  # imported after fork: no gRPC state crosses it
@@ -52,7 +53,7 @@ def _worker(settings: Settings, index: int, ready_fd: int, reserved: socket.sock
 
     try:
         run(settings, on_ready=on_ready, worker=index)
-    except OSError as e:
+    except (OSError, SettingsError) as e:
         log.error("worker %d: %s", index, e)
         return 1
     return 0
@@ -65,7 +66,12 @@ def serve_workers(settings: Settings) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # before prometheus_client is imported anywhere
     reserved = _reserve_port(settings.host, settings.port)
     port = reserved.getsockname()[1]
-    child = dataclasses.replace(settings, port=port, metrics_port=-1)
+    held = [reserved]
+    health_port = settings.health_port
+    if health_port >= 0:  # the plaintext health port is shared like the gRPC port
+        held.append(_reserve_port(settings.host, health_port))
+        health_port = held[-1].getsockname()[1]
+    child = dataclasses.replace(settings, port=port, metrics_port=-1, health_port=health_port)
     ready_r, ready_w = os.pipe()
     workers: dict[int, tuple[int, float]] = {}  # pid -> (index, started)
     stopping = False
@@ -80,7 +86,7 @@ def serve_workers(settings: Settings) -> int:
             os.close(ready_r)
             code = 1
             try:
-                code = _worker(child, index, ready_w, reserved)
+                code = _worker(child, index, ready_w, held)
             finally:
                 os._exit(code)
         workers[pid] = (index, time.monotonic())
@@ -97,7 +103,9 @@ def serve_workers(settings: Settings) -> int:
     for i in range(settings.workers):
         spawn(i)
 
-    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    from ortserve.ops.metrics_http import start_metrics_server
 
     ready = 0
     deadline = time.monotonic() + 120
@@ -124,8 +132,14 @@ def serve_workers(settings: Settings) -> int:
         if settings.metrics_port >= 0:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry, path=metrics_dir)
-            metrics_server, _ = start_http_server(
-                settings.metrics_port, settings.metrics_host, registry=registry
+            tls = settings.metrics_tls
+            metrics_server = start_metrics_server(
+                settings.metrics_port,
+                settings.metrics_host,
+                registry,
+                cert=settings.tls_cert if tls else None,
+                key=settings.tls_key if tls else None,
+                client_ca=settings.tls_client_ca if tls else None,
             )
             metrics_port = metrics_server.server_port
         log.info(
@@ -135,7 +149,12 @@ def serve_workers(settings: Settings) -> int:
             settings.workers,
             settings.metrics_host,
             metrics_port,
-            extra={"event": "ready", "grpc_port": port, "metrics_port": metrics_port},
+            extra={
+                "event": "ready",
+                "grpc_port": port,
+                "metrics_port": metrics_port,
+                "health_port": max(health_port, 0),
+            },
         )
 
     quick_restarts: list[float] = []
@@ -168,7 +187,8 @@ def serve_workers(settings: Settings) -> int:
 
     if metrics_server is not None:
         metrics_server.shutdown()
-    reserved.close()
+    for sock in held:
+        sock.close()
     shutil.rmtree(metrics_dir, ignore_errors=True)
     log.info("stopped", extra={"event": "stopped"})
     return 1 if failed else 0

@@ -2,7 +2,9 @@
 
 It owns the file names (:mod:`.layout`), the ``config.toml`` schema with its reader and writer
 (:mod:`.config`), ``manifest.json`` (:mod:`.manifest`), reference profiles
-(:mod:`.reference`, imported by name: it needs numpy, which ``ortserve --help`` must not load), publishing a version atomically (:mod:`.publish`),
+(:mod:`.reference`, imported by name: it needs numpy, which ``ortserve --help`` must not load), signatures
+(:mod:`.signing`: ``model.sig``, OpenSSF model signing, imported lazily), publishing a version atomically
+(:mod:`.publish`),
 the flags document as a file (:mod:`.flagsdoc`), discovery of models and versions on disk (:mod:`.scan`)
 and atomic file writes (:mod:`.files`). Anything that reads or writes a repository goes through here;
 nothing else spells a file name or a config key.

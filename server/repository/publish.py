@@ -7,6 +7,9 @@ repository sees no version or the whole one. ::
     publish_version(Path("models"), "digits", onnx_bytes, {"parent": "1"})         # the next number
     publish_version(Path("models"), "digits", {"model.onnx": path}, version=1, replace=True)
 
+``sign`` (e.g. :meth:`ortserve.repository.signing.Signer.sign`) signs the staged folder after its manifest
+is written, so the signature covers the files and the manifest, and the manifest names the signature file.
+
 Publishing adds a version and does nothing else: ``default_version`` (what serves) is the config's
 business (:func:`ortserve.repository.set_default_version`), and routing is the flags'.
 """
@@ -17,12 +20,13 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ortserve.repository.layout import MODEL_FILE, check_model_name, next_version
 from ortserve.repository.manifest import write_manifest
+from ortserve.repository.signing import SIGNATURE
 
 __all__ = ["publish_version"]
 
@@ -39,6 +43,7 @@ def publish_version(
     *,
     manifest: bool = True,
     replace: bool = False,
+    sign: Callable[[Path], object] | None = None,
 ) -> Path:
     """Publish ``files`` as a version of ``model`` in ``repo``; returns the version folder.
 
@@ -47,6 +52,8 @@ def publish_version(
     ``extra``: fields for ``manifest.json`` beside the files' digests (``model`` and ``version`` are set
     here); ``manifest=False`` writes none. ``version``: None takes the next number, retrying if another
     publisher takes it first; a number that exists is an error (FileExistsError) unless ``replace``.
+    ``sign``: called with the staged folder once its files and manifest are in place (a signer writes
+    ``model.sig`` there); the manifest then says ``"signature": "model.sig"``.
     Raises OSError when the files cannot be written, ValueError for a bad model name or version.
     """
     model_dir = Path(repo) / check_model_name(model)
@@ -60,7 +67,12 @@ def publish_version(
         number = str(version) if version is not None else str(next_version(model_dir))
         while True:
             if manifest:
-                write_manifest(staging, dict(extra or {}, model=model, version=number), names)
+                fields = dict(extra or {}, model=model, version=number)
+                if sign is not None:
+                    fields["signature"] = SIGNATURE
+                write_manifest(staging, fields, names)
+            if sign is not None:
+                sign(staging)
             _sync(staging)
             target = model_dir / number
             try:

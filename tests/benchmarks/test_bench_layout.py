@@ -15,6 +15,7 @@ SCRIPTS = {
     "benchmarks.bench_flags",
     "benchmarks.bench_monitoring",
     "benchmarks.bench_optimize",
+    "benchmarks.bench_security",
     "benchmarks.bench_server",
     "benchmarks.loadgen.__main__",
     "benchmarks.locustfile",

@@ -208,3 +208,17 @@ def test_bench_peers_smoke_writes_one_table_with_cpu_per_request(tmp_path):
     text = results.read_text()
     assert "## other\n\nkept" in text and "## Peers at their best (bench_peers)" in text
     assert "| ortserve V2 ModelInfer |" in text and "server CPU µs/req" in text
+
+
+@pytest.mark.slow
+def test_bench_security_smoke_runs_every_arm_without_errors():
+    cmd = [sys.executable, "-m", "benchmarks.bench_security", "--duration", "0.3", "--rounds", "1",
+           "--concurrency", "4"]  # fmt: skip
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    cells = [line.split(" | ") for line in out.stdout.splitlines() if line.startswith("| ")]
+    arms = [row for row in cells if len(row) == 8 and "req/s" not in row[1]]
+    assert [r[0][2:] for r in arms] == ["plaintext", "api key", "jwt (cached)", "tls", "tls + api key"]
+    assert all(r[-1].strip(" |") == "0" for r in arms)  # no errors in any arm
+    links = [row for row in cells if len(row) == 3 and "µs per call" not in row[1]]
+    assert [r[0][2:] for r in links] == ["api key", "jwt (cached)"]

@@ -125,9 +125,12 @@ def test_write_recipe_round_trips_every_setting(mlp, tmp_path):
             str(tmp_path / "models"),
             "--name",
             "mlp",
+            "--sign-key",
+            str(tmp_path / "key.pem"),
         ]
     )
     recipe = recipe_from_args(args)
+    assert recipe.sign_key == str(tmp_path / "key.pem")
     path = tmp_path / "r.toml"
     path.write_text(recipe_to_toml(recipe))
     again = load_recipe(path)

@@ -12,7 +12,7 @@ import pytest
 from ortserve.client import Client
 from ortserve.repository.payload import FEEDBACK_TYPE, INFERENCE_TYPE, labelled, read_payload_log
 from ortserve.testing import ServerProcess
-from tests.flags_util import metric
+from tests.flags_util import wait_metric
 from tests.server.monitor.conftest import copy_version, train_split
 
 CONFIG = 'default_version = "1"\nmax_batch_size = 64\n'
@@ -78,7 +78,8 @@ def test_files_rotate_by_size_and_the_folder_stays_bounded(repo, tmp_path):
         with Client(s.target) as c:
             for i in range(400):  # about 1.5 KB a record: ~600 KB written in all
                 c.predict("digits", {"input": x[i : i + 1]})
-        written = metric(s, "ortserve_payload_records_total", model="digits")
+        # written by the log's own thread: wait for it rather than read the counter at once
+        written = wait_metric(s, "ortserve_payload_records_total", 400, timeout=30, model="digits")
     finally:
         assert s.stop() == 0
     files = sorted((log_dir / "digits").glob("*.jsonl"))
