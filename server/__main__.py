@@ -11,6 +11,9 @@ import sys
 from ortserve.ops.settings import SettingsError, load_settings
 
 SUBCOMMANDS = ("auth", "audit")
+# Exit statuses: 0 stopped cleanly, 1 could not serve (a port in use...), 2 bad settings,
+# 3 a model asks for a GPU execution provider that cannot be created here (see --allow-cpu-fallback).
+EXIT_PROVIDER = 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,10 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         from ortserve.ops.workers import serve_workers  # forks before any gRPC object exists
 
         try:
-            return serve_workers(settings)
+            return serve_workers(settings)  # a worker's exit status 3 is passed on
         except OSError as e:
             print(f"ortserve: {e}", file=sys.stderr)
             return 1
+    from ortserve.errors import ProviderUnavailable
     from ortserve.ops.app import run  # heavy imports (onnxruntime, grpc) after --help and settings errors
 
     try:
@@ -48,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"ortserve: {e}", file=sys.stderr)
         return 1
+    except ProviderUnavailable:  # already logged, with the model, the provider and why
+        return EXIT_PROVIDER
     return 0
 
 

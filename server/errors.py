@@ -10,6 +10,8 @@
      ├── DeadlineExceeded         deadline_exceeded    DEADLINE_EXCEEDED: expired before it ran
      ├── Unavailable              unavailable          UNAVAILABLE: unloading or draining (retryable)
      ├── FailedPrecondition       failed_precondition  FAILED_PRECONDITION: not in this server's state
+     │    └── ProviderUnavailable failed_precondition  (a version asks for an execution provider that
+     │                                                  ONNX Runtime cannot create here: refused at load)
      ├── Unauthenticated          unauthenticated      UNAUTHENTICATED: no or bad credentials (auth file set)
      ├── PermissionDenied         permission_denied    PERMISSION_DENIED: the caller's roles do not allow it
      ├── InferenceFailed          failed               INTERNAL: ONNX Runtime failed on the batch
@@ -33,6 +35,7 @@ __all__ = [
     "InvalidInput",
     "ModelNotFound",
     "PermissionDenied",
+    "ProviderUnavailable",
     "QueueFull",
     "ServeError",
     "Unauthenticated",
@@ -94,6 +97,12 @@ class PermissionDenied(ServeError):
     """An authenticated caller whose roles do not grant the RPC (or the model it names)."""
 
     outcome = "permission_denied"
+
+
+class ProviderUnavailable(FailedPrecondition):
+    """A model version asks for a GPU (or other accelerator) execution provider that ONNX Runtime cannot
+    create on this machine, and CPU fallback is not allowed for it. Raised when its sessions are created;
+    the version is refused, and a server that meets one at startup exits (status 3)."""
 
 
 class InferenceFailed(ServeError):

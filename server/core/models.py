@@ -18,7 +18,7 @@ from ortserve.core.batcher import make_batcher
 from ortserve.core.runtime import SessionPool
 from ortserve.core.tracing import NO_TRACING, Tracing
 from ortserve.core.version import Model, ModelVersion
-from ortserve.errors import ModelNotFound
+from ortserve.errors import ModelNotFound, ProviderUnavailable
 from ortserve.metrics import Metrics
 from ortserve.repository import MODEL_FILE, ModelConfig, ModelEntry, scan_repository
 from ortserve.repository.files import file_stamp
@@ -48,6 +48,7 @@ class ModelManager:
         drain_timeout: float = 30.0,
         tracing: Tracing = NO_TRACING,
         verifier: Verifier | None = None,
+        allow_cpu_fallback: bool = False,
     ) -> None:
         self._tracing = tracing
         self.root = Path(root)
@@ -59,7 +60,9 @@ class ModelManager:
         self._on_change = on_change or (lambda name, serving: None)
         self._drain_timeout = drain_timeout
         self._verifier = verifier  # --trusted-key: every version's signature is checked before loading
+        self._allow_cpu_fallback = allow_cpu_fallback
         self._refused: dict[tuple[str, str], tuple] = {}  # (model, version) -> (files, config) refused
+        self._refusals: dict[tuple[str, str], Exception] = {}  # (model, version) -> why it was refused
         self._config_errors: dict[str, str] = {}
         self._refused_configs: dict[str, ModelConfig] = {}  # config changes whose versions failed to load
         self._unloaded: set[str] = set()  # models unloaded explicitly (repository API)
@@ -223,12 +226,20 @@ class ModelManager:
             manifest, pool = await loop.run_in_executor(None, self._open, path, config)
         except Exception as e:
             self._refused[key] = fingerprint
+            self._refusals[key] = e
             self._metrics.load_failures.labels(name, version).inc()
             if isinstance(e, SignatureError):
                 self._metrics.signature_failures.labels(name, version, e.reason).inc()
-            log.error("model %s version %s: refused, other versions keep serving: %s", name, version, e)
+            log.error(
+                "model %s version %s: refused, other versions keep serving: %s",
+                name,
+                version,
+                e,
+                extra={"event": "version_refused", "model": name, "version": version},
+            )
             return None
         self._refused.pop(key, None)
+        self._refusals.pop(key, None)
         stats = self._metrics.version(name, version)
         batcher = make_batcher(
             pool,
@@ -244,12 +255,13 @@ class ModelManager:
             name,
             version,
             path,
-            ",".join(pool.providers),
+            ",".join(pool.providers),  # what every session really uses, checked against the config
             pool.signature.max_batch_size,
             "dynamic batching"
             if config.batching.enabled and pool.signature.max_batch_size
             else "no batching",
             pool.instances,
+            extra={"event": "version_loaded", "model": name, "version": version, "providers": pool.providers},
         )
         return ModelVersion(name, version, path, config, pool, batcher, stats, manifest)
 
@@ -264,10 +276,19 @@ class ModelManager:
             log.warning("%s has no manifest.json: its files are not verified", path)
         else:
             verify_manifest(path, manifest)
-        pool = SessionPool(path / MODEL_FILE, config, self._max_elements)
+        pool = SessionPool(path / MODEL_FILE, config, self._max_elements, self._allow_cpu_fallback)
         if config.runtime.warmup:
             pool.warmup()
         return manifest, pool
+
+    def provider_refusals(self) -> list[str]:
+        """One line for each version refused because an execution provider it asks for cannot be
+        created here ("model digits version 2: asks for CUDAExecutionProvider ...")."""
+        return [
+            f"model {name} version {version}: {e}"
+            for (name, version), e in sorted(self._refusals.items())
+            if isinstance(e, ProviderUnavailable)
+        ]
 
     # -- explicit control (repository API) -----------------------------------------------------
     async def load_model(self, name: str) -> None:
@@ -294,7 +315,7 @@ class ModelManager:
                 elif name in self._config_errors:
                     reason = f"config refused: {self._config_errors[name]}"
                 elif (name, version) in self._refused:
-                    reason = "refused at load (the server log says why)"
+                    reason = f"refused at load: {self._refusals.get((name, version), 'see the server log')}"
                 elif version not in wanted:
                     reason = "not selected by the version policy"
                 else:

@@ -1,5 +1,5 @@
-"""ONNX Runtime sessions for one model version: providers with fallback, session options,
-the signature, warm-up, and a pool of instances that each run one batch at a time."""
+"""ONNX Runtime sessions for one model version: providers (checked by ``core.providers``), session
+options, the signature, warm-up, and a pool of instances that each run one batch at a time."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from ortserve.core.providers import check_sessions, preload_gpu_libraries, resolve_providers
 from ortserve.core.signature import Signature, TensorSpec
 from ortserve.dtypes import DTYPES, ONNX_TYPES
 from ortserve.repository.config import ModelConfig, RuntimeConfig, TensorConfig
 
-__all__ = ["SessionPool", "resolve_providers"]
+__all__ = ["SessionPool"]
 
 log = logging.getLogger("ortserve.runtime")
 
@@ -26,20 +27,6 @@ _LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-
-
-def resolve_providers(requested: tuple[str, ...]) -> list[str]:
-    """The requested providers this build of ONNX Runtime has, in order, with CPU as the last resort."""
-    available = set(ort.get_available_providers())
-    chosen = [p for p in requested if p in available]
-    missing = [p for p in requested if p not in available]
-    if missing:
-        log.warning(
-            "execution providers not available in this onnxruntime build, skipped: %s", ", ".join(missing)
-        )
-    if "CPUExecutionProvider" not in chosen:
-        chosen.append("CPUExecutionProvider")
-    return chosen
 
 
 def _session_options(rt: RuntimeConfig) -> ort.SessionOptions:
@@ -120,17 +107,25 @@ def _specs(
 
 class SessionPool:
     """``instances`` InferenceSessions of one model file. ``run`` is called from worker threads;
-    the caller (the batcher) never has more runs in flight than there are instances."""
+    the caller (the batcher) never has more runs in flight than there are instances.
 
-    def __init__(self, path: Path, config: ModelConfig, default_max_elements: int) -> None:
+    ``allow_cpu_fallback`` applies when the model's config.toml does not set its own: without it, a
+    version that asks for a GPU provider its sessions do not get is refused (ProviderUnavailable)."""
+
+    def __init__(
+        self, path: Path, config: ModelConfig, default_max_elements: int, allow_cpu_fallback: bool = False
+    ) -> None:
         rt = config.runtime
         self.path = path
+        preload_gpu_libraries(rt.providers)
         providers = resolve_providers(rt.providers)
         so = _session_options(rt)
         self._sessions = [
             ort.InferenceSession(str(path), sess_options=so, providers=providers) for _ in range(rt.instances)
         ]
-        self.providers: list[str] = self._sessions[0].get_providers()
+        allow = rt.allow_cpu_fallback if rt.allow_cpu_fallback is not None else allow_cpu_fallback
+        # What the sessions really run on, which ONNX Runtime may have changed without an error.
+        self.providers: list[str] = check_sessions(rt.providers, self._sessions, allow_cpu_fallback=allow)
         self._free: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
         for s in self._sessions:
             self._free.put(s)

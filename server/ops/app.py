@@ -24,6 +24,7 @@ from ortserve.core import Hooks, InferenceCore, ModelManager
 from ortserve.edge.health import Health
 from ortserve.edge.interceptors import Interceptor
 from ortserve.edge.server import build_server
+from ortserve.errors import ProviderUnavailable
 from ortserve.metrics import Metrics
 from ortserve.ops.access import AccessLog
 from ortserve.ops.metrics_http import start_metrics_server
@@ -90,8 +91,19 @@ class App:
             drain_timeout=s.grace_period,
             tracing=monitoring.tracing,
             verifier=security.verifier,
+            allow_cpu_fallback=s.allow_cpu_fallback,
         )
         await self.models.sync()
+        refused = self.models.provider_refusals()
+        if refused:
+            # A node or image without the GPU its models need: fail visibly (the pod restarts and is
+            # never Ready, a rolling update stops) instead of serving many times slower on the CPU.
+            log.error(
+                "refusing to start (exit status 3): %s",
+                "; ".join(refused),
+                extra={"event": "startup_refused", "reason": "execution_provider"},
+            )
+            raise ProviderUnavailable("; ".join(refused))
         if not self.models.ready_models():
             log.warning("no model loaded from %s", s.model_repository)
         router = FlagRouter(self.models)

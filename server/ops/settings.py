@@ -69,6 +69,12 @@ class Settings:
         ge=0,
     )
     require_manifest: bool = _opt(False, "refuse versions that have no manifest.json")
+    allow_cpu_fallback: bool = _opt(
+        False,
+        "serve a version on the CPU when none of the GPU execution providers its config.toml asks for "
+        "can be created here (a model's [runtime] allow_cpu_fallback overrides this). Without it such a "
+        "version is refused; at startup the server then exits with status 3",
+    )
     flags: Path | None = _opt(
         None,
         "OpenFeature flagd JSON file with the routing flags, reloaded when it "

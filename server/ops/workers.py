@@ -27,6 +27,7 @@ log = logging.getLogger("ortserve.workers")
 
 _RESTART_WINDOW_S = 10.0
 _MAX_QUICK_RESTARTS = 3
+_EXIT_PROVIDER = 3  # a model's GPU provider cannot be created (ortserve.__main__ documents the statuses)
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:
@@ -51,11 +52,15 @@ def _worker(settings: Settings, index: int, ready_fd: int, reserved: list[socket
     def on_ready(_app) -> None:
         os.write(ready_fd, b"%d\n" % index)
 
+    from ortserve.errors import ProviderUnavailable
+
     try:
         run(settings, on_ready=on_ready, worker=index)
     except (OSError, SettingsError) as e:
         log.error("worker %d: %s", index, e)
         return 1
+    except ProviderUnavailable:  # logged by the app; the supervisor exits with the same status
+        return _EXIT_PROVIDER
     return 0
 
 
@@ -76,6 +81,7 @@ def serve_workers(settings: Settings) -> int:
     workers: dict[int, tuple[int, float]] = {}  # pid -> (index, started)
     stopping = False
     failed = False
+    exit_status = 1  # the exit status when failed: a worker's own status when it could not start
 
     def spawn(index: int) -> None:
         pid = os.fork()
@@ -122,9 +128,11 @@ def serve_workers(settings: Settings) -> int:
         pid, status = os.waitpid(-1, os.WNOHANG)
         if pid:
             workers.pop(pid, None)
-            log.error("worker exited with status %d before it was ready", os.waitstatus_to_exitcode(status))
+            code = os.waitstatus_to_exitcode(status)
+            log.error("worker exited with status %d before it was ready", code)
             on_signal(signal.SIGTERM, None)
             failed = True
+            exit_status = code if code > 0 else 1
 
     metrics_server = None
     if not stopping and not failed:
@@ -191,4 +199,4 @@ def serve_workers(settings: Settings) -> int:
         sock.close()
     shutil.rmtree(metrics_dir, ignore_errors=True)
     log.info("stopped", extra={"event": "stopped"})
-    return 1 if failed else 0
+    return exit_status if failed else 0

@@ -16,7 +16,9 @@ Every key is optional::
     preferred_batch_sizes = [8, 16]
     max_queue_size = 256
     [runtime]
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]   # fallback order
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]   # in order; CPU runs what the GPU cannot
+    allow_cpu_fallback = false     # true: serve on the CPU when no GPU provider asked for can be created
+                                   # (absent: the server's --allow-cpu-fallback; default: refuse the version)
     intra_op_threads = 0           # 0: ONNX Runtime's default
     inter_op_threads = 0
     graph_optimization_level = "all"   # disable | basic | extended | all
@@ -100,6 +102,9 @@ class RuntimeConfig:
         default=("CPUExecutionProvider",),
         metadata=_help("execution providers, in fallback order", min_items=1),
     )
+    # None: the server's --allow-cpu-fallback decides. False: a version whose GPU providers ONNX Runtime
+    # cannot create is refused rather than served many times slower on the CPU.
+    allow_cpu_fallback: bool | None = None
     intra_op_threads: int = field(default=0, metadata=_help("0: ONNX Runtime's default", ge=0))
     inter_op_threads: int = field(default=0, metadata=_help("0: ONNX Runtime's default", ge=0))
     graph_optimization_level: str = field(

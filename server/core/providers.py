@@ -1,0 +1,122 @@
+"""Execution providers: which of those a model asks for this ONNX Runtime can use, and whether the
+sessions it created really run on them.
+
+ONNX Runtime falls back to the CPU quietly in two places: ``InferenceSession`` ignores a provider that
+its build lacks (the CPU wheel has no CUDA), and a GPU build whose CUDA provider cannot be created (no
+GPU visible, driver or CUDA/cuDNN libraries missing) prints an error and retries on the CPU. A model
+served that way answers correctly but many times slower, which an autoscaler then answers with more
+CPU pods. So ``check_sessions`` compares what each session reports (``get_providers()``) with what was
+asked, and refuses the version (:class:`ortserve.errors.ProviderUnavailable`) when none of the
+accelerators asked for is in use, unless CPU fallback is allowed for it.
+
+    requested = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    providers = resolve_providers(requested)       # what to hand InferenceSession
+    sessions = [ort.InferenceSession(path, providers=providers)]
+    used = check_sessions(requested, sessions, allow_cpu_fallback=False)  # or ProviderUnavailable
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+import onnxruntime as ort
+
+from ortserve.errors import ProviderUnavailable
+
+__all__ = ["CPU", "check_sessions", "preload_gpu_libraries", "resolve_providers"]
+
+log = logging.getLogger("ortserve.runtime")
+
+CPU = "CPUExecutionProvider"
+# Providers that need NVIDIA's CUDA libraries, which an image may ship as pip packages (nvidia-*-cu12).
+_CUDA_BASED = {"CUDAExecutionProvider", "TensorrtExecutionProvider", "NvTensorRTRTXExecutionProvider"}
+_preloaded = False
+
+
+class _Session(Protocol):
+    def get_providers(self) -> list[str]: ...
+
+
+def resolve_providers(requested: Sequence[str]) -> list[str]:
+    """The requested providers this build of ONNX Runtime has, in order, with CPU last (it runs the
+    operators a GPU provider does not implement). Missing ones are checked by ``check_sessions``."""
+    available = set(ort.get_available_providers())
+    chosen = [p for p in requested if p in available]
+    if CPU not in chosen:
+        chosen.append(CPU)
+    return chosen
+
+
+def preload_gpu_libraries(requested: Sequence[str]) -> None:
+    """Load CUDA and cuDNN from the ``nvidia-*`` pip packages (the GPU image installs them with
+    onnxruntime-gpu's ``[cuda,cudnn]`` extras) before the first CUDA session, once per process.
+    A no-op on a CPU build of ONNX Runtime or when no CUDA-based provider is asked for."""
+    global _preloaded
+    if _preloaded or not _CUDA_BASED.intersection(requested):
+        return
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return
+    _preloaded = True
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime >= 1.21
+    if preload is None:
+        return
+    try:
+        preload(directory="")  # the nvidia site packages first, then the system's library path
+    except OSError as e:  # libraries absent: the provider's own creation reports what is missing
+        log.warning("could not preload the CUDA/cuDNN libraries: %s", e)
+
+
+def check_sessions(
+    requested: Sequence[str], sessions: Sequence[_Session], *, allow_cpu_fallback: bool
+) -> list[str]:
+    """The providers the sessions really use (every session's, in order). Raises ProviderUnavailable
+    when accelerators were asked for and a session uses none of them, unless ``allow_cpu_fallback``;
+    logs a warning for accelerators skipped while another one asked for is in use."""
+    accelerators = [p for p in requested if p != CPU]
+    used: list[str] = []
+    for session in sessions:
+        for p in session.get_providers():
+            if p not in used:
+                used.append(p)
+    if not accelerators:
+        return used
+    available = ort.get_available_providers()
+    on_cpu = [i for i, s in enumerate(sessions) if not set(accelerators) & set(s.get_providers())]
+    if on_cpu:
+        reasons = "; ".join(_why(p, available) for p in accelerators)
+        if not allow_cpu_fallback:
+            raise ProviderUnavailable(
+                f"asks for {', '.join(accelerators)} but ONNX Runtime {ort.__version__} cannot use it here "
+                f"({reasons}), and CPU fallback is not allowed: fix the image or node, or set "
+                "[runtime] allow_cpu_fallback = true in its config.toml (or --allow-cpu-fallback) "
+                "to serve it on the CPU"
+            )
+        log.warning(
+            "serving on CPUExecutionProvider although %s was asked for (%s): allow_cpu_fallback is set",
+            ", ".join(accelerators),
+            reasons,
+        )
+        return used
+    skipped = [p for p in accelerators if p not in used]
+    if skipped:
+        log.warning(
+            "execution provider(s) %s not in use (%s); running on %s",
+            ", ".join(skipped),
+            "; ".join(_why(p, available) for p in skipped),
+            ", ".join(used),
+        )
+    return used
+
+
+def _why(provider: str, available: Sequence[str]) -> str:
+    if provider not in available:
+        return (
+            f"{provider} is not in this onnxruntime build, which has {', '.join(available)}; "
+            "a GPU needs the onnxruntime-gpu package (the GPU image)"
+        )
+    return (
+        f"{provider} is in the build but could not be created: no GPU visible to the process, "
+        "or its driver or CUDA/cuDNN libraries are missing (ONNX Runtime's own error is printed above)"
+    )
