@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 REPO ?= models
 SERVE_ARGS ?=
 
-.PHONY: serve test install install-dev demo protos check-protos bench perf-analyzer lint clean promtool
+.PHONY: serve test install install-dev demo protos check-protos bench perf-analyzer lint clean promtool lock \
+	image image-build image-gpu image-tools image-clean checkov deploy-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +37,7 @@ demo: $(REPO)/digits/1/model.onnx
 serve: install demo
 	$(BIN)/ortserve --model-repository $(REPO) $(SERVE_ARGS)
 
-test: install-dev promtool
+test: install-dev promtool checkov
 	$(BIN)/python -m pytest -q
 
 # promtool (checks and unit-tests deploy/prometheus/): the one on PATH, else taken out of Debian's
@@ -83,5 +84,79 @@ lint: install-dev
 	cp -rs $(CURDIR)/server/. build/typecheck/ortserve/ && ln -s $(CURDIR)/optimize build/typecheck/ortserve/optimize
 	cd build/typecheck && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p ortserve
 
+# -- deployment (README "Deploying") ---------------------------------------------------------------
+# The images install from lock files of exact versions with hashes (deploy/requirements/*.lock): after a
+# dependency changes in pyproject.toml, `make lock` resolves them again on PyPI (a test fails until then).
+lock: install-dev
+	$(BIN)/python scripts/lock.py
+
+# checkov checks the rendered Kubernetes manifests (tests/deploy/test_manifests.py); it pins old versions
+# of packages the dev environment shares, so it lives in a virtual environment of its own.
+CHECKOV_VENV ?= .venv-checkov
+$(CHECKOV_VENV)/.installed: deploy/tools/checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q -r deploy/tools/checkov.txt
+	touch $@
+
+checkov: $(CHECKOV_VENV)/.installed
+
+# Render and check the manifests the way CI does (schemas, CRD schemas, checkov, hadolint, locks).
+deploy-check: install-dev checkov
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/deploy
+
+# Images built without a registry: Debian's buildah and debootstrap (installed with apt), a Debian base
+# bootstrapped into build/image/, buildah's storage in build/containers/. `make image` builds
+# Dockerfile.cpu on it and smoke-tests it (tests/deploy/test_image.py: the entrypoint runs, Predict
+# answers); `make image-gpu` builds Dockerfile.gpu (no GPU here: it is checked to refuse a CUDA model).
+DEBIAN_SUITE ?= bookworm
+# The mirror this machine's apt uses (empty: debootstrap's default).
+DEBIAN_MIRROR ?= $(shell sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
+IMAGE_BASE ?= localhost/ortserve-base:$(DEBIAN_SUITE)
+STORAGE_DRIVER ?= overlay
+# The host's CA bundle, bind-mounted over the build's during RUN steps only (it is not stored in the
+# image): pip in Debian's venv reads it, so a TLS-intercepting proxy that the host trusts works. Empty: none.
+BUILD_CA ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+BUD = $(BUILDAH) bud --isolation chroot --layers --build-arg BASE=$(IMAGE_BASE) \
+	$(if $(BUILD_CA),--volume $(BUILD_CA):/etc/ssl/certs/ca-certificates.crt:ro)
+BUILDAH = buildah --root $(CURDIR)/build/containers/storage --runroot $(CURDIR)/build/containers/run \
+	--storage-driver $(STORAGE_DRIVER)
+export BUILDAH_ISOLATION = chroot
+
+# buildah builds, podman runs (with runc: crun refuses hybrid cgroup hierarchies such as this sandbox's).
+image-tools:
+	@for t in buildah debootstrap podman runc; do command -v $$t >/dev/null || missing=1; done; \
+	[ -z "$$missing" ] || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -q --no-install-recommends buildah debootstrap podman runc; }
+
+# The base: Debian with CPython 3.11 (bookworm's python3) and its venv module, nothing else.
+build/image/$(DEBIAN_SUITE).tar: | image-tools
+	rm -rf build/image/$(DEBIAN_SUITE) && mkdir -p build/image
+	debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+		$(DEBIAN_SUITE) build/image/$(DEBIAN_SUITE) $(DEBIAN_MIRROR)
+	rm -rf build/image/$(DEBIAN_SUITE)/var/cache/apt/archives/*.deb build/image/$(DEBIAN_SUITE)/var/lib/apt/lists/*
+	tar -C build/image/$(DEBIAN_SUITE) --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' \
+		--numeric-owner -cf $@.tmp . && mv $@.tmp $@ && rm -rf build/image/$(DEBIAN_SUITE)
+
+build/image/base.stamp: build/image/$(DEBIAN_SUITE).tar
+	ctr=$$($(BUILDAH) from scratch) && $(BUILDAH) add $$ctr $< / && \
+		$(BUILDAH) config --cmd '["/bin/bash"]' $$ctr && $(BUILDAH) commit --rm $$ctr $(IMAGE_BASE)
+	touch $@
+
+image-build: build/image/base.stamp
+	$(BUD) -f Dockerfile.cpu -t localhost/ortserve:cpu .
+	$(BUD) -f Dockerfile.cpu --target demo -t localhost/ortserve:cpu-demo .
+
+image-gpu: build/image/base.stamp
+	$(BUD) -f Dockerfile.gpu -t localhost/ortserve:gpu .
+
+image: install-dev image-tools
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow tests/deploy/test_image.py
+
+# Images and containers in build/containers (their storage holds mounts: buildah removes them first).
+image-clean:
+	-$(BUILDAH) rm --all
+	-$(BUILDAH) rmi --all --force
+	rm -rf build/containers build/image
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) build *.egg-info .pytest_cache
