@@ -72,7 +72,14 @@ def compile_lock(name: str, requirements: list[str], out: Path) -> None:
         src = Path(tmp) / name.replace(".lock", ".in")
         src.write_text("\n".join(requirements) + "\n")
         cmd = [uv, "pip", "compile", str(src), "--generate-hashes", "--no-header", "--quiet"]
-        cmd += ["--python-version", PYTHON, "--python-platform", PLATFORM, "--index-url", "https://pypi.org/simple"]
+        cmd += [
+            "--python-version",
+            PYTHON,
+            "--python-platform",
+            PLATFORM,
+            "--index-url",
+            "https://pypi.org/simple",
+        ]
         body = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     header = (
         f"# {name}: exact versions with hashes for CPython {PYTHON} on {PLATFORM}, from pyproject.toml.\n"
@@ -135,7 +142,9 @@ def check(pyproject: Path, locks: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="check the locks offline instead of writing them")
+    parser.add_argument(
+        "--check", action="store_true", help="check the locks offline instead of writing them"
+    )
     parser.add_argument("--pyproject", type=Path, default=ROOT / "pyproject.toml")
     parser.add_argument("--locks", type=Path, default=LOCKS, help="folder of the lock files")
     args = parser.parse_args(argv)

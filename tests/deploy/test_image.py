@@ -134,7 +134,9 @@ def test_cpu_image_config(cpu_images):
     assert "/models" in config["Volumes"]
     assert "Healthcheck" not in config
     # Only the server and its locked dependencies: no pip, no demo extra, no build tools.
-    probe = "import importlib.util as u; print([n for n in ('pip', 'sklearn', 'setuptools') if u.find_spec(n)])"
+    probe = (
+        "import importlib.util as u; print([n for n in ('pip', 'sklearn', 'setuptools') if u.find_spec(n)])"
+    )
     out = podman("run", "--rm", *CONFINED, "--entrypoint", "python3", cpu_images[0], "-c", probe).stdout
     assert out.strip() == "[]"
 
@@ -152,7 +154,9 @@ def test_cpu_image_serves_a_read_only_repository_confined_and_stops_cleanly(cpu_
         s.value
         for f in text_string_to_metric_families(text)
         for s in f.samples
-        if s.name == "ortserve_requests_total" and s.labels["model"] == "addmul" and s.labels["outcome"] == "ok"
+        if s.name == "ortserve_requests_total"
+        and s.labels["model"] == "addmul"
+        and s.labels["outcome"] == "ok"
     ]
     assert ok == [1.0]
     assert c.stop() == 0  # SIGTERM: drained and exited 0
