@@ -178,12 +178,22 @@ def gpu_image():
     return "localhost/ortserve:gpu"
 
 
-def test_gpu_image_has_the_cuda_provider(gpu_image):
-    probe = "import onnxruntime as o; print(o.__version__, o.get_available_providers())"
-    out = podman("run", "--rm", *CONFINED, "--entrypoint", "python3", gpu_image, "-c", probe).stdout
-    version, providers = out.split(" ", 1)
+GPU_PROBE = """
+import onnxruntime as o, os
+o.preload_dlls(directory="")  # what the server does before a CUDA session
+maps = {os.path.basename(p) for p in open("/proc/self/maps").read().split() if "/nvidia/" in p}
+print(o.__version__, sorted(m.split(".so")[0] for m in maps), o.get_available_providers())
+"""
+
+
+def test_gpu_image_has_the_cuda_provider_and_its_libraries(gpu_image):
+    out = podman("run", "--rm", *CONFINED, "--entrypoint", "python3", gpu_image, "-c", GPU_PROBE).stdout
+    version, rest = out.split(" ", 1)
     assert version.startswith("1.26.")  # CUDA 12 (server-gpu.lock)
-    assert "CUDAExecutionProvider" in providers
+    assert "CUDAExecutionProvider" in rest
+    # CUDA's runtime, cuBLAS and cuDNN load from the pip packages: no CUDA in the base image.
+    for lib in ("libcudart", "libcublas", "libcublasLt", "libcudnn", "libcufft", "libcurand"):
+        assert f"'{lib}'" in rest
 
 
 def test_gpu_image_without_a_gpu_refuses_a_cuda_model_and_exits_3(gpu_image, containers):
