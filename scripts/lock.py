@@ -11,7 +11,7 @@ pyproject.toml without ``make lock`` fails CI with the file to regenerate.
 
 | lock | inputs | used by |
 |---|---|---|
-| server.lock | [project] dependencies | Dockerfile.cpu runtime |
+| server.lock | [project] dependencies + the tracing extra (so `--tracing` works in the image) | Dockerfile.cpu runtime |
 | server-gpu.lock | the same, onnxruntime replaced by GPU_ONNXRUNTIME below | Dockerfile.gpu runtime |
 | demo.lock | [project] dependencies + the demo extra | the images' optional ``demo`` target |
 | build.lock | [build-system] requires | the builder stage that makes the wheel |
@@ -48,13 +48,15 @@ def inputs(pyproject: Path) -> dict[str, list[str]]:
     """Each lock's input requirements, from pyproject.toml."""
     project = tomllib.loads(pyproject.read_text())
     deps = list(project["project"]["dependencies"])
-    gpu = [GPU_ONNXRUNTIME if _name(d) == "onnxruntime" else d for d in deps]
-    if gpu == deps:
+    extras = project["project"]["optional-dependencies"]
+    server = deps + list(extras.get("tracing", []))
+    gpu = [GPU_ONNXRUNTIME if _name(d) == "onnxruntime" else d for d in server]
+    if gpu == server:
         raise SystemExit(f"{pyproject}: no onnxruntime dependency to replace with {GPU_ONNXRUNTIME}")
     return {
-        "server.lock": deps,
+        "server.lock": server,
         "server-gpu.lock": gpu,
-        "demo.lock": deps + list(project["project"]["optional-dependencies"]["demo"]),
+        "demo.lock": deps + list(extras["demo"]),
         "build.lock": list(project["build-system"]["requires"]),
     }
 

@@ -133,12 +133,11 @@ def test_cpu_image_config(cpu_images):
     assert set(config["ExposedPorts"]) == {"8001/tcp", "8002/tcp", "8003/tcp"}
     assert "/models" in config["Volumes"]
     assert "Healthcheck" not in config
-    # Only the server and its locked dependencies: no pip, no demo extra, no build tools.
-    probe = (
-        "import importlib.util as u; print([n for n in ('pip', 'sklearn', 'setuptools') if u.find_spec(n)])"
-    )
+    # Only the server and its locked dependencies (tracing included): no pip, no demo extra, no build tools.
+    names = ("pip", "sklearn", "setuptools", "ortserve", "opentelemetry.sdk", "onnxruntime")
+    probe = f"import importlib.util as u; print([n for n in {names} if u.find_spec(n)])"
     out = podman("run", "--rm", *CONFINED, "--entrypoint", "python3", cpu_images[0], "-c", probe).stdout
-    assert out.strip() == "[]"
+    assert out.strip() == "['ortserve', 'opentelemetry.sdk', 'onnxruntime']"
 
 
 def test_cpu_image_serves_a_read_only_repository_confined_and_stops_cleanly(cpu_images, containers):

@@ -8,6 +8,7 @@ import copy
 import re
 import tomllib
 
+import promql_parser
 import pytest
 
 from ortserve.metrics import Metrics
@@ -169,6 +170,7 @@ def test_keda_scales_on_queue_depth_and_request_rate_of_this_namespace(overlay):
     assert queries["queue-depth"].startswith("sum(ortserve_queue_depth{")
     known = metric_names()
     for query in queries.values():
+        promql_parser.parse(query)  # ValueError if it is not PromQL
         assert set(re.findall(r"ortserve_[a-z_]+", query)) <= known
         assert f'namespace="{deployment["metadata"]["namespace"]}"' in query
 

@@ -37,13 +37,17 @@ KEYS = [f"user-{i}" for i in range(1000)]
 async def routes(target: str, region: str = "") -> dict[str, tuple[str, str, float]]:
     """key -> (variant, version, output) as the server at ``target`` answers it."""
     metadata = [("region", region)] if region else None
+    in_flight = asyncio.Semaphore(32)  # well under the batcher's queue bound (256)
+
     async with AsyncClient(target) as c:
-        results = await asyncio.gather(
-            *(
-                c.predict("addmul", {"a": A, "b": A}, targeting_key=k, metadata=metadata, timeout=30)
-                for k in KEYS
-            )
-        )
+
+        async def one(key: str):
+            async with in_flight:
+                return await c.predict(
+                    "addmul", {"a": A, "b": A}, targeting_key=key, metadata=metadata, timeout=60
+                )
+
+        results = await asyncio.gather(*(one(k) for k in KEYS))
     return {k: (r.variant, r.version, float(r["sum"][0, 0])) for k, r in zip(KEYS, results)}
 
 
