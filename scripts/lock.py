@@ -11,7 +11,7 @@ pyproject.toml without ``make lock`` fails CI with the file to regenerate.
 
 | lock | inputs | used by |
 |---|---|---|
-| server.lock | [project] dependencies + the tracing extra (so `--tracing` works in the image) | Dockerfile.cpu runtime |
+| server.lock | [project] dependencies + the tracing and signing extras (`--tracing`, `--trusted-key`) | Dockerfile.cpu runtime |
 | server-gpu.lock | the same, onnxruntime replaced by GPU_ONNXRUNTIME below | Dockerfile.gpu runtime |
 | demo.lock | [project] dependencies + the demo extra | the images' optional ``demo`` target |
 | build.lock | [build-system] requires | the builder stage that makes the wheel |
@@ -37,6 +37,7 @@ PLATFORM = "x86_64-manylinux_2_28"
 # 1.26 is the last onnxruntime-gpu on PyPI built for CUDA 12 (from 1.27 on: CUDA 13, which needs an
 # NVIDIA driver >= 580); CUDA 12 runs on drivers >= 525 through CUDA's minor version compatibility.
 GPU_ONNXRUNTIME = "onnxruntime-gpu[cuda,cudnn]>=1.26,<1.27"
+IMAGE_EXTRAS = ("tracing", "signing")
 DIGEST = re.compile(r"^# inputs-sha256: ([0-9a-f]{64})$", re.M)
 
 
@@ -49,7 +50,8 @@ def inputs(pyproject: Path) -> dict[str, list[str]]:
     project = tomllib.loads(pyproject.read_text())
     deps = list(project["project"]["dependencies"])
     extras = project["project"]["optional-dependencies"]
-    server = deps + list(extras.get("tracing", []))
+    # The images run everything the server can do: --tracing and --trusted-key need their extras.
+    server = deps + [r for extra in IMAGE_EXTRAS for r in extras.get(extra, [])]
     gpu = [GPU_ONNXRUNTIME if _name(d) == "onnxruntime" else d for d in server]
     if gpu == server:
         raise SystemExit(f"{pyproject}: no onnxruntime dependency to replace with {GPU_ONNXRUNTIME}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -90,6 +91,17 @@ def crd_errors(doc: dict) -> list[str]:
 
 def errors(doc: dict, version: str) -> list[str]:
     return crd_errors(doc) if group(doc) in CUSTOM_GROUPS else kubernetes_errors(doc, version)
+
+
+def image_environment(dockerfile: str = "Dockerfile.cpu") -> dict[str, str]:
+    """The ORTSERVE_* variables the image's runtime stage sets (its ENV lines)."""
+    text = (ROOT / dockerfile).read_text().replace("\\\n", " ")
+    runtime = text[text.index("AS runtime") :].split("\nFROM ")[0]
+    found = {}
+    for line in runtime.splitlines():
+        if line.startswith("ENV "):
+            found |= dict(re.findall(r"(ORTSERVE_[A-Z_]+)=(\S+)", line))
+    return found
 
 
 def container(deployment: dict, name: str = "ortserve") -> dict[str, Any]:

@@ -18,8 +18,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from ortserve.client import Client
@@ -69,10 +71,11 @@ class Container:
     """``podman run -d`` of an image with its own entrypoint; the server on free loopback ports."""
 
     def __init__(self, image: str, repo: Path | None, *args: str) -> None:
-        self.port, self.metrics_port = free_port(), free_port()
+        self.port, self.metrics_port, self.health_port = free_port(), free_port(), free_port()
         volume = ["--volume", f"{repo}:/models:ro"] if repo is not None else []
+        # The host's network: loopback addresses and free ports instead of the image's 0.0.0.0:8001-8003.
         server = ["--host", "127.0.0.1", "--port", str(self.port), "--metrics-host", "127.0.0.1"]
-        server += ["--metrics-port", str(self.metrics_port)]
+        server += ["--metrics-port", str(self.metrics_port), "--health-port", str(self.health_port)]
         self.id = podman("run", "--detach", *CONFINED, *volume, image, *server, *args).stdout.strip()
 
     @property
@@ -146,6 +149,9 @@ def test_cpu_image_serves_a_read_only_repository_confined_and_stops_cleanly(cpu_
     c.wait_ready()
     with Client(c.target) as client:
         np.testing.assert_array_equal(client.predict("addmul", {"a": A, "b": A})["sum"], A * 2)
+    with grpc.insecure_channel(f"127.0.0.1:{c.health_port}") as channel:  # what the kubelet probes
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
     uid = podman("exec", c.id, "python3", "-c", "import os; print(os.getuid(), os.getgid())").stdout
     assert uid.split() == ["10001", "10001"]
     text = urllib.request.urlopen(f"http://127.0.0.1:{c.metrics_port}/metrics", timeout=10).read().decode()
@@ -160,6 +166,17 @@ def test_cpu_image_serves_a_read_only_repository_confined_and_stops_cleanly(cpu_
     assert ok == [1.0]
     assert c.stop() == 0  # SIGTERM: drained and exited 0
     assert any(e.get("event") == "stopped" for e in c.logs())
+
+
+def test_cpu_image_refuses_to_listen_on_every_interface_without_tls_and_auth(cpu_images):
+    # The image's own settings (0.0.0.0) and nothing else: the server's secure default stops it before
+    # it binds anything.
+    proc = podman("run", "--rm", *CONFINED, cpu_images[0], check=False)
+    assert proc.returncode == 2
+    assert (
+        "refusing to serve gRPC on 0.0.0.0:8001 without TLS (--tls-cert, --tls-key) and an --auth-file"
+        in proc.stderr
+    )
 
 
 def test_demo_target_serves_the_demo_repository(cpu_images, containers):

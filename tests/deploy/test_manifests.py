@@ -12,6 +12,7 @@ import promql_parser
 import pytest
 
 from ortserve.metrics import Metrics
+from ortserve.ops.guard import check_settings
 from ortserve.ops.settings import load_settings
 from tests.deploy.manifests import (
     CUSTOM_GROUPS,
@@ -22,6 +23,7 @@ from tests.deploy.manifests import (
     crd_errors,
     errors,
     group,
+    image_environment,
     kubernetes_errors,
     one,
     render,
@@ -74,11 +76,22 @@ def settings_toml() -> dict:
     return tomllib.loads((ROOT / "deploy" / "k8s" / "base" / "ortserve.toml").read_text())
 
 
+def test_the_image_environment_is_read():
+    env = image_environment()
+    assert env["ORTSERVE_HOST"] == "0.0.0.0" and env["ORTSERVE_MODEL_REPOSITORY"] == "/models"
+    assert env == image_environment("Dockerfile.gpu")
+
+
 def test_the_configmap_settings_are_the_servers(tmp_path):
     path = tmp_path / "ortserve.toml"
     path.write_text((ROOT / "deploy" / "k8s" / "base" / "ortserve.toml").read_text())
-    s = load_settings(["--config", str(path)], environ={})
-    assert str(s.model_repository) == "/models" and s.host == "0.0.0.0"
+    deployment = one(render("base"), "Deployment")
+    environ = image_environment() | {e["name"]: e["value"] for e in container(deployment)["env"]}
+    environ["ORTSERVE_CONFIG"] = str(path)  # mounted at /etc/ortserve/settings in the pod
+    s = load_settings([], environ=environ)
+    check_settings(s)  # what the server checks first: TLS and an auth file on a non-loopback host
+    assert str(s.model_repository) == "/models" and s.host == "0.0.0.0" and not s.insecure
+    assert s.tls_cert and s.tls_client_ca and s.auth_file and s.health_port == 8003
     configmap = one(render("base"), "ConfigMap", _name(render("base"), "ortserve-settings"))
     assert configmap["data"]["ortserve.toml"] == path.read_text()
 
@@ -104,8 +117,9 @@ def test_deployment_ports_probes_and_termination_match_the_settings():
     # The preStop wait, then the server's own drain (drain_delay, then up to grace_period), must end
     # before the kubelet's SIGKILL.
     prestop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
-    assert prestop > 0 and s["drain_delay"] == 0, "the preStop hook or drain_delay waits, not both"
-    assert pod["terminationGracePeriodSeconds"] >= prestop + s["drain_delay"] + s["grace_period"] + 5
+    drain_delay = s.get("drain_delay", 0)
+    assert prestop > 0 and drain_delay == 0, "the preStop hook or drain_delay waits, not both"
+    assert pod["terminationGracePeriodSeconds"] >= prestop + drain_delay + s["grace_period"] + 5
     env = {e["name"]: e["value"] for e in c["env"]}
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     assert env["ORTSERVE_CONFIG"] == f"{mounts['settings']}/ortserve.toml"
@@ -200,7 +214,10 @@ def test_kserve_runtime_serves_grpc_v2_onnx_with_valid_server_arguments():
     assert runtime["spec"]["protocolVersions"] == ["grpc-v2"]
     assert [f["name"] for f in runtime["spec"]["supportedModelFormats"]] == ["onnx"]
     (c,) = runtime["spec"]["containers"]
-    s = load_settings(c["args"], environ={e["name"]: e["value"] for e in c.get("env", [])})
+    environ = image_environment() | {e["name"]: e["value"] for e in c.get("env", [])}
+    s = load_settings(c["args"], environ=environ)
+    check_settings(s)
+    assert s.insecure  # TLS and authentication are the mesh's under KServe
     assert str(s.model_repository) == "/mnt/models"  # where KServe's storage initializer puts storageUri
     assert {"name": "h2c", "containerPort": s.port, "protocol": "TCP"} in c["ports"]
     isvc = one(docs, "InferenceService")
