@@ -30,6 +30,15 @@ import yaml
 DROP = {"description", "example", "externalDocs"}
 
 
+def _python_pattern(pattern: str) -> str:
+    """A Go (RE2) pattern the way JSON Schema validators in Python read it: RE2 takes an inline flag
+    such as ``(?i)`` anywhere (``^(?i)(abort|warn)?$``), Python only at the start."""
+    for flag in ("(?i)", "(?s)", "(?m)"):
+        if flag in pattern and not pattern.startswith(flag):
+            pattern = flag + pattern.replace(flag, "", 1)
+    return pattern
+
+
 def convert(node: Any) -> Any:
     """One openAPIV3Schema node as JSON Schema."""
     if isinstance(node, list):
@@ -44,6 +53,8 @@ def convert(node: Any) -> Any:
             out[key] = {name: convert(sub) for name, sub in value.items()}
         elif key == "nullable":
             continue  # handled below, with the type
+        elif key == "pattern" and isinstance(value, str):
+            out[key] = _python_pattern(value)
         else:
             out[key] = convert(value)
     if node.get("x-kubernetes-int-or-string"):

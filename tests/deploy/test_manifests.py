@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
+import sys
 import tomllib
 
 import promql_parser
 import pytest
+import yaml
 
 from ortserve.metrics import Metrics
 from ortserve.ops.guard import check_settings
@@ -49,7 +52,7 @@ def test_the_checks_catch_mistakes():
     scaled = copy.deepcopy(one(render("overlays/cpu"), "ScaledObject"))
     del scaled["spec"]["scaleTargetRef"]["name"]
     assert any("'name' is a required property" in e for e in crd_errors(scaled))
-    monitor = copy.deepcopy(one(render("base"), "ServiceMonitor"))
+    monitor = copy.deepcopy(one(render("overlays/cpu"), "ServiceMonitor"))
     monitor["spec"]["endpoints"][0]["interval"] = "15 seconds"  # not a Prometheus duration
     assert crd_errors(monitor)
     runtime = copy.deepcopy(one(render("kserve"), "ClusterServingRuntime"))
@@ -64,6 +67,7 @@ def test_custom_resources_have_vendored_schemas():
     assert kinds == {
         ("keda.sh/v1alpha1", "ScaledObject"),
         ("monitoring.coreos.com/v1", "ServiceMonitor"),
+        ("monitoring.coreos.com/v1", "PrometheusRule"),
         ("serving.kserve.io/v1alpha1", "ClusterServingRuntime"),
         ("serving.kserve.io/v1beta1", "InferenceService"),
     }
@@ -153,7 +157,7 @@ def test_network_policy_admits_the_inference_and_metrics_ports_only():
 
 
 def test_service_monitor_scrapes_the_metrics_port():
-    docs = render("base")
+    docs = render("overlays/cpu")
     monitor = one(docs, "ServiceMonitor")
     selector = monitor["spec"]["selector"]["matchLabels"]
     services = [
@@ -162,6 +166,23 @@ def test_service_monitor_scrapes_the_metrics_port():
     assert [s["metadata"]["name"] for s in services] == ["ortserve"]
     assert "metrics" in {p["name"] for p in services[0]["spec"]["ports"]}
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+def test_prometheus_resources_come_with_prometheus_only():
+    # The HPA overlay is for clusters without the Prometheus Operator: none of its kinds may be in it.
+    assert {d["kind"] for d in render("overlays/cpu-hpa")} & {"ServiceMonitor", "PrometheusRule"} == set()
+    for overlay in ("overlays/cpu", "overlays/gpu"):
+        assert {"ServiceMonitor", "PrometheusRule", "ScaledObject"} <= {d["kind"] for d in render(overlay)}
+
+
+def test_the_prometheus_rule_is_the_rules_file():
+    rule = one(render("overlays/cpu"), "PrometheusRule")
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "ortserve-rules.yml").read_text())
+    assert rule["spec"]["groups"] == rules["groups"]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "k8s_alerts.py"), "--check"], capture_output=True, text=True
+    )
+    assert (proc.returncode, proc.stderr) == (0, "")
 
 
 def metric_names() -> set[str]:
