@@ -253,8 +253,8 @@ def test_timeout_expires_in_the_queue(client):
 
 def test_timeout_bounds_the_queue_not_the_run(client):
     # Triton's timeout covers the time queued: a request that starts in time is answered even when
-    # its run outlasts the timeout. 30 ms leaves a busy machine room to start it; the run (24 matmuls
-    # of 512 x 512, about 6 GFLOP) takes longer than that even on a fast one.
+    # its run outlasts the timeout. 30 ms leaves a busy machine room to start it; the run (96 matmuls
+    # of 512 x 512 on one thread, about 26 GFLOP) takes longer than that even on a fast one.
     x = np.random.default_rng(0).random((1, 512, 512), dtype=np.float32)
     timeout_us = 30_000
     result = client.infer("slow", [infer_input("x", x)], timeout=timeout_us)
