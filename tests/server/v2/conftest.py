@@ -30,7 +30,10 @@ def repo(tmp_path_factory):
     # one intra-op thread: the run's length must not shrink with the core count of the machine (96 matmuls
     # of 512 x 512 took ~150 ms here on one thread; 24 on all cores of a CI machine took 21 ms < 30 ms)
     m.publish(
-        root, "slow", 1, m.slow(96, 512),
+        root,
+        "slow",
+        1,
+        m.slow(96, 512),
         "max_batch_size = 4\n[batching]\nmax_queue_delay_us = 0\n[runtime]\nintra_op_threads = 1\n",
     )
     m.publish(root, "fixed", 1, m.fixed(), '[versions]\npolicy = "latest 1"\n')
