@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 REPO ?= models
 SERVE_ARGS ?=
 
-.PHONY: serve test install install-dev demo protos check-protos bench perf-analyzer lint clean promtool lock \
+.PHONY: serve test install install-dev demo protos check-protos bench fuzz perf-analyzer lint clean promtool lock \
 	image image-build image-gpu image-tools image-clean checkov deploy-check
 
 $(BIN)/python:
@@ -52,6 +52,10 @@ $(PROMTOOL_LOCAL):
 	cd build/prometheus && (apt-get download prometheus || (apt-get update -qq && apt-get download prometheus))
 	dpkg-deb -x build/prometheus/prometheus_*.deb build/prometheus
 	rm -f build/prometheus/prometheus_*.deb
+# The property-based tests with their large budget: at least 10,000 cases per target (tests/fuzz;
+# the suite runs the same tests with a small one). Tens of minutes on 2 cores.
+fuzz: install-dev
+	ORTSERVE_FUZZ=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider --timeout 0 tests/fuzz
 
 # Regenerate the gRPC stubs in server/_proto from protos/ (tests fail when they are stale).
 protos: install-dev
@@ -74,6 +78,7 @@ bench: install-dev perf-analyzer
 	$(BIN)/python -m benchmarks.bench_optimize cnn --seconds 2
 	$(BIN)/python -m benchmarks.bench_optimize minilm --seconds 6
 	$(BIN)/python -m benchmarks.bench_security --write-results
+	$(BIN)/python -m benchmarks.chaos --write-results
 
 # mypy does not follow setuptools' editable import hook, so it checks a tree of links laid out as
 # the installed package is (server/ -> ortserve, optimize/ -> ortserve.optimize).

@@ -14,6 +14,9 @@ Scripts (nothing imports them):
     bench_flags     what flag evaluation adds to a request
     bench_monitoring  what drift sampling, the payload log and the feedback index add per request
     bench_security  what API-key auth, JWT auth and TLS add to a request, against plaintext
+    chaos           (``python -m benchmarks.chaos``) faults and hostile input: SIGTERM, kill -9,
+                    version and flag churn, oversized messages; lost requests, health stalls, RSS
+                    (chaos.probe: the health probe's process)
     loadgen         (``python -m benchmarks.loadgen``) the load generator on its own
     locustfile      locust users (``locust -f benchmarks/locustfile.py``); imports only ortserve
 

@@ -7,6 +7,8 @@
      ├── InvalidInput             invalid_input        INVALID_ARGUMENT: the request does not fit
      │    └── FlagsError          invalid_input        (a flags document that is refused)
      ├── QueueFull                queue_full           RESOURCE_EXHAUSTED: the batcher's queue is full
+     ├── Overloaded               overloaded           RESOURCE_EXHAUSTED: over the server's bound on request
+     │                                                 bytes or RPCs in flight (admission control)
      ├── DeadlineExceeded         deadline_exceeded    DEADLINE_EXCEEDED: expired before it ran
      ├── Unavailable              unavailable          UNAVAILABLE: unloading or draining (retryable)
      ├── FailedPrecondition       failed_precondition  FAILED_PRECONDITION: not in this server's state
@@ -18,6 +20,10 @@
      └── InternalError            internal             INTERNAL: a bug; logged with its traceback
 
 A request cancelled by its caller ends with the outcome ``cancelled`` (``asyncio.CancelledError``).
+
+Messages that quote what a client sent (names, versions, ids) quote it through ``quoted``: at most
+``QUOTE_LIMIT`` characters, control characters escaped, so that an error can neither grow with
+the request nor forge a log line.
 """
 
 from __future__ import annotations
@@ -34,12 +40,14 @@ __all__ = [
     "InternalError",
     "InvalidInput",
     "ModelNotFound",
+    "Overloaded",
     "PermissionDenied",
     "ProviderUnavailable",
     "QueueFull",
     "ServeError",
     "Unauthenticated",
     "Unavailable",
+    "quoted",
 ]
 
 OK = "ok"
@@ -73,6 +81,17 @@ class FlagsError(InvalidInput):
 
 class QueueFull(ServeError):
     outcome = "queue_full"
+
+
+class Overloaded(ServeError):
+    """Refused at once because the server holds as much as it may (request bytes or RPCs in
+    flight); ``reason`` ("bytes", "rpcs") labels the metric that counts it."""
+
+    outcome = "overloaded"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class DeadlineExceeded(ServeError):
@@ -111,3 +130,34 @@ class InferenceFailed(ServeError):
 
 class InternalError(ServeError):
     outcome = "internal"
+
+
+QUOTE_LIMIT = 80
+_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(c: str) -> str:
+    if c in _ESCAPES:
+        return _ESCAPES[c]
+    if c.isprintable():
+        return c
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """A client's string as an error message or a log line quotes it: in single quotes, with
+    backslashes, quotes and unprintable characters escaped (``\\n``, ``\\x1b``), cut after ``limit``
+    characters with the full length said.
+
+        quoted("digits")        # 'digits'
+        quoted("a\nb")          # 'a\nb'  (a backslash and an n: one line)
+        quoted("x" * 100_000)   # 'xxx…x'… (100000 characters)
+    """
+    text = value if isinstance(value, str) else str(value)
+    cut = text[:limit]
+    if not cut.isprintable() or "\\" in cut or "'" in cut:
+        cut = "".join(_escape(c) for c in cut)
+    if len(text) > limit:
+        return f"'{cut}'… ({len(text)} characters)"
+    return f"'{cut}'"

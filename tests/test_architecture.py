@@ -25,6 +25,8 @@ LAYERS = {
     "ortserve.errors": 0,
     "ortserve.metrics": 0,
     "ortserve.dtypes": 0,
+    "ortserve.tensors": 0,
+    "ortserve.series": 0,
     "ortserve.schema": 0,
     "ortserve._proto": 0,
 }

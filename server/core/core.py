@@ -4,11 +4,14 @@
     core.list_models(); core.version("digits", "2"); core.versions("digits")
     await core.feedback([FeedbackItem(request_id, labels=(3,))])    # ground truth, joined by request id
 
-``infer`` routes the request (the ``Routing`` strategy), validates it against the version's
-signature, submits it to that version's batcher and awaits the answer. Every request it is given
-is counted once, whatever happens (``ortserve_requests_total{outcome}``), and then handed to the
-core hooks. Failures that happen before the core (a tensor that does not decode) are counted
-through ``reject``.
+``infer`` routes the request (the ``Routing`` strategy), checks it against the version's
+signature from its tensors' headers, takes its bytes from the in-flight budget (``ByteBudget``:
+over it, ``Overloaded`` at once), decodes what is still encoded (large tensors in a worker thread,
+``Decoder``), submits it to that version's batcher and awaits the answer. Cheap checks come
+first: nothing is decoded for a request that names an unknown model or has the wrong dtype or
+shape. Every request it is given is counted once, whatever happens
+(``ortserve_requests_total{outcome}``), and then handed to the core hooks. Failures that happen
+before the core (a tensor header that does not parse) are counted through ``reject``.
 """
 
 from __future__ import annotations
@@ -20,13 +23,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ortserve.core.feedback import FeedbackItem, FeedbackJoin, FeedbackResult, NoFeedback
+from ortserve.core.budget import ByteBudget
+from ortserve.core.decode import Decoder
 from ortserve.core.hooks import Hooks
 from ortserve.core.models import ModelManager, ModelVersion
 from ortserve.core.request import Completed, InferRequest, InferResponse, Route
 from ortserve.core.routing import DefaultRouting, Routing
 from ortserve.core.tracing import NO_TRACING, Tracing
-from ortserve.errors import CANCELLED, OK, InternalError, ModelNotFound, ServeError
+from ortserve.errors import CANCELLED, OK, InternalError, ModelNotFound, ServeError, quoted
 from ortserve.metrics import UNKNOWN_MODEL, Metrics, VersionStats
+from ortserve.tensors import request_nbytes
 
 __all__ = ["InferenceCore", "ModelSummary"]
 
@@ -49,6 +55,7 @@ class InferenceCore:
         hooks: Hooks | None = None,
         feedback: FeedbackJoin | None = None,
         tracing: Tracing = NO_TRACING,
+        budget: ByteBudget | None = None,
     ) -> None:
         self.models = models
         self.metrics = metrics
@@ -56,6 +63,8 @@ class InferenceCore:
         self.hooks = hooks if hooks is not None else Hooks()
         self.feedback_join: FeedbackJoin = feedback if feedback is not None else NoFeedback()
         self.tracing = tracing
+        self.budget = budget if budget is not None else ByteBudget(0, metrics)
+        self.decoder = Decoder()
         self._unknown: dict[str, VersionStats] = {}
 
     # -- the request path ----------------------------------------------------------------------
@@ -66,8 +75,11 @@ class InferenceCore:
             try:
                 route = self.routing.route(request)
                 mv = route.version
-                mv.check_outputs(request.outputs)
-                result = await mv.infer(request.inputs, request.deadline, request.priority)
+                rows = mv.check(request.inputs, request.outputs)
+                with self.budget.hold(request_nbytes(request.inputs)):
+                    arrays = await self.decoder.decode(request.inputs)
+                    request.inputs = arrays  # what the hooks see of a request that ran
+                    result = await mv.submit(arrays, rows, request.deadline, request.priority)
             except ServeError as e:
                 self._finish(request, route, None, e, e.outcome, started)
                 raise
@@ -76,7 +88,7 @@ class InferenceCore:
                 raise
             except Exception as e:
                 error = InternalError(f"internal error: {type(e).__name__}: {e}")
-                log.exception("request %r: internal error", request.request_id[:200])
+                log.exception("request %s: internal error", quoted(request.request_id))
                 self._finish(request, route, None, error, error.outcome, started)
                 raise error from e
             outputs = result.outputs
@@ -125,7 +137,9 @@ class InferenceCore:
             error.recorded = True
             if log.isEnabledFor(logging.DEBUG):
                 rid = request.request_id
-                log.debug("request %s failed: %s %s", rid, outcome, error, extra={"request_id": rid})
+                log.debug(
+                    "request %s failed: %s %s", quoted(rid), outcome, error, extra={"request_id": rid[:256]}
+                )
         if self.hooks:
             self.hooks.emit(Completed(request, outcome, duration, route, response, error))
 

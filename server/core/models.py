@@ -4,12 +4,20 @@ swapped in and out while serving.
 A version is loaded off the event loop (manifest check, sessions, warm-up), then published
 to the table requests read. A removed version leaves the table first, so new requests do not
 reach it, then its batcher drains what it had already accepted, then its sessions go.
+
+Each scan also looks at the files of every loaded version (their size, mtime and inode). When
+they changed under it, the version is loaded again from them as a restarted server would load
+it: files that still match its manifest (or a version without one) serve from the new load;
+files that no longer match are refused and the version is unloaded, its other versions serving
+on. Every worker of ``--workers`` scans on its own and takes the same decision.
+(``ortserve_model_files_changed_total`` counts the changes, the log says what was decided.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
@@ -18,7 +26,7 @@ from ortserve.core.batcher import make_batcher
 from ortserve.core.runtime import SessionPool
 from ortserve.core.tracing import NO_TRACING, Tracing
 from ortserve.core.version import Model, ModelVersion
-from ortserve.errors import ModelNotFound, ProviderUnavailable
+from ortserve.errors import ModelNotFound, ProviderUnavailable, quoted
 from ortserve.metrics import Metrics
 from ortserve.repository import MODEL_FILE, ModelConfig, ModelEntry, scan_repository
 from ortserve.repository.files import file_stamp
@@ -31,8 +39,13 @@ log = logging.getLogger("ortserve.models")
 
 
 def _fingerprint(path: Path) -> tuple:
-    """Changes when a version's files are replaced, so that a refused version is retried."""
-    return tuple(file_stamp(path / name) for name in (MODEL_FILE, MANIFEST, SIGNATURE))
+    """Changes when a version's files are replaced or edited (a refused version is then retried,
+    a loaded one verified again): the stamps of the model, the manifest and every other file."""
+    try:
+        names = sorted(e.name for e in os.scandir(path) if e.is_file())
+    except OSError:
+        names = []
+    return tuple((name, file_stamp(path / name)) for name in sorted({MODEL_FILE, MANIFEST, SIGNATURE, *names}))
 
 
 class ModelManager:
@@ -71,7 +84,9 @@ class ModelManager:
 
     # -- lookups (hot path) --------------------------------------------------------------------
     def not_loaded_message(self, model: str) -> str:
-        return f"model '{model}' is not loaded; loaded models: {', '.join(self.ready_models()) or 'none'}"
+        """The error for a model that is not loaded. It names no other model: which models a
+        server holds is for the listing RPCs (and their access rules) to tell."""
+        return f"model {quoted(model)} is not loaded"
 
     def get(self, model: str, version: str = "") -> ModelVersion:
         m = self.models.get(model)
@@ -82,14 +97,14 @@ class ModelManager:
             mv = m.versions.get(version)
             if mv is None:
                 raise ModelNotFound(
-                    f"model '{model}': default version {version} is not loaded; "
+                    f"model {quoted(model)}: default version {version} is not loaded; "
                     f"loaded versions: {', '.join(m.sorted_versions())}"
                 )
             return mv
         mv = m.versions.get(version)
         if mv is None:
             raise ModelNotFound(
-                f"model '{model}' has no loaded version '{version}'; "
+                f"model {quoted(model)} has no loaded version {quoted(version)}; "
                 f"loaded versions: {', '.join(m.sorted_versions())}"
             )
         return mv
@@ -126,6 +141,7 @@ class ModelManager:
             loop = asyncio.get_running_loop()
             entries = await loop.run_in_executor(None, scan_repository, self.root)
             self.entries = entries
+            await self._check_files(entries)
             for name in sorted(set(self.models) | set(entries)):
                 entry = entries.get(name)
                 if entry is None or name in self._unloaded:
@@ -160,6 +176,36 @@ class ModelManager:
                 model.versions = {**model.versions, version: mv}
                 self._on_change(name, True)
         await self._retire(name, set(model.versions) - set(wanted))
+
+    async def _check_files(self, entries: dict[str, ModelEntry]) -> None:
+        """Load again every loaded version whose files changed on disk (still in the repository:
+        a removed folder is the ordinary removal)."""
+        for name, model in list(self.models.items()):
+            entry = entries.get(name)
+            for version, mv in list(model.versions.items()):
+                if entry is None or version not in entry.versions or _fingerprint(mv.path) == mv.fingerprint:
+                    continue
+                self._metrics.model_files_changed.labels(name, version).inc()
+                log.warning(
+                    "model %s version %s: its files changed on disk while it served; loading it again",
+                    name,
+                    version,
+                    extra={"event": "model_files_changed", "model": name, "version": version},
+                )
+                again = await self._load(name, version, mv.path, model.config)
+                if again is None:
+                    log.error(
+                        "model %s version %s: unloaded, its changed files are refused (see above); "
+                        "its other versions serve on",
+                        name,
+                        version,
+                        extra={"event": "model_files_refused", "model": name, "version": version},
+                    )
+                    await self._retire(name, {version})
+                    continue
+                model.versions = {**model.versions, version: again}
+                log.info("model %s version %s: serving from its changed files", name, version)
+                await self._release(mv, succeeded=True)
 
     async def _reload(self, model: Model, entry: ModelEntry, config: ModelConfig) -> bool:
         """Load the model's versions under its changed config.toml and swap them in. If a version
@@ -204,15 +250,16 @@ class ModelManager:
             if name not in self.entries or name in self._unloaded:
                 del self.models[name]
         await asyncio.gather(*(self._release(mv) for mv in gone))
+        if not model.versions:
+            self._metrics.series.model_gone(name)
 
     async def _release(self, mv: ModelVersion, succeeded: bool = False) -> None:
-        """Drain and unload one version. ``succeeded``: a new load of the same version serves now
-        and shares its metric series, which must then be left alone."""
+        """Drain and unload one version, then remove its metric series. ``succeeded``: a new load
+        of the same version serves now and shares its series, which must then be left alone."""
         log.info("model %s version %s: unloading (draining its queue)", mv.model, mv.version)
         await mv.batcher.close(self._drain_timeout)
         if not succeeded:
-            mv.stats.ready(False)
-            mv.stats.queue_depth(0)
+            self._metrics.series.unloaded(mv.model, mv.version)
         mv.pool.close()
         log.info("model %s version %s: unloaded", mv.model, mv.version)
 
@@ -222,6 +269,7 @@ class ModelManager:
         if self._refused.get(key) == fingerprint:
             return None  # already refused and unchanged: do not retry or log again
         loop = asyncio.get_running_loop()
+        stamp = fingerprint[0]  # taken before the files are read: a change while they are is seen next scan
         try:
             manifest, pool = await loop.run_in_executor(None, self._open, path, config)
         except Exception as e:
@@ -250,6 +298,7 @@ class ModelManager:
             self._tracing.batcher(name, version),
         )
         stats.ready(True)
+        self._metrics.series.loaded(name, version)
         log.info(
             "model %s version %s: loaded from %s, providers %s, max_batch_size %d, %s, %d instance(s)",
             name,
@@ -263,7 +312,7 @@ class ModelManager:
             pool.instances,
             extra={"event": "version_loaded", "model": name, "version": version, "providers": pool.providers},
         )
-        return ModelVersion(name, version, path, config, pool, batcher, stats, manifest)
+        return ModelVersion(name, version, path, config, pool, batcher, stats, manifest, stamp)
 
     def _open(self, path: Path, config: ModelConfig) -> tuple[dict | None, SessionPool]:
         if self._verifier is not None:
@@ -295,7 +344,7 @@ class ModelManager:
         self._unloaded.discard(name)
         await self.sync()
         if name not in self.models or not self.models[name].versions:
-            raise ModelNotFound(f"model '{name}': no loadable version in the repository {self.root}")
+            raise ModelNotFound(f"model {quoted(name)}: no loadable version in the repository")
 
     def index(self) -> list[tuple[str, str, str, str]]:
         """Every model version in the repository or loaded, as (model, version, state, reason) with
@@ -327,7 +376,7 @@ class ModelManager:
 
     async def unload_model(self, name: str) -> None:
         if name not in self.models and name not in self.entries:
-            raise ModelNotFound(f"model '{name}' is not in the repository")
+            raise ModelNotFound(f"model {quoted(name)} is not in the repository")
         self._unloaded.add(name)
         await self.sync()
 

@@ -3,12 +3,14 @@ that core hooks observe. Plain data: no transport, no behaviour."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ortserve.core.models import ModelVersion
 from ortserve.errors import ServeError
+from ortserve.tensors import Tensor
 
 __all__ = ["Completed", "InferRequest", "InferResponse", "Route"]
 
@@ -17,10 +19,13 @@ __all__ = ["Completed", "InferRequest", "InferResponse", "Route"]
 class InferRequest:
     """One inference request as every protocol decodes it.
 
-    ``api`` names the protocol it came in on ("v1", "v2"): a metric label, not behaviour."""
+    ``api`` names the protocol it came in on ("v1", "v2"): a metric label, not behaviour.
+    ``inputs`` may hold tensors still encoded (``ortserve.tensors.Encoded``: BYTES, V2 typed
+    contents); the core replaces them with arrays once the request has passed its checks, so a
+    request that reached its batcher (every one a hook sees answered OK) holds arrays."""
 
     model: str
-    inputs: dict[str, np.ndarray]
+    inputs: Mapping[str, Tensor]
     version: str = ""
     outputs: list[str] | None = None
     deadline: float | None = None  # time.monotonic() seconds

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import numpy as np
-
 from ortserve.dtypes import TensorSpec, dtype_name
-from ortserve.errors import InvalidInput
+from ortserve.errors import InvalidInput, quoted
+from ortserve.tensors import Tensor
 
 __all__ = ["Signature", "TensorSpec"]  # TensorSpec lives in ortserve.dtypes (optimize uses it too)
 
@@ -27,8 +26,9 @@ class Signature:
                 return spec
         return None
 
-    def validate(self, inputs: Mapping[str, np.ndarray]) -> int:
-        """Check names, dtypes, ranks, dims, the batch limit and element counts.
+    def validate(self, inputs: Mapping[str, Tensor]) -> int:
+        """Check names, dtypes, ranks, dims, the batch limit and element counts, from the tensors'
+        headers (arrays or ``ortserve.tensors.Encoded``: nothing is decoded here).
 
         Returns the request's batch size (0 for models without a batch dimension).
         Raises InvalidInput naming the input and saying expected vs got.
@@ -36,7 +36,9 @@ class Signature:
         expected_names = [s.name for s in self.inputs]
         for name in inputs:
             if self.input(name) is None:
-                raise InvalidInput(f"unknown input '{name}', expected inputs: {', '.join(expected_names)}")
+                raise InvalidInput(
+                    f"unknown input {quoted(name)}, expected inputs: {', '.join(expected_names)}"
+                )
         batch = -1
         first = ""
         for spec in self.inputs:

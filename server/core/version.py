@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,10 @@ import numpy as np
 from ortserve.core.batcher import Batcher, InferResult
 from ortserve.core.runtime import SessionPool
 from ortserve.core.signature import Signature
-from ortserve.errors import InvalidInput
+from ortserve.errors import InvalidInput, quoted
 from ortserve.metrics import VersionStats
 from ortserve.repository.config import MODEL_FILE, ModelConfig
+from ortserve.tensors import Tensor
 
 __all__ = ["Model", "ModelVersion"]
 
@@ -28,6 +30,7 @@ class ModelVersion:
     batcher: Batcher
     stats: VersionStats
     manifest: dict[str, Any] | None
+    fingerprint: tuple = ()  # the files' stamps when loaded: a change on disk is noticed by the next scan
 
     @property
     def signature(self) -> Signature:
@@ -49,19 +52,27 @@ class ModelVersion:
     def instances(self) -> int:
         return self.pool.instances
 
-    def check_outputs(self, names: list[str] | None) -> None:
-        if not names:
-            return
-        known = self.pool.output_names
-        for n in names:
-            if n not in known:
-                raise InvalidInput(f"unknown output '{n}', expected outputs: {', '.join(known)}")
+    def check(self, inputs: Mapping[str, Tensor], outputs: list[str] | None = None) -> int:
+        """Check a request against the signature from its tensors' headers alone (nothing is
+        decoded); returns its batch size. Raises InvalidInput."""
+        if outputs:
+            known = self.pool.output_names
+            for n in outputs:
+                if n not in known:
+                    raise InvalidInput(f"unknown output {quoted(n)}, expected outputs: {', '.join(known)}")
+        return self.signature.validate(inputs)
+
+    async def submit(
+        self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None, priority: int
+    ) -> InferResult:
+        """Queue a checked, decoded request and await its answer."""
+        return await self.batcher.submit(inputs, rows, deadline, priority)
 
     async def infer(
-        self, inputs: dict[str, np.ndarray], deadline: float | None, priority: int
+        self, inputs: Mapping[str, np.ndarray], deadline: float | None, priority: int
     ) -> InferResult:
-        rows = self.signature.validate(inputs)
-        return await self.batcher.submit(inputs, rows, deadline, priority)
+        """``check`` then ``submit``, for callers that hold arrays already (the shadow mirror)."""
+        return await self.submit(inputs, self.check(inputs), deadline, priority)
 
 
 @dataclass(eq=False)

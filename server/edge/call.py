@@ -27,7 +27,7 @@ import grpc
 
 from ortserve.core import InferenceCore, InferRequest
 from ortserve.edge.status import status_for
-from ortserve.errors import InternalError, ServeError
+from ortserve.errors import InternalError, ServeError, quoted
 
 __all__ = ["Edge", "EdgeCall", "ItemCall", "deadline_from", "invocation_metadata", "new_request_id"]
 
@@ -64,8 +64,9 @@ def _as_serve_error(exc: BaseException) -> ServeError | None:
         return exc
     if not isinstance(exc, Exception) or isinstance(exc, grpc.aio.AbortError):
         return None
-    log.error("internal error: %s: %s", type(exc).__name__, exc, exc_info=exc)
-    return InternalError(f"internal error: {type(exc).__name__}: {exc}")
+    text = quoted(str(exc), 200)  # it may quote what the client sent
+    log.error("internal error: %s: %s", type(exc).__name__, text, exc_info=exc)
+    return InternalError(f"internal error: {type(exc).__name__}: {text}")
 
 
 class _Call:

@@ -18,7 +18,12 @@ each message of a request stream as the handler reads it (a ServeError it raises
 the stream with that status: the handler sees the request stream end there and answers
 what came before). Only links that override it are called, so the hot path pays for
 it only when a link needs the message (e.g. the model a request names, for model-scoped roles).
+``requests`` may wrap the raw request stream of a request-streaming RPC: a ServeError it raises
+ends the stream the same way (the drain cuts open streams so, ``ortserve.edge.inflight``).
 The chain is built once at start-up; with no links gRPC runs without an interceptor at all.
+
+The chain also answers a message that does not parse as its protobuf type with INVALID_ARGUMENT
+(``InvalidInput``) instead of gRPC's own UNKNOWN: it is the client's mistake.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import grpc
 
 from ortserve.edge.methods import group_of
 from ortserve.edge.status import status_for
-from ortserve.errors import ServeError
+from ortserve.errors import InvalidInput, ServeError
 
 __all__ = ["Interceptor", "Rpc", "chain", "unary_request"]
 
@@ -65,11 +70,41 @@ class Interceptor:
     def leave(self, rpc: Rpc, context: grpc.aio.ServicerContext, error: BaseException | None) -> None:
         """After the handler (also when it raised or was cancelled)."""
 
+    def requests(self, rpc: Rpc, stream: AsyncIterable[Any]) -> AsyncIterable[Any]:
+        """The raw request stream of a request-streaming RPC; return it unchanged to leave it alone."""
+        return stream
+
+
+class _Malformed:
+    """What the chain's deserializer returns for bytes that do not parse (the handler never sees it)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def refusal(self, rpc: Rpc) -> InvalidInput:
+        return InvalidInput(f"the request message of {rpc.method} does not parse: {self.error}")
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as e:  # protobuf's DecodeError, and whatever a custom deserializer raises
+            return _Malformed(e)
+
+    return parse
+
 
 class _Chain(grpc.aio.ServerInterceptor):
     def __init__(self, links: Sequence[Interceptor]) -> None:
         self._links = tuple(links)
         self.inspectors = tuple(x for x in self._links if type(x).inspect is not Interceptor.inspect)
+        self.stream_links = tuple(x for x in self._links if type(x).requests is not Interceptor.requests)
         self._wrapped: dict[str, tuple[Any, Any]] = {}  # method -> (handler, wrapped handler)
 
     async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
@@ -100,15 +135,19 @@ class _Chain(grpc.aio.ServerInterceptor):
     async def inspected(
         self, rpc: Rpc, context: grpc.aio.ServicerContext, requests: AsyncIterable[Any], admission: _Admission
     ) -> AsyncIterator[Any]:
-        """The request stream, up to the first message a link refuses: the handler sees the stream
-        end there (and answers what it took before), then the RPC ends with the refusal's status."""
-        async for request in requests:
-            try:
+        """The request stream, up to the first message a link refuses (or that does not parse, or
+        where a link's stream wrapper raises): the handler sees the stream end there (and answers
+        what it took before), then the RPC ends with the refusal's status."""
+        for link in self.stream_links:
+            requests = link.requests(rpc, requests)
+        try:
+            async for request in requests:
+                if isinstance(request, _Malformed):
+                    raise request.refusal(rpc)
                 self.inspect(rpc, context, request)
-            except ServeError as e:
-                admission.refused = e
-                return
-            yield request
+                yield request
+        except ServeError as e:
+            admission.refused = e
 
     def leave(self, rpc: Rpc, context: grpc.aio.ServicerContext, error: BaseException | None) -> None:
         for link in reversed(self._links):
@@ -123,11 +162,12 @@ class _Admission:
 
     def admit(self, chain: _Chain, rpc: Rpc, streaming_request: bool, request: Any, context) -> Any:
         """The request (or request stream) the handler gets, after the inspecting links saw it."""
-        if not chain.inspectors:
-            return request
         if streaming_request:
             return chain.inspected(rpc, context, request, self)
-        chain.inspect(rpc, context, request)
+        if isinstance(request, _Malformed):
+            raise request.refusal(rpc)
+        if chain.inspectors:
+            chain.inspect(rpc, context, request)
         return request
 
     def check(self) -> None:
@@ -152,7 +192,7 @@ def _wrap(handler: grpc.RpcMethodHandler, rpc: Rpc, chain: _Chain) -> grpc.RpcMe
     if inspect.isasyncgenfunction(inner):
 
         async def generate(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            _REQUEST.set(None if streaming_request else request_or_iterator)
+            _REQUEST.set(None if streaming_request or isinstance(request_or_iterator, _Malformed) else request_or_iterator)
             await chain.enter(rpc, context)
             error: BaseException | None = None
             admission = _Admission()
@@ -174,7 +214,7 @@ def _wrap(handler: grpc.RpcMethodHandler, rpc: Rpc, chain: _Chain) -> grpc.RpcMe
     else:
 
         async def call(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
-            _REQUEST.set(None if streaming_request else request_or_iterator)
+            _REQUEST.set(None if streaming_request or isinstance(request_or_iterator, _Malformed) else request_or_iterator)
             await chain.enter(rpc, context)
             error: BaseException | None = None
             admission = _Admission()
@@ -196,7 +236,7 @@ def _wrap(handler: grpc.RpcMethodHandler, rpc: Rpc, chain: _Chain) -> grpc.RpcMe
     make = getattr(grpc, f"{kind}_rpc_method_handler")
     return make(
         behaviour,
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=_lenient(handler.request_deserializer),
         response_serializer=handler.response_serializer,
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import grpc
 
 from ortserve._proto.ortserve.v1 import inference_pb2 as pb
@@ -9,8 +11,8 @@ from ortserve._proto.ortserve.v1 import inference_pb2_grpc as pb_grpc
 from ortserve.core import InferenceCore, InferRequest, InferResponse
 from ortserve.edge import feedback
 from ortserve.edge.call import Edge, deadline_from, invocation_metadata, new_request_id
-from ortserve.edge.codec import from_numpy, to_numpy
-from ortserve.errors import InvalidInput
+from ortserve.edge.codec import encode_outputs, wire_tensor
+from ortserve.errors import InvalidInput, quoted
 
 __all__ = ["API", "InferenceServicer", "decode", "encode"]
 
@@ -18,11 +20,12 @@ API = "v1"
 
 
 def decode(request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> InferRequest:
+    """The request with each input's header checked; BYTES values stay encoded (ortserve.tensors)."""
     inputs = {}
     for t in request.inputs:
         if t.name in inputs:
-            raise InvalidInput(f"input '{t.name}' is given twice")
-        inputs[t.name] = to_numpy(t.name, t.dtype, t.shape, t.data)
+            raise InvalidInput(f"input {quoted(t.name)} is given twice")
+        inputs[t.name] = wire_tensor(t.name, t.dtype, t.shape, partial(getattr, t, "data"))  # read later
     md = invocation_metadata(context)
     return InferRequest(
         model=request.model,
@@ -38,15 +41,14 @@ def decode(request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> Inf
     )
 
 
-def encode(response: InferResponse) -> pb.PredictResponse:
+async def encode(response: InferResponse) -> pb.PredictResponse:
     out = pb.PredictResponse(
         model=response.model,
         version=response.version,
         request_id=response.request_id,
         variant=response.variant,
     )
-    for name, array in response.outputs.items():
-        dtype, shape, data = from_numpy(array)
+    for name, dtype, shape, data in await encode_outputs(response.outputs):
         out.outputs.append(pb.Tensor(name=name, dtype=dtype, shape=shape, data=data))
     return out
 
@@ -65,7 +67,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     ) -> pb.PredictResponse:
         async with self.edge.call(context, API, request.model):
             response = await self.core.infer(decode(request, context))
-            return encode(response)
+            return await encode(response)
 
     async def Feedback(self, request: pb.FeedbackRequest, context) -> pb.FeedbackResponse:
         async with self.edge.call(context, API):

@@ -28,7 +28,7 @@ from ortserve.edge import feedback
 from ortserve.edge.call import Edge
 from ortserve.edge.triton import PLATFORM, model_config, model_statistics
 from ortserve.edge.v2_codec import API, decode, encode
-from ortserve.errors import FailedPrecondition, InvalidInput
+from ortserve.errors import FailedPrecondition, InvalidInput, quoted
 
 __all__ = ["GRPCInferenceServicer", "add_to_server"]
 
@@ -101,7 +101,7 @@ class GRPCInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             return await self._feedback(request, context)
         async with self.edge.call(context, API, request.model_name):
             response = await self.core.infer(decode(request, context))
-            return encode(response, request.id)
+            return await encode(response, request.id)
 
     async def _feedback(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
         async with self.edge.call(context, API):
@@ -111,7 +111,7 @@ class GRPCInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def _stream_one(self, request: pb.ModelInferRequest, context) -> pb.ModelStreamInferResponse:
         async with self.edge.item(API, request.model_name) as call:
             response = await self.core.infer(decode(request, context))
-            return pb.ModelStreamInferResponse(infer_response=encode(response, request.id))
+            return pb.ModelStreamInferResponse(infer_response=await encode(response, request.id))
         failed = pb.ModelInferResponse(
             model_name=request.model_name, model_version=request.model_version, id=request.id
         )
@@ -125,35 +125,39 @@ class GRPCInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         # Requests run concurrently (so that they can share batches) and are answered as they finish.
         # At most STREAM_WINDOW are read ahead of the answers the client has taken: a client that
         # sends without reading is held back by gRPC flow control instead of growing our memory.
-        answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-        window = asyncio.Semaphore(STREAM_WINDOW)
-        running: set[asyncio.Task] = set()
+        # Whatever ends the reading (the client half-closing, a message that does not parse, the
+        # drain cutting the stream), every request read so far is answered first; an error then
+        # ends the stream with its status.
+        async with self.edge.call(context, API):
+            answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+            window = asyncio.Semaphore(STREAM_WINDOW)
+            running: set[asyncio.Task] = set()
 
-        async def one(request: pb.ModelInferRequest) -> None:
-            answers.put_nowait(await self._stream_one(request, context))
+            async def one(request: pb.ModelInferRequest) -> None:
+                answers.put_nowait(await self._stream_one(request, context))
 
-        async def read() -> None:
+            async def read() -> None:
+                try:
+                    async for request in request_iterator:
+                        await window.acquire()
+                        task = asyncio.ensure_future(one(request))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+                finally:
+                    while running:
+                        await asyncio.wait(set(running))
+                    answers.put_nowait(None)
+
+            reader = asyncio.ensure_future(read())
             try:
-                async for request in request_iterator:
-                    await window.acquire()
-                    task = asyncio.ensure_future(one(request))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
-                while running:
-                    await asyncio.wait(set(running))
+                while (answer := await answers.get()) is not None:
+                    yield answer
+                    window.release()
+                await reader  # re-raises what ended the client's side of the stream
             finally:
-                answers.put_nowait(None)
-
-        reader = asyncio.ensure_future(read())
-        try:
-            while (answer := await answers.get()) is not None:
-                yield answer
-                window.release()
-            await reader  # re-raises what ended the client's side of the stream
-        finally:
-            reader.cancel()
-            for task in list(running):
-                task.cancel()
+                reader.cancel()
+                for task in list(running):
+                    task.cancel()
 
     # -- repository ----------------------------------------------------------------------------
     async def RepositoryIndex(
@@ -179,13 +183,13 @@ class GRPCInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 )
             if request.repository_name:
                 raise InvalidInput(
-                    f"repository_name '{request.repository_name}': ortserve serves one repository, "
+                    f"repository_name {quoted(request.repository_name)}: ortserve serves one repository, "
                     "expected an empty repository_name"
                 )
             for key in request.parameters:
                 if key == "config" or key.startswith("file:"):
                     raise InvalidInput(
-                        f"parameter '{key}': ortserve loads models only from the repository, "
+                        f"parameter {quoted(key)}: ortserve loads models only from the repository, "
                         "expected no config or file overrides"
                     )
             if action == "load":

@@ -11,14 +11,16 @@ as the response parameter ``variant``.
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import grpc
 
 from ortserve._proto.inference import grpc_service_pb2 as pb
 from ortserve.core import InferRequest, InferResponse
 from ortserve.edge.call import deadline_from, invocation_metadata, new_request_id
-from ortserve.edge.codec import contents_to_numpy, v2_from_numpy, v2_to_numpy
-from ortserve.errors import InvalidInput
+from ortserve.edge.codec import contents_tensor, encode_outputs, v2_wire_tensor
+from ortserve.errors import InvalidInput, quoted
+from ortserve.tensors import Tensor
 
 __all__ = ["API", "decode", "encode"]
 
@@ -30,10 +32,14 @@ def _value(p: pb.InferParameter) -> bool | int | float | str | None:
     return getattr(p, kind) if kind else None
 
 
+def _shown(value: object) -> str:
+    return quoted(value) if isinstance(value, str) else repr(value)  # the others are numbers or bools
+
+
 def _count(name: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise InvalidInput(
-            f"parameter '{name}': {value!r}, expected an integer >= 0 (int64_param or uint64_param)"
+            f"parameter {quoted(name)}: {_shown(value)}, expected an integer >= 0 (int64_param or uint64_param)"
         )
     return value
 
@@ -42,33 +48,37 @@ def _check_tensor_parameters(kind: str, name: str, params) -> None:
     for key in params:
         if key.startswith("shared_memory"):
             raise InvalidInput(
-                f"{kind} '{name}': shared memory is not supported, send the data in the request"
+                f"{kind} {quoted(name)}: shared memory is not supported, send the data in the request"
             )
         if key == "classification":
-            raise InvalidInput(f"{kind} '{name}': the classification extension is not supported")
+            raise InvalidInput(f"{kind} {quoted(name)}: the classification extension is not supported")
 
 
-def _inputs(request: pb.ModelInferRequest) -> dict:
+def _inputs(request: pb.ModelInferRequest) -> dict[str, Tensor]:
+    """Each input with its header checked; BYTES and typed contents stay encoded (ortserve.tensors)."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
+        names = ", ".join(quoted(t.name) for t in request.inputs[:8])
         raise InvalidInput(
             f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs "
-            f"({', '.join(repr(t.name) for t in request.inputs)}), expected one per input"
+            f"({names}{', …' if len(request.inputs) > 8 else ''}), expected one per input"
         )
-    inputs = {}
+    inputs: dict[str, Tensor] = {}
     for i, t in enumerate(request.inputs):
         if t.name in inputs:
-            raise InvalidInput(f"input '{t.name}' is given twice")
+            raise InvalidInput(f"input {quoted(t.name)} is given twice")
         if t.parameters:
             _check_tensor_parameters("input", t.name, t.parameters)
         if not raw:
-            inputs[t.name] = contents_to_numpy(t.name, t.datatype, t.shape, t.contents)
+            inputs[t.name] = contents_tensor(t.name, t.datatype, t.shape, t.contents)
         elif t.HasField("contents") and t.contents.ListFields():
             raise InvalidInput(
-                f"input '{t.name}': both contents and raw_input_contents given, expected one of them"
+                f"input {quoted(t.name)}: both contents and raw_input_contents given, expected one of them"
             )
         else:
-            inputs[t.name] = v2_to_numpy(t.name, t.datatype, t.shape, raw[i])
+            inputs[t.name] = v2_wire_tensor(
+                t.name, t.datatype, t.shape, partial(raw.__getitem__, i)
+            )  # read later
     return inputs
 
 
@@ -102,7 +112,7 @@ def decode(request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> 
             )
         elif key == "targeting_key":
             if not isinstance(value, str):
-                raise InvalidInput(f"parameter 'targeting_key': {value!r}, expected a string_param")
+                raise InvalidInput(f"parameter 'targeting_key': {_shown(value)}, expected a string_param")
             targeting_key = value
         elif isinstance(value, str):
             attributes[key] = value
@@ -120,7 +130,7 @@ def decode(request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> 
     )
 
 
-def encode(response: InferResponse, request_id: str) -> pb.ModelInferResponse:
+async def encode(response: InferResponse, request_id: str) -> pb.ModelInferResponse:
     """The response with raw output contents; ``request_id`` is the request's ``id`` field, echoed
     as given; when the client sent none, the id the server gave the request (what feedback joins on)
     is the response parameter ``request_id``."""
@@ -129,8 +139,7 @@ def encode(response: InferResponse, request_id: str) -> pb.ModelInferResponse:
         out.parameters["request_id"].string_param = response.request_id
     if response.variant:
         out.parameters["variant"].string_param = response.variant
-    for name, array in response.outputs.items():
-        datatype, shape, data = v2_from_numpy(array)
+    for name, datatype, shape, data in await encode_outputs(response.outputs, v2=True):
         out.outputs.add(name=name, datatype=datatype, shape=shape)
         out.raw_output_contents.append(data)
     return out

@@ -15,7 +15,8 @@ that the protocols' statistics RPCs read.
     ortserve_model_load_failures_total{model,version}       versions refused (bad file, manifest...)
     ortserve_flags_loads_total{source}                      flag documents accepted (file, admin)
     ortserve_flags_rejected_total{reason}                   flag documents refused (json, schema, operator,
-                                                            weights, version, io): the last good ones stay
+                                                            weights, version, size, depth, io): the last good ones stay
+    ortserve_flags_evaluation_errors_total{flag}            targeting that failed: the flag's default variant served
     ortserve_shadow_requests_total{model,primary_version,shadow_version,outcome}
                                                             mirrored requests: compared, error, dropped
     ortserve_shadow_rows_total{model,primary_version,shadow_version,output}       rows compared
@@ -47,6 +48,14 @@ that the protocols' statistics RPCs read.
     ortserve_audit_records_total / ortserve_audit_dropped_total  audit lines written / lost to a full queue
     ortserve_model_signature_failures_total{model,version,reason}  versions refused by signature checks:
                                                             unsigned, tampered, untrusted, unreadable
+  reliability (README "Drain, admission and memory"):
+    ortserve_admission_rejected_total{reason}               requests refused at once: bytes (in-flight request bytes
+                                                            over the bound), rpcs (concurrent RPCs over the bound)
+    ortserve_inflight_request_bytes                         bytes the requests in flight hold (decoded inputs)
+    ortserve_model_files_changed_total{model,version}       loaded versions whose files changed on disk
+
+Series follow what is loaded (``ortserve.series``): those of versions, models and flag variants that
+go away are removed.
 """
 
 from __future__ import annotations
@@ -56,23 +65,27 @@ from prometheus_client import CollectorRegistry
 __all__ = ["UNKNOWN_MODEL", "Metrics", "VersionStats"]
 
 from ortserve.metrics.monitoring import MonitoringMetrics
+from ortserve.metrics.reliability import ReliabilityMetrics
 from ortserve.metrics.security import SecurityMetrics
 from ortserve.metrics.serving import ServingMetrics
 from ortserve.metrics.stats import VersionStats
+from ortserve.series import Series
 
 # Requests for models that do not exist are counted under this label, so that a client
 # cannot grow the label set without bound.
 UNKNOWN_MODEL = "_unknown"
 
 
-class Metrics(ServingMetrics, MonitoringMetrics, SecurityMetrics):
+class Metrics(ServingMetrics, MonitoringMetrics, SecurityMetrics, ReliabilityMetrics):
     """Every metric, registered in one registry (a new one per server, so tests can run several)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.series = Series(self)  # what is live; the series of what goes away are removed
         self._serving(self.registry)
         self._monitoring(self.registry)
         self._security(self.registry)
+        self._reliability(self.registry)
 
     def version(self, model: str, version: str, loaded: bool = True) -> VersionStats:
         return VersionStats(self, model, version, loaded=loaded)

@@ -6,11 +6,14 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ortserve.metrics.buckets import BATCH, COSINE, DIFF, LATENCY
+from ortserve.series import Series
 
 __all__ = ["ServingMetrics"]
 
 
 class ServingMetrics:
+    series: Series  # made by Metrics: VersionStats re-resolves its children after removals
+
     def _serving(self, r: CollectorRegistry) -> None:
         self.requests = Counter(
             "ortserve_requests",

@@ -35,6 +35,7 @@ class VersionStats:
     # False for the stats failed requests to unknown models/versions are counted under: they only
     # count requests, so they create no batch, queue or readiness series.
     loaded: bool = True
+    _generation: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
         if not self.loaded:
@@ -74,8 +75,13 @@ class VersionStats:
         variant: str = "",
     ) -> None:
         key = (api, outcome, variant)
+        series = self.metrics.series
+        if self._generation != series.generation:  # some series were removed: resolve them again
+            self._children.clear()
+            self._generation = series.generation
         children = self._children.get(key)
         if children is None:
+            series.saw_variant(self.model, variant)
             children = self._children[key] = (
                 self.metrics.requests.labels(self.model, self.version, variant, api, outcome),
                 self.metrics.request_duration.labels(self.model, self.version, variant, api),

@@ -5,6 +5,10 @@ from __future__ import annotations
 import logging
 
 from ortserve.core import Completed
+from ortserve.errors import quoted
+
+# Client strings in the fields of an access line (ids joined on elsewhere are kept whole up to this)
+FIELD_LIMIT = 256
 
 __all__ = ["AccessLog"]
 
@@ -25,15 +29,15 @@ class AccessLog:
         self._log.info(
             "%s %s %s v%s %s %.2fms%s",
             request.api,
-            request.request_id,
-            request.model,
+            quoted(request.request_id),
+            quoted(request.model),
             version,
             event.outcome,
             ms,
             f" {message}" if message else "",
             extra={
-                "request_id": request.request_id,
-                "model": request.model,
+                "request_id": request.request_id[:FIELD_LIMIT],
+                "model": request.model[:FIELD_LIMIT],
                 "version": version,
                 "variant": variant,
                 "api": request.api,

@@ -1,8 +1,9 @@
 """Wiring and lifecycle: ``serve`` = ``startup`` -> ``main_loop`` -> ``shutdown``.
 
-Signals only set state: the first SIGTERM/SIGINT starts a graceful shutdown (health goes
-NOT_SERVING, new RPCs are refused, in-flight ones get ``grace_period`` seconds to finish);
-a second one cuts the grace short.
+Signals only set state: the first SIGTERM/SIGINT starts the drain (``ortserve.ops.drain``:
+health NOT_SERVING, ``drain_delay`` of serving on, then new RPCs UNAVAILABLE while every RPC
+received is answered, then the server stops), all within ``grace_period``; a second one cuts it
+short.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
 from ortserve.core import Hooks, InferenceCore, ModelManager
+from ortserve.core.budget import ByteBudget
 from ortserve.edge.health import Health
+from ortserve.edge.inflight import InFlight
 from ortserve.edge.interceptors import Interceptor
 from ortserve.edge.server import build_server
 from ortserve.errors import ProviderUnavailable
@@ -30,6 +33,8 @@ from ortserve.ops.access import AccessLog
 from ortserve.ops.metrics_http import start_metrics_server
 from ortserve.ops.monitoring import Monitoring
 from ortserve.ops.security import Security
+from ortserve.ops.drain import drain
+from ortserve.ops.resources import admission_limits, give_back_large_blocks
 from ortserve.ops.settings import Settings
 from ortserve.rollout import FlagRouter, FlagSource, ShadowMirror
 
@@ -57,6 +62,7 @@ class App:
         self.core: InferenceCore | None = None
         self.monitoring: Monitoring | None = None
         self.flags: FlagSource | None = None
+        self.inflight = InFlight(metrics=self.metrics)  # RPCs in flight: admission and the drain
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.metrics_port = 0
@@ -106,7 +112,7 @@ class App:
             raise ProviderUnavailable("; ".join(refused))
         if not self.models.ready_models():
             log.warning("no model loaded from %s", s.model_repository)
-        router = FlagRouter(self.models)
+        router = FlagRouter(self.models, self.metrics)
         self.flags = FlagSource(s.flags_path, router, self.models, self.metrics)
         await self.flags.load()
         shadow = ShadowMirror(self.metrics, s.shadow_queue_size)
@@ -116,8 +122,11 @@ class App:
             hooks.add(AccessLog())
         for hook in monitoring.hooks:
             hooks.add(hook)
+        limits = admission_limits(s)
+        self.inflight.limit = limits.concurrent_rpcs
+        budget = ByteBudget(limits.inflight_bytes, self.metrics)
         self.core = InferenceCore(
-            self.models, self.metrics, router, hooks, monitoring.feedback, monitoring.tracing
+            self.models, self.metrics, router, hooks, monitoring.feedback, monitoring.tracing, budget=budget
         )
         self.server, self.port = build_server(
             self.core,
@@ -126,7 +135,7 @@ class App:
             address=f"{s.host}:{s.port}",
             max_message_size=s.max_message_size,
             workers=s.workers,
-            links=[*security.links(self.flags), *self.links],
+            links=[self.inflight, *security.links(self.flags), *self.links],
             interceptors=monitoring.interceptors,
             credentials=security.credentials,
         )
@@ -172,24 +181,28 @@ class App:
         await self._stop.wait()
 
     async def shutdown(self) -> None:
-        grace = self.settings.grace_period
-        log.info("shutting down: refusing new requests, draining in-flight ones for up to %.1fs", grace)
-        await self.health.shutdown()
+        s = self.settings
+        log.info("shutting down: draining for up to %.1fs", s.grace_period, extra={"event": "shutting_down"})
+        if self.server is not None:
+            await drain(
+                self.server,
+                self.inflight,
+                self.health,
+                grace=s.grace_period,
+                delay=s.drain_delay,
+                force=self._force,
+            )
+        else:
+            await self.health.shutdown()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.server is not None:
-            stop = asyncio.ensure_future(self.server.stop(grace))
-            force = asyncio.ensure_future(self._force.wait())
-            await asyncio.wait({stop, force}, return_when=asyncio.FIRST_COMPLETED)
-            if not stop.done():
-                log.warning("second signal: stopping now")
-                await self.server.stop(0)
-            force.cancel()
         if self.models is not None:
             await self.models.close()
         if self.monitoring is not None:
             await self.monitoring.close()
+        if self.core is not None:
+            self.core.decoder.close()
         if self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)
         if self._metrics_server is not None:
@@ -239,6 +252,7 @@ def _sync(action: Callable[[], object]) -> Callable[[], Awaitable[object]]:
 
 def run(settings: Settings, on_ready: Callable[[App], None] | None = None, worker: int | None = None) -> None:
     """Run the server until SIGTERM/SIGINT, on uvloop where it is installed."""
+    give_back_large_blocks()  # memory of large requests goes back to the system once answered
     app = App(settings, on_ready, worker)
     try:
         import uvloop

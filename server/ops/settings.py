@@ -131,7 +131,37 @@ class Settings:
     tracing_endpoint: str | None = _opt(
         None, "OTLP/gRPC endpoint for spans (absent: OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4317)"
     )
-    grace_period: float = _opt(10.0, "seconds to drain in-flight requests on SIGTERM/SIGINT", ge=0)
+    grace_period: float = _opt(
+        10.0,
+        "seconds SIGTERM/SIGINT may take in all: the drain delay, then answering every request "
+        "already received while new ones get UNAVAILABLE; a second signal cuts it short",
+        ge=0,
+    )
+    drain_delay: float = _opt(
+        0.0,
+        "seconds to keep serving after SIGTERM with health NOT_SERVING, so that load balancers stop "
+        "sending first (Kubernetes' preStop pattern); part of --grace-period",
+        ge=0,
+    )
+    max_inflight_bytes: int = _opt(
+        0,
+        "bound on the bytes that inference requests in flight hold (their decoded inputs), per process; "
+        "over it a request gets RESOURCE_EXHAUSTED at once (0: 1/16 of the memory available to the server, "
+        "shared among --workers, at least --max-message-size)",
+        ge=0,
+    )
+    max_concurrent_rpcs: int = _opt(
+        0,
+        "bound on RPCs in flight per process (health checks are not counted); over it an RPC gets "
+        "RESOURCE_EXHAUSTED at once (0: one per 256 KiB of --max-inflight-bytes, from 64 to 16384)",
+        ge=0,
+    )
+    worker_max_restarts: int = _opt(
+        5,
+        "--workers: a worker that exits this many times in a row, each time within a minute of "
+        "its start, is given up on (logged, in the supervisor's metrics) while the others serve",
+        ge=1,
+    )
     log_level: str = _opt("info", "log level", choices=("debug", "info", "warning", "error"))
     access_log: bool = _opt(
         False, "log one line per inference request (request id, model, version, variant, status, duration)"

@@ -2,8 +2,10 @@
 
 The supervisor forks the workers before any gRPC object exists (it never imports the server
 application itself), reserves the port so that ``--port 0`` works, serves the metrics of all
-workers on one endpoint (prometheus_client's multiprocess mode), forwards SIGTERM/SIGINT to
-every worker for a graceful drain, and restarts a worker that dies while serving.
+workers on one endpoint (prometheus_client's multiprocess mode, less the series of what no worker
+holds any more: ``ortserve.series.LiveFilter``), forwards SIGTERM/SIGINT to every worker, each of
+which drains as one server does, and restarts a worker that dies while serving, with back-off,
+giving up on one that keeps crashing while the others serve (``ortserve.ops.restarts``).
 """
 
 from __future__ import annotations
@@ -18,15 +20,16 @@ import signal
 import socket
 import tempfile
 import time
+from pathlib import Path
 
+from ortserve.ops.restarts import Restarts
 from ortserve.ops.settings import Settings, SettingsError
+from ortserve.series import LiveFilter, forget_worker
 
 __all__ = ["serve_workers"]
 
 log = logging.getLogger("ortserve.workers")
 
-_RESTART_WINDOW_S = 10.0
-_MAX_QUICK_RESTARTS = 3
 _EXIT_PROVIDER = 3  # a model's GPU provider cannot be created (ortserve.__main__ documents the statuses)
 
 
@@ -66,7 +69,7 @@ def _worker(settings: Settings, index: int, ready_fd: int, reserved: list[socket
 
 def serve_workers(settings: Settings) -> int:
     """Run ``settings.workers`` worker processes until SIGTERM/SIGINT; the exit status is 0 when
-    every worker drained and exited cleanly."""
+    every worker served to the end, drained and exited cleanly."""
     metrics_dir = tempfile.mkdtemp(prefix="ortserve-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # before prometheus_client is imported anywhere
     reserved = _reserve_port(settings.host, settings.port)
@@ -78,7 +81,8 @@ def serve_workers(settings: Settings) -> int:
         health_port = held[-1].getsockname()[1]
     child = dataclasses.replace(settings, port=port, metrics_port=-1, health_port=health_port)
     ready_r, ready_w = os.pipe()
-    workers: dict[int, tuple[int, float]] = {}  # pid -> (index, started)
+    workers: dict[int, int] = {}  # pid -> index
+    restarts = Restarts(settings.workers, settings.worker_max_restarts)
     stopping = False
     failed = False
     exit_status = 1  # the exit status when failed: a worker's own status when it could not start
@@ -95,11 +99,13 @@ def serve_workers(settings: Settings) -> int:
                 code = _worker(child, index, ready_w, held)
             finally:
                 os._exit(code)
-        workers[pid] = (index, time.monotonic())
+        workers[pid] = index
+        restarts.started(index)
 
     def on_signal(signum, _frame) -> None:
         nonlocal stopping
         stopping = True
+        restarts.cancel()
         for pid in list(workers):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
@@ -139,7 +145,10 @@ def serve_workers(settings: Settings) -> int:
         metrics_port = 0
         if settings.metrics_port >= 0:
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry, path=metrics_dir)
+            registry.register(
+                LiveFilter(multiprocess.MultiProcessCollector(None, path=metrics_dir), Path(metrics_dir))
+            )
+            registry.register(restarts)
             tls = settings.metrics_tls
             metrics_server = start_metrics_server(
                 settings.metrics_port,
@@ -165,17 +174,24 @@ def serve_workers(settings: Settings) -> int:
             },
         )
 
-    quick_restarts: list[float] = []
-    while workers:
+    while workers or (not stopping and restarts.next_due() is not None):
+        wait = restarts.next_due()
+        readable, _, _ = select.select([ready_r], [], [], 0.1 if wait is None else min(wait, 0.1))
+        if readable:
+            os.read(ready_r, 4096)
+        for index in restarts.due():
+            if not stopping:
+                spawn(index)
         try:
-            pid, status = os.wait()
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            break
-        if pid not in workers:
             continue
-        index, _started = workers.pop(pid)
+        if not pid or pid not in workers:
+            continue
+        index = workers.pop(pid)
         code = os.waitstatus_to_exitcode(status)
         multiprocess.mark_process_dead(pid, metrics_dir)
+        forget_worker(Path(metrics_dir), pid)
         if stopping:
             # A worker still starting up when the signal came had nothing in flight: the signal's
             # default action ended it. A serving worker drains and exits 0.
@@ -183,15 +199,29 @@ def serve_workers(settings: Settings) -> int:
                 failed = True
                 log.error("worker %d exited with status %d", index, code)
             continue
-        now = time.monotonic()
-        quick_restarts = [t for t in quick_restarts if now - t < _RESTART_WINDOW_S] + [now]
-        if len(quick_restarts) > _MAX_QUICK_RESTARTS:
-            log.error("worker %d exited with status %d; too many restarts, stopping", index, code)
+        delay = restarts.exited(index)
+        if delay is None:
             failed = True
-            on_signal(signal.SIGTERM, None)
+            log.error(
+                "worker %d exited with status %d, %d times in a row: giving up on it; %d of %d workers serve",
+                index,
+                code,
+                restarts.in_a_row(index),
+                len(workers),
+                settings.workers,
+                extra={"event": "worker_given_up", "worker": index},
+            )
+            if not workers and restarts.next_due() is None:
+                log.error("no worker is left serving: stopping")
+                break
             continue
-        log.error("worker %d exited with status %d while serving; restarting it", index, code)
-        spawn(index)
+        log.error(
+            "worker %d exited with status %d while serving; restarting it in %.1fs",
+            index,
+            code,
+            delay,
+            extra={"event": "worker_restarting", "worker": index},
+        )
 
     if metrics_server is not None:
         metrics_server.shutdown()

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ortserve.errors import FlagsError
+from ortserve.errors import FlagsError, quoted
 from ortserve.rollout.fractional import Split, cbor, cbor_head, make_split
 
 __all__ = ["OPERATORS", "Context", "Rule", "Scope", "compile_rule", "variant_name"]
@@ -38,7 +38,7 @@ class Scope:
 
     @property
     def where(self) -> str:
-        return f"flag '{self.key}'"
+        return f"flag {quoted(self.key)}"
 
 
 class Context:
@@ -143,12 +143,13 @@ def _compile_fractional(args: list[Any], scope: Scope) -> Rule:
             raise FlagsError(
                 "weights",
                 f"{scope.where}: fractional weights must be whole numbers summing to 100, got "
-                f"{[e[1] if len(e) == 2 else 1 for e in entries if isinstance(e, list) and e]}",
+                f"{quoted(str([e[1] if len(e) == 2 else 1 for e in entries if isinstance(e, list) and e]), 200)}",
             )
         unknown = [v for v in split.variants if variant_name(v) not in scope.variants]
         if unknown:
             raise FlagsError(
-                "schema", f"{scope.where}: fractional names variants the flag does not define: {unknown}"
+                "schema",
+                f"{scope.where}: fractional names variants the flag does not define: {quoted(str(unknown), 200)}",
             )
     if shorthand and literal:
         assert split is not None
@@ -205,8 +206,17 @@ def _chain(rules: list[Rule], stop_on: bool) -> Rule:
 
 
 # -- compiler ---------------------------------------------------------------------------------
+def _literal(node: Any) -> bool:
+    """True when ``node`` holds no operator: it evaluates to itself."""
+    if isinstance(node, list):
+        return all(_literal(x) for x in node)
+    return not (isinstance(node, dict) and len(node) == 1)
+
+
 def _compile(node: Any, scope: Scope) -> Rule:
     if isinstance(node, list):
+        if _literal(node):  # a list of constants (an allow-list) costs nothing per evaluation
+            return lambda ctx: node
         items = [_compile(x, scope) for x in node]
         return lambda ctx: [f(ctx) for f in items]
     if not isinstance(node, dict) or len(node) != 1:
@@ -214,7 +224,7 @@ def _compile(node: Any, scope: Scope) -> Rule:
     ((op, raw),) = node.items()
     if op not in OPERATORS:
         raise FlagsError(
-            "operator", f"{scope.where}: unknown operator '{op}' (supported: {', '.join(OPERATORS)})"
+            "operator", f"{scope.where}: unknown operator {quoted(op)} (supported: {', '.join(OPERATORS)})"
         )
     args = raw if isinstance(raw, list) else [raw]
     if op == "fractional":
@@ -250,6 +260,21 @@ def _compile(node: Any, scope: Scope) -> Rule:
         return lambda ctx: _equals(a(ctx), b(ctx))
     if op == "!=":
         return lambda ctx: not _equals(a(ctx), b(ctx))
+
+    if len(args) > 1 and isinstance(args[1], list) and _literal(args[1]):
+        try:
+            members = frozenset(args[1])  # membership in a literal list: one hash lookup
+        except TypeError:  # it holds lists or objects: compare one by one
+            pass
+        else:
+
+            def in_set(ctx: Context) -> bool:
+                try:
+                    return a(ctx) in members
+                except TypeError:  # an unhashable needle equals none of them
+                    return False
+
+            return in_set
 
     def in_(ctx: Context) -> bool:  # op == "in"
         needle, haystack = a(ctx), b(ctx)

@@ -14,20 +14,58 @@ Precedence for a request to model M:
   4. no flag M: the model's default version.
 The shadow comes from flag ``M.shadow`` evaluated on the same context; "" or the primary's
 own version means none.
+
+A flag whose targeting fails when evaluated serves its default variant: the request never sees
+the failure, ``ortserve_flags_evaluation_errors_total{flag}`` counts it and the log says so at
+most once a minute per flag (with the count since).
 """
 
 from __future__ import annotations
 
+import logging
 import random
+import time
 from dataclasses import dataclass
 
 from ortserve.core import InferRequest, ModelManager, ModelVersion, Route
-from ortserve.errors import InvalidInput, ServeError
+from ortserve.errors import InvalidInput, ServeError, quoted
+from ortserve.metrics import Metrics
 from ortserve.rollout.flags import SHADOW_SUFFIX, Flag, FlagSet
 
-__all__ = ["OVERRIDE_ATTRIBUTE", "FlagRouter"]
+__all__ = ["OVERRIDE_ATTRIBUTE", "EvaluationErrors", "FlagRouter"]
 
 OVERRIDE_ATTRIBUTE = "x-variant"
+LOG_INTERVAL_S = 60.0
+
+log = logging.getLogger("ortserve.flags")
+
+
+class EvaluationErrors:
+    """Counts failed evaluations per flag and logs them at most once per ``interval`` per flag."""
+
+    def __init__(self, metrics: Metrics | None, interval: float = LOG_INTERVAL_S) -> None:
+        self._metrics = metrics
+        self._interval = interval
+        self._last: dict[str, tuple[float, int]] = {}  # flag -> (last logged, errors since)
+
+    def __call__(self, flag: Flag, error: Exception) -> None:
+        if self._metrics is not None:
+            self._metrics.flags_evaluation_errors.labels(flag.key).inc()
+        now = time.monotonic()
+        logged, since = self._last.get(flag.key, (-self._interval, 0))
+        if now - logged < self._interval:
+            self._last[flag.key] = (logged, since + 1)
+            return
+        self._last[flag.key] = (now, 0)
+        log.error(
+            "flag %s: targeting failed (%s: %s), serving its default variant %s%s",
+            quoted(flag.key),
+            type(error).__name__,
+            quoted(str(error), 200),
+            quoted(flag.default_variant),
+            f"; {since} more failures since the last report" if since else "",
+            extra={"event": "flag_evaluation_failed", "flag": flag.key},
+        )
 
 
 @dataclass(slots=True, frozen=True)
@@ -43,10 +81,11 @@ def _by_model(flags: FlagSet) -> dict[str, _ModelFlags]:
 
 
 class FlagRouter:
-    def __init__(self, models: ModelManager) -> None:
+    def __init__(self, models: ModelManager, metrics: Metrics | None = None) -> None:
         self.models = models
         self.flags = FlagSet.empty()
         self._by_model: dict[str, _ModelFlags] = {}
+        self.on_error = EvaluationErrors(metrics)
 
     def install(self, flags: FlagSet) -> None:
         """Swap in new flags. One assignment each: a request routes on the old or the new set."""
@@ -78,19 +117,19 @@ class FlagRouter:
             if variant:
                 if variant not in flag.variants:
                     raise InvalidInput(
-                        f"{OVERRIDE_ATTRIBUTE} '{variant}' is not a variant of flag '{flag.key}'; "
+                        f"{OVERRIDE_ATTRIBUTE} {quoted(variant)} is not a variant of flag {quoted(flag.key)}; "
                         f"variants: {', '.join(flag.variants)}"
                     )
                 mv = models.get(request.model, flag.variants[variant])  # asked for by name: no fallback
             else:
-                variant = flag.evaluate(key, attributes)
+                variant = flag.evaluate(key, attributes, self.on_error)
                 try:
                     mv = models.get(request.model, flag.variants[variant])
                 except ServeError:
                     mv, variant = self._fallback(request.model, flag)
         if rules.shadow is None:
             return Route(mv, variant)
-        shadow_version = rules.shadow.variants[rules.shadow.evaluate(key, attributes)]
+        shadow_version = rules.shadow.variants[rules.shadow.evaluate(key, attributes, self.on_error)]
         if not shadow_version or shadow_version == mv.version:
             return Route(mv, variant)
         try:

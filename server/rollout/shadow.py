@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -84,9 +84,17 @@ class ShadowMirror:
     def __init__(self, metrics: Metrics, queue_size: int = 256) -> None:
         self.metrics = metrics
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
-        # Prometheus children resolved once per label set (``.labels()`` costs about 1 us each)
+        # Prometheus children resolved once per label set (``.labels()`` costs about 1 us each),
+        # again after series were removed (a version went away: ``metrics.series.generation``)
         self._counters: dict[tuple[str, ...], Any] = {}
         self._outputs: dict[tuple[str, ...], tuple[Any, Any, Any, Any]] = {}
+        self._generation = metrics.series.generation
+
+    def _fresh(self) -> None:
+        if self._generation != self.metrics.series.generation:
+            self._counters.clear()
+            self._outputs.clear()
+            self._generation = self.metrics.series.generation
 
     def _outcome(self, job_or_labels: _Job | tuple[str, str, str], outcome: str) -> None:
         labels = (
@@ -95,6 +103,7 @@ class ShadowMirror:
             else (job_or_labels.model, job_or_labels.primary_version, job_or_labels.shadow.version)
         )
         key = (*labels, outcome)
+        self._fresh()
         child = self._counters.get(key)
         if child is None:
             child = self._counters[key] = self.metrics.shadow_requests.labels(*key)
@@ -108,7 +117,7 @@ class ShadowMirror:
             event.request.model,
             route.version.version,
             route.shadow,
-            event.request.inputs,
+            cast(Mapping[str, np.ndarray], event.request.inputs),  # decoded: the request ran
             event.response.outputs,
         )
 
@@ -153,6 +162,7 @@ class ShadowMirror:
     def _record(self, job: _Job, comparisons: dict[str, Comparison]) -> None:
         m = self.metrics
         labels = (job.model, job.primary_version, job.shadow.version)
+        self._fresh()
         for name, c in comparisons.items():
             key = (*labels, name)
             children = self._outputs.get(key)

@@ -13,7 +13,7 @@ from ortserve.core import ModelManager
 from ortserve.errors import FlagsError
 from ortserve.metrics import Metrics
 from ortserve.repository.files import file_stamp, write_atomic
-from ortserve.rollout.flags import FlagSet, check_versions, parse_flags
+from ortserve.rollout.flags import SHADOW_SUFFIX, FlagSet, check_versions, parse_flags
 from ortserve.rollout.router import FlagRouter
 
 __all__ = ["FlagSource"]
@@ -63,6 +63,10 @@ class FlagSource:
 
     def _accept(self, flags: FlagSet, source: str) -> None:
         self.router.install(flags)
+        # the variants requests are now counted under; the series of the others go
+        self.metrics.series.flags(
+            {key: flag.variants for key, flag in flags.flags.items() if not key.endswith(SHADOW_SUFFIX)}
+        )
         self.revision += 1
         self.last_error = ""
         self.metrics.flags_loads.labels(source).inc()

@@ -12,6 +12,8 @@ BENCH = ROOT / "benchmarks"
 # Run as programs, imported by nothing: ``python -m benchmarks.<name>``, or locust's ``-f``.
 SCRIPTS = {
     "benchmarks.bench_compare",
+    "benchmarks.chaos.__main__",
+    "benchmarks.chaos.probe",
     "benchmarks.bench_flags",
     "benchmarks.bench_monitoring",
     "benchmarks.bench_optimize",

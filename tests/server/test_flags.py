@@ -201,8 +201,8 @@ INVALID = [
     ),
     # an editor that saves UTF-16 (PowerShell 5's Out-File does); json.loads alone would take it
     ("utf-16 file", _doc({"fractional": [["a", 50], ["b", 50]]}).encode("utf-16"), "json"),
-    ("json nested too deeply", "[" * 100_000 + "]" * 100_000, "json"),
-    ("rules nested too deeply", _deep_rules(600), "json"),
+    ("json nested too deeply", "[" * 100_000 + "]" * 100_000, "depth"),
+    ("rules nested too deeply", _deep_rules(600), "depth"),
 ]
 
 
