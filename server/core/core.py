@@ -22,9 +22,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ortserve.core.feedback import FeedbackItem, FeedbackJoin, FeedbackResult, NoFeedback
 from ortserve.core.budget import ByteBudget
 from ortserve.core.decode import Decoder
+from ortserve.core.feedback import FeedbackItem, FeedbackJoin, FeedbackResult, NoFeedback
 from ortserve.core.hooks import Hooks
 from ortserve.core.models import ModelManager, ModelVersion
 from ortserve.core.request import Completed, InferRequest, InferResponse, Route

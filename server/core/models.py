@@ -5,19 +5,15 @@ A version is loaded off the event loop (manifest check, sessions, warm-up), then
 to the table requests read. A removed version leaves the table first, so new requests do not
 reach it, then its batcher drains what it had already accepted, then its sessions go.
 
-Each scan also looks at the files of every loaded version (their size, mtime and inode). When
-they changed under it, the version is loaded again from them as a restarted server would load
-it: files that still match its manifest (or a version without one) serve from the new load;
-files that no longer match are refused and the version is unloaded, its other versions serving
-on. Every worker of ``--workers`` scans on its own and takes the same decision.
-(``ortserve_model_files_changed_total`` counts the changes, the log says what was decided.)
+Each scan also stamps the files of every loaded version: a version whose files changed is loaded
+again as a restarted server would load it (files that no longer match its manifest: refused, and
+the version unloaded), so every worker of ``--workers`` takes the same decision.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
@@ -29,7 +25,7 @@ from ortserve.core.version import Model, ModelVersion
 from ortserve.errors import ModelNotFound, ProviderUnavailable, quoted
 from ortserve.metrics import Metrics
 from ortserve.repository import MODEL_FILE, ModelConfig, ModelEntry, scan_repository
-from ortserve.repository.files import file_stamp
+from ortserve.repository.files import folder_stamp
 from ortserve.repository.manifest import MANIFEST, ManifestError, read_manifest, verify_manifest
 from ortserve.repository.signing import SIGNATURE, SignatureError, Verifier
 
@@ -40,12 +36,8 @@ log = logging.getLogger("ortserve.models")
 
 def _fingerprint(path: Path) -> tuple:
     """Changes when a version's files are replaced or edited (a refused version is then retried,
-    a loaded one verified again): the stamps of the model, the manifest and every other file."""
-    try:
-        names = sorted(e.name for e in os.scandir(path) if e.is_file())
-    except OSError:
-        names = []
-    return tuple((name, file_stamp(path / name)) for name in sorted({MODEL_FILE, MANIFEST, SIGNATURE, *names}))
+    a loaded one loaded again): the stamps of every file, the model's and manifest's when absent."""
+    return folder_stamp(path, (MODEL_FILE, MANIFEST, SIGNATURE))
 
 
 class ModelManager:
@@ -186,21 +178,13 @@ class ModelManager:
                 if entry is None or version not in entry.versions or _fingerprint(mv.path) == mv.fingerprint:
                     continue
                 self._metrics.model_files_changed.labels(name, version).inc()
-                log.warning(
-                    "model %s version %s: its files changed on disk while it served; loading it again",
-                    name,
-                    version,
-                    extra={"event": "model_files_changed", "model": name, "version": version},
-                )
+                what = {"model": name, "version": version}
+                log.warning("model %s version %s: its files changed on disk while it served; loading it again",
+                            name, version, extra={"event": "model_files_changed", **what})  # fmt: skip
                 again = await self._load(name, version, mv.path, model.config)
                 if again is None:
-                    log.error(
-                        "model %s version %s: unloaded, its changed files are refused (see above); "
-                        "its other versions serve on",
-                        name,
-                        version,
-                        extra={"event": "model_files_refused", "model": name, "version": version},
-                    )
+                    log.error("model %s version %s: unloaded, its changed files are refused (see above); its "
+                              "other versions serve on", name, version, extra={"event": "model_files_refused", **what})  # fmt: skip
                     await self._retire(name, {version})
                     continue
                 model.versions = {**model.versions, version: again}

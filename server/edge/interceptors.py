@@ -192,7 +192,11 @@ def _wrap(handler: grpc.RpcMethodHandler, rpc: Rpc, chain: _Chain) -> grpc.RpcMe
     if inspect.isasyncgenfunction(inner):
 
         async def generate(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            _REQUEST.set(None if streaming_request or isinstance(request_or_iterator, _Malformed) else request_or_iterator)
+            _REQUEST.set(
+                None
+                if streaming_request or isinstance(request_or_iterator, _Malformed)
+                else request_or_iterator
+            )
             await chain.enter(rpc, context)
             error: BaseException | None = None
             admission = _Admission()
@@ -214,7 +218,11 @@ def _wrap(handler: grpc.RpcMethodHandler, rpc: Rpc, chain: _Chain) -> grpc.RpcMe
     else:
 
         async def call(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
-            _REQUEST.set(None if streaming_request or isinstance(request_or_iterator, _Malformed) else request_or_iterator)
+            _REQUEST.set(
+                None
+                if streaming_request or isinstance(request_or_iterator, _Malformed)
+                else request_or_iterator
+            )
             await chain.enter(rpc, context)
             error: BaseException | None = None
             admission = _Admission()

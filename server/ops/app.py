@@ -30,11 +30,11 @@ from ortserve.edge.server import build_server
 from ortserve.errors import ProviderUnavailable
 from ortserve.metrics import Metrics
 from ortserve.ops.access import AccessLog
+from ortserve.ops.drain import drain
 from ortserve.ops.metrics_http import start_metrics_server
 from ortserve.ops.monitoring import Monitoring
-from ortserve.ops.security import Security
-from ortserve.ops.drain import drain
 from ortserve.ops.resources import admission_limits, give_back_large_blocks
+from ortserve.ops.security import Security
 from ortserve.ops.settings import Settings
 from ortserve.rollout import FlagRouter, FlagSource, ShadowMirror
 

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["file_stamp", "write_atomic"]
+__all__ = ["file_stamp", "folder_stamp", "write_atomic"]
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -39,3 +39,13 @@ def file_stamp(path: Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def folder_stamp(folder: Path, names: tuple[str, ...] = ()) -> tuple:
+    """The ``file_stamp`` of every file in ``folder`` and of ``names`` (None for those absent), by
+    name: changes when any file in it is added, removed, rewritten or replaced."""
+    try:
+        found = [e.name for e in os.scandir(folder) if e.is_file()]
+    except OSError:
+        found = []
+    return tuple((name, file_stamp(Path(folder) / name)) for name in sorted({*names, *found}))
