@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from ortserve.core.budget import ByteBudget
 from ortserve.core.decode import Decoder
@@ -32,7 +34,7 @@ from ortserve.core.routing import DefaultRouting, Routing
 from ortserve.core.tracing import NO_TRACING, Tracing
 from ortserve.errors import CANCELLED, OK, InternalError, ModelNotFound, ServeError, quoted
 from ortserve.metrics import UNKNOWN_MODEL, Metrics, VersionStats
-from ortserve.tensors import request_nbytes
+from ortserve.tensors import Tensor, request_nbytes
 
 __all__ = ["InferenceCore", "ModelSummary"]
 
@@ -105,6 +107,10 @@ class InferenceCore:
             )
             self._finish(request, route, response, None, OK, started)
             return response
+
+    async def decode(self, inputs: Mapping[str, Tensor]) -> dict[str, np.ndarray]:
+        """Tensors as arrays, for calls that are not inference (large ones in the decode thread)."""
+        return await self.decoder.decode(inputs)
 
     async def feedback(self, items: Sequence[FeedbackItem]) -> list[FeedbackResult]:
         """Join ground truth to the predictions it is about (``ortserve.core.feedback``)."""

@@ -105,7 +105,7 @@ class GRPCInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def _feedback(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
         async with self.edge.call(context, API):
-            items, sizes = feedback.from_v2(decode(request, context).inputs)
+            items, sizes = feedback.from_v2(await self.core.decode(decode(request, context).inputs))
             return feedback.to_v2(await self.core.feedback(items), sizes, request.id)
 
     async def _stream_one(self, request: pb.ModelInferRequest, context) -> pb.ModelStreamInferResponse:

@@ -20,7 +20,9 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+import numpy as np
 
 from ortserve.core import Completed, FeedbackItem, FeedbackResult
 from ortserve.errors import OK
@@ -133,7 +135,10 @@ class PayloadLog:
             request, response = record.request, record.response
             assert response is not None
             data: dict[str, Any] = {
-                "inputs": {k: encode_tensor(v, self.lists) for k, v in request.inputs.items()},
+                # arrays: the core decoded them before the request ran (ortserve.tensors)
+                "inputs": {
+                    k: encode_tensor(cast(np.ndarray, v), self.lists) for k, v in request.inputs.items()
+                },
                 "outputs": {k: encode_tensor(v, self.lists) for k, v in response.outputs.items()},
             }
             source = f"/ortserve/{self._host}/{response.model}/{response.version}"
