@@ -120,11 +120,18 @@ def test_core_hooks_see_every_request_with_its_outcome(repo):
             for inputs, model in (({"a": A}, "addmul"), ({"a": A, "b": A}, "nope")):
                 with pytest.raises(grpc.aio.AioRpcError):
                     await client.predict(model, inputs)
-            # a tensor that does not decode fails before the core: counted through reject
+            # a tensor header that does not parse fails before the core: counted through reject
             bad = v1pb.PredictRequest(model="addmul")
-            bad.inputs.add(name="a", dtype="float32", shape=[1, 4], data=b"\0" * 15)
+            bad.inputs.add(name="a", dtype="float99", shape=[1, 4], data=b"\0" * 16)
             with pytest.raises(grpc.aio.AioRpcError) as e:
                 await client.stub.Predict(bad)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "unknown dtype" in e.value.details()
+            # data that does not fit its header is found by the core, after routing (values are read last)
+            short = v1pb.PredictRequest(model="addmul")
+            for name in ("a", "b"):
+                short.inputs.add(name=name, dtype="float32", shape=[1, 4], data=b"\0" * 15)
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await client.stub.Predict(short)
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "15 bytes" in e.value.details()
 
     run_app(repo, [], body)
@@ -136,6 +143,7 @@ def test_core_hooks_see_every_request_with_its_outcome(repo):
         ("addmul", "invalid_input", "1"),
         ("nope", "not_found", None),
         ("addmul", "invalid_input", None),
+        ("addmul", "invalid_input", "1"),
     ]
     ok = events.events[0]
     assert ok.request.request_id == "ok-1" and ok.response is not None and ok.request.api == "v1"
