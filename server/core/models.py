@@ -19,14 +19,13 @@ from concurrent.futures import Executor
 from pathlib import Path
 
 from ortserve.core.batcher import make_batcher
-from ortserve.core.runtime import SessionPool
 from ortserve.core.tracing import NO_TRACING, Tracing
-from ortserve.core.version import Model, ModelVersion
+from ortserve.core.version import Model, ModelVersion, open_version
 from ortserve.errors import ModelNotFound, ProviderUnavailable, quoted
 from ortserve.metrics import Metrics
 from ortserve.repository import MODEL_FILE, ModelConfig, ModelEntry, scan_repository
 from ortserve.repository.files import folder_stamp
-from ortserve.repository.manifest import MANIFEST, ManifestError, read_manifest, verify_manifest
+from ortserve.repository.manifest import MANIFEST
 from ortserve.repository.signing import SIGNATURE, SignatureError, Verifier
 
 __all__ = ["Model", "ModelManager", "ModelVersion"]
@@ -255,7 +254,10 @@ class ModelManager:
         loop = asyncio.get_running_loop()
         stamp = fingerprint[0]  # taken before the files are read: a change while they are is seen next scan
         try:
-            manifest, pool = await loop.run_in_executor(None, self._open, path, config)
+            manifest, pool = await loop.run_in_executor(
+                None, open_version, path, config, self._verifier, self._require_manifest,
+                self._max_elements, self._allow_cpu_fallback,
+            )  # fmt: skip
         except Exception as e:
             self._refused[key] = fingerprint
             self._refusals[key] = e
@@ -283,36 +285,13 @@ class ModelManager:
         )
         stats.ready(True)
         self._metrics.series.loaded(name, version)
-        log.info(
-            "model %s version %s: loaded from %s, providers %s, max_batch_size %d, %s, %d instance(s)",
-            name,
-            version,
-            path,
-            ",".join(pool.providers),  # what every session really uses, checked against the config
-            pool.signature.max_batch_size,
-            "dynamic batching"
-            if config.batching.enabled and pool.signature.max_batch_size
-            else "no batching",
-            pool.instances,
-            extra={"event": "version_loaded", "model": name, "version": version, "providers": pool.providers},
-        )
+        batched = config.batching.enabled and pool.signature.max_batch_size
+        batching = "dynamic batching" if batched else "no batching"
+        log.info("model %s version %s: loaded from %s, providers %s, max_batch_size %d, %s, %d instance(s)",
+                 name, version, path, ",".join(pool.providers),  # what every session really uses
+                 pool.signature.max_batch_size, batching, pool.instances,
+                 extra={"event": "version_loaded", "model": name, "version": version, "providers": pool.providers})  # fmt: skip
         return ModelVersion(name, version, path, config, pool, batcher, stats, manifest, stamp)
-
-    def _open(self, path: Path, config: ModelConfig) -> tuple[dict | None, SessionPool]:
-        if self._verifier is not None:
-            key = self._verifier.verify(path)  # before any byte of the model is parsed
-            log.info("%s: signature verified with %s", path, key)
-        manifest = read_manifest(path)
-        if manifest is None:
-            if self._require_manifest:
-                raise ManifestError(f"{path}: no manifest.json and require_manifest is set")
-            log.warning("%s has no manifest.json: its files are not verified", path)
-        else:
-            verify_manifest(path, manifest)
-        pool = SessionPool(path / MODEL_FILE, config, self._max_elements, self._allow_cpu_fallback)
-        if config.runtime.warmup:
-            pool.warmup()
-        return manifest, pool
 
     def provider_refusals(self) -> list[str]:
         """One line for each version refused because an execution provider it asks for cannot be

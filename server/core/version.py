@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +16,13 @@ from ortserve.core.signature import Signature
 from ortserve.errors import InvalidInput, quoted
 from ortserve.metrics import VersionStats
 from ortserve.repository.config import MODEL_FILE, ModelConfig
+from ortserve.repository.manifest import ManifestError, read_manifest, verify_manifest
+from ortserve.repository.signing import Verifier
 from ortserve.tensors import Tensor
 
-__all__ = ["Model", "ModelVersion"]
+__all__ = ["Model", "ModelVersion", "open_version"]
+
+log = logging.getLogger("ortserve.models")
 
 
 @dataclass(eq=False)
@@ -88,3 +93,29 @@ class Model:
         if self.config.default_version is not None:
             return self.config.default_version
         return max(self.versions, key=int) if self.versions else None
+
+
+def open_version(
+    path: Path,
+    config: ModelConfig,
+    verifier: Verifier | None,
+    require_manifest: bool,
+    max_elements: int,
+    allow_cpu_fallback: bool,
+) -> tuple[dict | None, SessionPool]:
+    """Check a version folder (its signature before any byte of the model is parsed, then its
+    manifest) and open its sessions, warmed up when the config asks. Runs off the event loop."""
+    if verifier is not None:
+        key = verifier.verify(path)
+        log.info("%s: signature verified with %s", path, key)
+    manifest = read_manifest(path)
+    if manifest is None:
+        if require_manifest:
+            raise ManifestError(f"{path}: no manifest.json and require_manifest is set")
+        log.warning("%s has no manifest.json: its files are not verified", path)
+    else:
+        verify_manifest(path, manifest)
+    pool = SessionPool(path / MODEL_FILE, config, max_elements, allow_cpu_fallback)
+    if config.runtime.warmup:
+        pool.warmup()
+    return manifest, pool
