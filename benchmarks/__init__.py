@@ -10,6 +10,7 @@ Scripts (nothing imports them):
     bench_compare   the full comparison: sweeps, overload, profiles, MLServer
     bench_peers     one table at c=32: raw ONNX Runtime, ortserve, perf_analyzer, MLServer at every
                     setting of its performance knobs (best marked), server CPU per request
+    bench_batching  adaptive batching against the raw limit (CNN at 1 and 2 threads) and the window
     bench_optimize  the optimize toolchain's targets (pruned CNN, MiniLM INT8, the demo recipe)
     bench_flags     what flag evaluation adds to a request
     bench_monitoring  what drift sampling, the payload log and the feedback index add per request
@@ -24,7 +25,8 @@ Libraries (imports point down this list; none imports a script, nor ``tests``):
     common          benchmark models and configs, publish, raw ONNX Runtime timing, machine,
                     RESULTS.md sections
     loadgen         results -> loops -> senders, server_metrics: closed/open loop, /metrics
-    sweep           one curve: a concurrency sweep of closed-loop points  (common, loadgen)
+    sweep           one curve: a concurrency sweep of closed-loop points; one point with the server's
+                    CPU per request  (common, loadgen, peers_report)
     profiling       py-spy at one load point  (common, loadgen, sweep)
     overload        open loop at a multiple of capacity, memory, recovery  (common, loadgen)
     compare_report  bench_compare's RESULTS.md section  (common)

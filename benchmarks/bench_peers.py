@@ -27,49 +27,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from benchmarks import common
 from benchmarks.common import CNN, CNN_CONFIG, DIGITS, DIGITS_CONFIG, ModelSpec, publish, small_cnn
-from benchmarks.loadgen import closed_loop, predict_sender, run_async, v2_sender
+from benchmarks.loadgen import run_async
 from benchmarks.peers_report import HEAD, Row, markdown
-
-
-@dataclass(frozen=True)
-class Load:
-    concurrency: int
-    duration: float
-    warmup: float
-
-
-async def _point(target: str, protocol: str, model: str, spec: ModelSpec, load: Load, pid: int) -> Row:
-    import grpc
-
-    async with grpc.aio.insecure_channel(target) as channel:
-        if protocol == "v1":
-            from ortserve._proto.ortserve.v1 import inference_pb2_grpc
-
-            client = SimpleNamespace(stub=inference_pb2_grpc.InferenceStub(channel))
-            send = predict_sender(client, model, spec.inputs(), timeout=30)
-        else:
-            send = v2_sender(channel, model, spec.inputs(), timeout=30)
-        await closed_loop(send, load.concurrency, load.warmup, 0.0)  # warm-up, not measured
-        cpu0 = common.tree_cpu_seconds(pid)
-        result = await closed_loop(send, load.concurrency, load.duration, 0.0)
-        cpu1 = common.tree_cpu_seconds(pid)
-    return Row(
-        model=spec.name,
-        server="",
-        settings="",
-        throughput_rps=result.throughput_rps,
-        p50_ms=result.p50_ms,
-        p99_ms=result.p99_ms,
-        cpu_us_per_request=(cpu1 - cpu0) / result.requests * 1e6 if result.requests else None,
-        errors=result.errors,
-    )
+from benchmarks.sweep import Load, point
 
 
 def _ortserve(
@@ -99,7 +65,7 @@ def _ortserve(
                 for protocol in protocols:
                     name = f"{label} {'Predict (v1)' if protocol == 'v1' else 'V2 ModelInfer'}"
                     log(f"{name}: {spec.name}")
-                    row = run_async(_point(server.target, protocol, spec.name, spec, load, server.proc.pid))
+                    row = run_async(point(server.target, protocol, spec.name, spec, load, server.proc.pid))
                     row.server, row.settings = name, _ortserve_settings(spec, extra)
                     rows.append(row)
             if not extra:
@@ -198,7 +164,7 @@ def _mlserver(
                     rows.append(Row(spec.name, "MLServer V2", settings, skipped=str(e).splitlines()[0][:200]))
                     continue
                 try:
-                    row = run_async(_point(peer.target, "v2", spec.name, spec, load, peer.proc.pid))
+                    row = run_async(point(peer.target, "v2", spec.name, spec, load, peer.proc.pid))
                 finally:
                     peer.stop()
                 row.server, row.settings = "MLServer V2", settings

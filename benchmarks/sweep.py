@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+from benchmarks import common
 from benchmarks.common import ModelSpec
 from benchmarks.loadgen import LoadResult, closed_loop, measure, predict_sender, v2_sender
+from benchmarks.peers_report import Row
 
-__all__ = ["Series", "sweep"]
+__all__ = ["Load", "Series", "point", "sweep"]
 
 
 @dataclass
@@ -60,3 +62,39 @@ def _v1_stub(channel: Any) -> Any:
     from ortserve._proto.ortserve.v1 import inference_pb2_grpc
 
     return inference_pb2_grpc.InferenceStub(channel)
+
+
+@dataclass(frozen=True)
+class Load:
+    concurrency: int
+    duration: float
+    warmup: float
+
+
+async def point(target: str, protocol: str, model: str, spec: ModelSpec, load: Load, pid: int) -> Row:
+    """One closed-loop point at ``load.concurrency`` after a warm-up, with the CPU seconds of the
+    server's process tree (``pid``) per request answered."""
+    import grpc
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        if protocol == "v1":
+            from ortserve._proto.ortserve.v1 import inference_pb2_grpc
+
+            client = SimpleNamespace(stub=inference_pb2_grpc.InferenceStub(channel))
+            send = predict_sender(client, model, spec.inputs(), timeout=30)
+        else:
+            send = v2_sender(channel, model, spec.inputs(), timeout=30)
+        await closed_loop(send, load.concurrency, load.warmup, 0.0)  # warm-up, not measured
+        cpu0 = common.tree_cpu_seconds(pid)
+        result = await closed_loop(send, load.concurrency, load.duration, 0.0)
+        cpu1 = common.tree_cpu_seconds(pid)
+    return Row(
+        model=spec.name,
+        server="",
+        settings="",
+        throughput_rps=result.throughput_rps,
+        p50_ms=result.p50_ms,
+        p99_ms=result.p99_ms,
+        cpu_us_per_request=(cpu1 - cpu0) / result.requests * 1e6 if result.requests else None,
+        errors=result.errors,
+    )

@@ -3,10 +3,14 @@
 ``submit`` is the one public coroutine: it queues a request with a future and awaits it.
 A single loop task forms batches: it waits for a free instance, then for the first queued
 request, then until the batch is full (``max_batch_size`` rows or the largest preferred
-size) or ``max_queue_delay_us`` has passed since that request was queued. Only requests
-whose non-batch dims and dtypes match the first one join its batch; the others wait for
-the next one. Cancelled and expired requests are dropped before a batch runs. A batch runs
-in the thread pool, never on the event loop, and its failure fails only its own requests.
+size) or ``max_queue_delay_us`` has passed since that request was queued. With ``adaptive``
+sizing (the default when no preferred sizes are given) it stops waiting as soon as more rows
+would not raise throughput, judged from the cost per batch size learnt from the batches run
+and the rows' arrival rate (``ortserve.core.costs``). Only requests whose non-batch dims and
+dtypes match the first one join its batch; the others wait for the next one. Cancelled and
+expired requests are dropped before a batch runs. A batch runs in the thread pool, except one
+expected to take less than ``inline_max_us``, which runs on the event loop's thread (the hop
+costs more); its failure fails only its own requests.
 
 ``NoBatching`` has the same interface and runs each request alone.
 """

@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ortserve.core.costs import CostModel
 from ortserve.core.tracing import NO_TRACING, BatchTracing
 from ortserve.errors import DeadlineExceeded, InferenceFailed, QueueFull, Unavailable
 from ortserve.repository.config import BatchingConfig
@@ -99,6 +100,8 @@ class BatcherBase:
         self._seq = itertools.count()
         self._closed = False
         self._tasks: set[asyncio.Task] = set()
+        self.costs = CostModel()  # compute seconds per batch size, from the batches run
+        self._inline_s = config.inline_max_us / 1e6
 
     def _admit(self, depth: int) -> None:
         if self._closed:
@@ -142,10 +145,9 @@ class BatcherBase:
                 feeds = live[0].inputs
             else:
                 feeds = {name: np.concatenate([r.inputs[name] for r in live]) for name in live[0].inputs}
-            loop = asyncio.get_running_loop()
             try:
                 with self._tracing.batch([r.link for r in live], rows):
-                    outputs = await loop.run_in_executor(self._executor, self._runner.run, feeds)
+                    outputs = await self._compute(feeds, rows)
             except Exception as e:  # ONNX Runtime's errors: fail this batch's requests only
                 err = InferenceFailed(f"inference failed: {e}")
                 for r in live:
@@ -157,6 +159,25 @@ class BatcherBase:
             self._deliver(live, outputs, rows, start, compute)
         finally:
             self._slots.release()
+
+    async def _compute(self, feeds: Mapping[str, np.ndarray], rows: int) -> list[np.ndarray]:
+        """Run the batch: in the thread pool, or on this thread when the batch is expected to take
+        less than ``inline_max_us`` (then the hop to a thread and back costs more than the run)."""
+        expected = self.costs.predict(rows)
+        if expected is not None and expected < self._inline_s:
+            start = time.perf_counter()
+            outputs = self._runner.run(feeds)
+            self.costs.observe(rows, time.perf_counter() - start)
+            return outputs
+        outputs, seconds = await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._timed, feeds
+        )
+        self.costs.observe(rows, seconds)
+        return outputs
+
+    def _timed(self, feeds: Mapping[str, np.ndarray]) -> tuple[list[np.ndarray], float]:
+        start = time.perf_counter()
+        return self._runner.run(feeds), time.perf_counter() - start
 
     def _deliver(
         self, live: list[Pending], outputs: list[np.ndarray], rows: int, start: float, compute: float

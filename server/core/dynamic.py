@@ -13,6 +13,7 @@ from concurrent.futures import Executor
 import numpy as np
 
 from ortserve.core.batching import BatcherBase, BatchStats, InferResult, Pending, Runner, shape_key
+from ortserve.core.costs import ArrivalRate
 from ortserve.core.tracing import NO_TRACING, BatchTracing
 from ortserve.errors import InferenceFailed, Unavailable
 from ortserve.repository.config import BatchingConfig
@@ -36,6 +37,9 @@ class DynamicBatcher(BatcherBase):
         self._max_rows = max_batch_size
         self._target = min(max(config.preferred_batch_sizes, default=max_batch_size), max_batch_size)
         self._delay = config.max_queue_delay_us / 1e6
+        # Preferred sizes are the operator's choice and override the adaptive sizing.
+        self._adaptive = config.adaptive and not config.preferred_batch_sizes
+        self._arrivals = ArrivalRate(time.monotonic())
         self._queue: list[Pending] = []
         self._wakeup = asyncio.Event()
         self._loop_task = asyncio.get_running_loop().create_task(self._loop())
@@ -63,6 +67,7 @@ class DynamicBatcher(BatcherBase):
             link=self._tracing.link(),
         )
         bisect.insort(self._queue, request)
+        self._arrivals.arrived(rows, request.enqueued)
         self._stats.queue_depth(len(self._queue))
         self._wakeup.set()
         return await self._await(request)
@@ -95,6 +100,30 @@ class DynamicBatcher(BatcherBase):
         self._queue = keep
         self._stats.queue_depth(len(keep))
         return batch
+
+    def _goal(self, available: int, remaining: float) -> int:
+        """Adaptive sizing: the batch size worth waiting for. With the batch cost ``c(n)`` learnt
+        from the batches run (``ortserve.core.costs``) and rows arriving at rate ``r``, waiting for
+        ``b`` rows yields ``b / ((b - available) / r + c(b))`` rows per second of this instance,
+        against ``available / c(available)`` by running now; the wait must fit in the window and
+        gain at least 10%. Before the costs are known, the batch fills as configured."""
+        now_cost = self.costs.predict(available)
+        rate = self._arrivals.rate
+        if now_cost is None:
+            return self._target
+        if rate <= 0 or now_cost <= 0:
+            return available
+        best, best_rate = available, available / now_cost
+        size = available
+        while size < self._target:
+            size = min(self._target, size * 2)
+            wait = (size - available) / rate
+            if wait > remaining:
+                break
+            cost = self.costs.predict(size) or now_cost
+            if size / (wait + cost) > best_rate * 1.1:
+                best, best_rate = size, size / (wait + cost)
+        return best
 
     def _limit(self, available: int) -> int:
         """On timeout: the largest preferred size that is available, else everything available."""
@@ -134,6 +163,8 @@ class DynamicBatcher(BatcherBase):
                 if remaining <= 0 or self._closed:  # closing: run what is queued, wait for no one
                     timed_out = True
                     break
+                if self._adaptive and available >= self._goal(available, remaining):
+                    break  # waiting would not raise throughput: run what is there
                 self._wakeup.clear()
                 handle = loop.call_later(remaining, self._wakeup.set)
                 await self._wakeup.wait()

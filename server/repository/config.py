@@ -13,8 +13,10 @@ Every key is optional::
     [batching]
     enabled = true
     max_queue_delay_us = 500
-    preferred_batch_sizes = [8, 16]
+    preferred_batch_sizes = [8, 16]   # run as soon as reached (absent: adaptive sizing)
     max_queue_size = 256
+    adaptive = true                # wait for more rows only while the measured costs say it pays
+    inline_max_us = 200            # batches expected to take less run on the event loop's thread
     [runtime]
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]   # in order; CPU runs what the GPU cannot
     allow_cpu_fallback = false     # true: serve on the CPU when no GPU provider asked for can be created
@@ -91,6 +93,22 @@ class BatchingConfig:
         default=(), metadata=_help("sizes to run as soon as reached", ge=1)
     )
     max_queue_size: int = field(default=256, metadata=_help("requests waiting; more are refused", ge=1))
+    adaptive: bool = field(
+        default=True,
+        metadata=_help(
+            "wait for more rows only while the measured cost per batch size and the arrival rate say "
+            "it raises throughput (within max_queue_delay_us); preferred_batch_sizes turn it off"
+        ),
+    )
+    inline_max_us: int = field(
+        default=200,
+        metadata=_help(
+            "a batch expected to compute in less than this runs on the event loop's thread, not the "
+            "thread pool (0: always the pool)",
+            ge=0,
+            le=10_000,
+        ),
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "preferred_batch_sizes", tuple(sorted(self.preferred_batch_sizes)))

@@ -210,6 +210,17 @@ def test_bench_peers_smoke_writes_one_table_with_cpu_per_request(tmp_path):
     assert "| ortserve V2 ModelInfer |" in text and "server CPU µs/req" in text
 
 
+def test_bench_batching_smoke_compares_both_arms_with_the_raw_limit(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    run_module("benchmarks.bench_batching", "--smoke", "--results", str(results),
+               "--json", str(tmp_path / "batching.json"))  # fmt: skip
+    arms = json.loads((tmp_path / "batching.json").read_text())["arms"]
+    assert [a["arm"] for a in arms] == ["adaptive", "fixed window"]
+    for arm in arms:
+        assert arm["raw_rps"] > 0 and arm["rps"][0] > 0 and arm["cpu_us"][0] > 0
+    assert "## Adaptive batching" in results.read_text()
+
+
 @pytest.mark.slow
 def test_bench_security_smoke_runs_every_arm_without_errors():
     cmd = [sys.executable, "-m", "benchmarks.bench_security", "--duration", "0.3", "--rounds", "1",

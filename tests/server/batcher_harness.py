@@ -127,10 +127,15 @@ async def batcher(
     queue: int = 64,
     enabled: bool = True,
     instances: int = 1,
+    adaptive: bool = False,
+    inline_max_us: int = 0,
 ) -> AsyncIterator[tuple[DynamicBatcher | NoBatching, GatedRunner, Stats]]:
     runner, stats = GatedRunner(instances), Stats()
     executor = ThreadPoolExecutor(max_workers=instances + 1)
-    config = BatchingConfig(enabled, delay_us, preferred, queue)
+    # Adaptive sizing and inline runs off by default: the gated runner must not block the event
+    # loop, and the batches formed must depend only on what the test queued (test_adaptive.py
+    # covers both).
+    config = BatchingConfig(enabled, delay_us, preferred, queue, adaptive, inline_max_us)
     b = make_batcher(runner, executor, max_batch_size, config, stats)
     assert isinstance(b, DynamicBatcher | NoBatching)
     try:
