@@ -32,5 +32,6 @@ Libraries (imports point down this list; none imports a script, nor ``tests``):
     compare_report  bench_compare's RESULTS.md section  (common)
     compare_plots   bench_compare's plots  (compare_report)
     peers_report    bench_peers' rows and RESULTS.md section  (common)
-    peers           MLServer as a peer and Triton's perf_analyzer, each in its own virtual environment
+    peers           MLServer as a peer and Triton's perf_analyzer, each in its own virtual environment;
+                    the grpc.aio floor server
 """

@@ -7,6 +7,7 @@ server's CPU time per request beside its throughput.
     python -m benchmarks.bench_peers --smoke            # seconds: checks the harness
 
 Rows, for the demo MLP (overhead-bound) and the small CNN (compute-bound):
+  the grpc.aio floor (benchmarks.peers.floor: Predict answered with a fixed response, digits only);
   raw ONNX Runtime at its best batch size, the same threads (the limit);
   ortserve Predict (v1) and ortserve V2 ModelInfer; ortserve V2 with ``--workers 2`` (digits);
   perf_analyzer (Triton's C++ client, ``tritonclient==2.45.0``) on ortserve V2, an independent check;
@@ -127,6 +128,20 @@ def _perf_analyzer(
 MLSERVER_BATCHING = (("off", 0.0), ("on", 1.0), ("on, 4x window", 4.0))
 
 
+def _floor(load: Load, rows: list[Row], log: Callable[[str], None]) -> None:
+    """grpc.aio itself, answering Predict with a fixed response: the least a Python server pays."""
+    from benchmarks.peers.floor import FloorServer
+
+    log("grpc.aio floor: digits")
+    server = FloorServer()
+    try:
+        row = run_async(point(server.target, "v1", "digits", DIGITS, load, server.proc.pid))
+    finally:
+        server.stop()
+    row.server, row.settings = "grpc.aio floor (no model)", "uvloop, fixed Predict response, nothing run"
+    rows.append(row)
+
+
 def _mlserver(
     repo: Path, specs: list[ModelSpec], load: Load, rows: list[Row], log: Callable[[str], None]
 ) -> dict[str, str]:
@@ -211,6 +226,7 @@ def run(load: Load, *, smoke: bool, mlserver: bool, log: Callable[[str], None]) 
                 )
             )
         _ortserve(repo, specs, load, rows, log, workers=not smoke)
+        _floor(load, rows, log)
         if mlserver:
             results["mlserver_versions"] = _mlserver(repo, specs, load, rows, log)
     for spec in specs:

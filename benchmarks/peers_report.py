@@ -79,6 +79,22 @@ def _ratios(rows: list[Row], model: str) -> list[str]:
         lines.append(
             f"ortserve V2 vs MLServer at its best ({best.settings}): throughput {ours.throughput_rps / best.throughput_rps:.2f}x{cpu}."
         )
+    floor = next((r for r in rows if r.model == model and r.server.startswith("grpc.aio floor")), None)
+    v1 = next(
+        (r for r in rows if r.model == model and r.server == "ortserve Predict (v1)" and not r.skipped), None
+    )
+    if floor and v1 and floor.cpu_us_per_request and v1.cpu_us_per_request:
+        lines.append(
+            f"Server CPU per request, ortserve Predict {v1.cpu_us_per_request:,.0f} µs against "
+            f"{floor.cpu_us_per_request:,.0f} µs for grpc.aio answering a fixed response: ortserve adds "
+            f"{v1.cpu_us_per_request - floor.cpu_us_per_request:,.0f} µs (model run, batching, metrics, "
+            "monitoring, routing) to what gRPC itself costs."
+        )
+        if best and best.cpu_us_per_request:
+            lines.append(
+                f"Half of MLServer-at-its-best's CPU per request is {best.cpu_us_per_request / 2:,.0f} µs, "
+                f"{best.cpu_us_per_request / 2 / floor.cpu_us_per_request:.2f}x the grpc.aio floor."
+            )
     if raw and ours and model == CNN.name:  # compute-bound: raw rows/s is the limit a server can approach
         lines.append(
             f"ortserve V2 / raw ONNX Runtime (compute-bound): {ours.throughput_rps / raw.throughput_rps:.2f}x."
