@@ -28,6 +28,7 @@ LAYERS = {
     "ortserve.tensors": 0,
     "ortserve.series": 0,
     "ortserve.schema": 0,
+    "ortserve.stats": 0,  # PSI, KS, chi-square, Wilson intervals: drift (monitor) and the judge (rollout)
     "ortserve._proto": 0,
 }
 # Outside the layers: entry points and helpers for users, and the offline toolchain.

@@ -12,7 +12,7 @@ May import: ``ortserve.repository`` and the base modules (``errors``, ``metrics`
 """
 
 from ortserve.core.core import InferenceCore, ModelSummary
-from ortserve.core.feedback import FeedbackItem, FeedbackJoin, FeedbackResult, NoFeedback
+from ortserve.core.feedback import FeedbackItem, FeedbackJoin, FeedbackResult, NoFeedback, prediction_of
 from ortserve.core.hooks import CoreHook, Hooks
 from ortserve.core.models import ModelManager, ModelVersion
 from ortserve.core.request import Completed, InferRequest, InferResponse, Route
@@ -40,4 +40,5 @@ __all__ = [
     "Route",
     "Routing",
     "Tracing",
+    "prediction_of",
 ]

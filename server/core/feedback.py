@@ -15,9 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 from ortserve.errors import FailedPrecondition
 
-__all__ = ["FeedbackItem", "FeedbackJoin", "FeedbackResult", "NoFeedback"]
+__all__ = ["FeedbackItem", "FeedbackJoin", "FeedbackResult", "NoFeedback", "prediction_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +56,19 @@ class NoFeedback:
         raise FailedPrecondition(
             "feedback is off on this server (--feedback-index-size 0): it keeps no predictions to join"
         )
+
+
+def prediction_of(outputs: dict[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
+    """("class", int64 [rows]) or ("value", float64 [rows]) from a response's outputs; None when
+    neither can be told (no numeric output, or several values per row that are not class scores)."""
+    for a in outputs.values():
+        if a.dtype.kind in "iu" and a.ndim == 1:
+            return "class", a.astype(np.int64)
+    for a in outputs.values():
+        if a.dtype.kind == "f" and a.ndim >= 1:
+            if a.ndim == 1 or (a.ndim == 2 and a.shape[1] == 1):
+                return "value", a.reshape(-1).astype(np.float64)
+            if a.ndim == 2:
+                return "class", a.argmax(axis=1).astype(np.int64)
+            return None
+    return None

@@ -5,7 +5,8 @@ Core hooks that observe completed requests and do their work off the event loop:
 ``FeedbackIndex`` (the core's feedback join: ground truth -> online accuracy per variant) and
 ``PayloadLog`` (sampled requests as CloudEvents JSON lines). ``ortserve.monitor.tracing`` (imported
 only with ``--tracing``) implements the core's tracing seam with OpenTelemetry. Statistics are in
-``stats``. Alert rules and a Grafana dashboard over these metrics live in ``deploy/prometheus/``.
+``ortserve.stats`` (a base module: the rollout judge uses them too). Alert rules and a Grafana
+dashboard over these metrics live in ``deploy/prometheus/``.
 
 May import: ``ortserve.core``, ``ortserve.repository`` and the base modules; never ``rollout``,
 ``edge`` or ``ops`` (``ops`` wires it in).

@@ -30,9 +30,9 @@ import numpy as np
 from ortserve.core import Completed, ModelVersion
 from ortserve.errors import OK
 from ortserve.metrics import Metrics
-from ortserve.monitor.stats import chi2_critical, chi2_two_sample, ks, ks_critical, psi
 from ortserve.repository import MANIFEST, REFERENCE, file_digest
 from ortserve.repository.reference import ReferenceError, ReferenceProfile, read_reference
+from ortserve.stats import chi2_critical, chi2_two_sample, ks, ks_critical, psi
 
 __all__ = ["DriftMonitor"]
 

@@ -25,29 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from ortserve.core import Completed, FeedbackItem, FeedbackResult
+from ortserve.core import Completed, FeedbackItem, FeedbackResult, prediction_of
 from ortserve.errors import OK
 from ortserve.metrics import Metrics
 
 __all__ = ["FeedbackIndex", "prediction_of"]
 
 log = logging.getLogger("ortserve.feedback")
-
-
-def prediction_of(outputs: dict[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
-    """("class", int64 [rows]) or ("value", float64 [rows]) from a response's outputs; None when
-    neither can be told (no numeric output, or several values per row that are not class scores)."""
-    for a in outputs.values():
-        if a.dtype.kind in "iu" and a.ndim == 1:
-            return "class", a.astype(np.int64)
-    for a in outputs.values():
-        if a.dtype.kind == "f" and a.ndim >= 1:
-            if a.ndim == 1 or (a.ndim == 2 and a.shape[1] == 1):
-                return "value", a.reshape(-1).astype(np.float64)
-            if a.ndim == 2:
-                return "class", a.argmax(axis=1).astype(np.int64)
-            return None
-    return None
 
 
 @dataclass(slots=True)

@@ -8,6 +8,8 @@
   ``c = sqrt(-ln(alpha / 2) / 2)``, Bonferroni-corrected over the features tested together.
 - Two-sample chi-square on class counts (a 2 x classes contingency table), with its critical value by
   the Wilson-Hilferty approximation (no scipy).
+- Wilson score interval for a proportion (online accuracy, error rates in rollout reports): unlike the
+  normal approximation it stays inside [0, 1] and is honest at small counts and rates near 0 or 1.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import math
 
 import numpy as np
 
-__all__ = ["ALPHA", "EPS", "chi2_critical", "chi2_two_sample", "ks", "ks_critical", "psi"]
+__all__ = ["ALPHA", "EPS", "chi2_critical", "chi2_two_sample", "ks", "ks_critical", "psi", "wilson"]
 
 EPS = 1e-4
 ALPHA = 0.05
-_Z = {0.05: 1.6448536269514722, 0.01: 2.3263478740408408}
+_Z = {0.05: 1.6448536269514722, 0.01: 2.3263478740408408}  # one-sided normal quantiles
+_Z2 = {0.05: 1.959963984540054, 0.01: 2.5758293035489004}  # two-sided
 
 
 def _proportions(counts: np.ndarray) -> np.ndarray:
@@ -69,3 +72,18 @@ def chi2_critical(df: int, alpha: float = ALPHA) -> float:
         raise ValueError(f"alpha {alpha}: expected one of {sorted(_Z)}")
     k = 2.0 / (9.0 * df)
     return df * (1.0 - k + z * math.sqrt(k)) ** 3
+
+
+def wilson(successes: int, trials: int, alpha: float = ALPHA) -> tuple[float, float]:
+    """The Wilson score interval (two-sided, level 1 - alpha) for ``successes`` out of ``trials``;
+    (0.0, 1.0) when there are no trials."""
+    if trials <= 0:
+        return 0.0, 1.0
+    z = _Z2.get(alpha)
+    if z is None:
+        raise ValueError(f"alpha {alpha}: expected one of {sorted(_Z2)}")
+    p = successes / trials
+    z2 = z * z
+    centre = (p + z2 / (2 * trials)) / (1 + z2 / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / (1 + z2 / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
