@@ -104,3 +104,48 @@ def slow(matmuls: int = 24, size: int = 256) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", F, ["batch", size, size])],
         [numpy_helper.from_array(w, "w")],
     )
+
+
+def classifier(shift: int = 0, fail_above: float | None = None) -> onnx.ModelProto:
+    """label = (argmax(x) + shift) % 4 and scores = x, with x float32 [batch, 4]: a 4-class classifier
+    whose right answer is argmax(x). ``shift`` makes a version answer wrong; with ``fail_above``, ONNX
+    Runtime fails (a Reshape to [-1, 5]) on a request of one row whose x[0, 0] is above it, so a version
+    errs on the share of inputs above that value (serve it with batching off: a failure fails its batch)."""
+    i64 = TensorProto.INT64
+    inits = [numpy_helper.from_array(np.array(4, dtype=np.int64), "four")]
+    nodes = []
+    source = "x"
+    if fail_above is not None:
+        inits += [
+            numpy_helper.from_array(np.array([0], dtype=np.int64), "zero"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "one"),
+            numpy_helper.from_array(np.array(fail_above, dtype=np.float32), "limit"),
+            numpy_helper.from_array(np.array([-1], dtype=np.int64), "minus_one"),
+            numpy_helper.from_array(np.array([4], dtype=np.int64), "four_1d"),
+        ]
+        nodes += [
+            helper.make_node("Slice", ["x", "zero", "one", "one"], ["first"]),  # x[:, 0:1]
+            helper.make_node("ReduceMax", ["first"], ["top"], keepdims=0),
+            helper.make_node("Greater", ["top", "limit"], ["above"]),
+            helper.make_node("Cast", ["above"], ["extra"], to=i64),
+            helper.make_node("Add", ["four_1d", "extra"], ["width"]),
+            helper.make_node("Concat", ["minus_one", "width"], ["shape"], axis=0),
+            helper.make_node("Reshape", ["x", "shape"], ["checked"]),
+        ]
+        source = "checked"
+    inits.append(numpy_helper.from_array(np.array(shift, dtype=np.int64), "shift"))
+    nodes += [
+        helper.make_node("ArgMax", [source], ["top1"], axis=1, keepdims=0),
+        helper.make_node("Add", ["top1", "shift"], ["shifted"]),
+        helper.make_node("Mod", ["shifted", "four"], ["label"]),
+        helper.make_node("Identity", [source], ["scores"]),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", F, ["batch", 4])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+            helper.make_tensor_value_info("scores", F, ["batch", 4]),
+        ],
+        inits,
+    )

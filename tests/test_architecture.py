@@ -35,6 +35,7 @@ LAYERS = {
 ALLOWED = {
     "ortserve.__main__": {"ortserve.ops", "ortserve"},
     "ortserve.client": {"ortserve._proto", "ortserve.edge.codec", "ortserve.dtypes", "ortserve.errors"},
+    "ortserve.admin_client": {"ortserve._proto", "ortserve.client"},
     "ortserve.testing": set(),
     "ortserve.optimize": {
         "ortserve.optimize",

@@ -19,11 +19,13 @@ from concurrent.futures import Executor
 from pathlib import Path
 
 from ortserve.core.batcher import make_batcher
+from ortserve.core.table import ModelTable
 from ortserve.core.tracing import NO_TRACING, Tracing
 from ortserve.core.version import Model, ModelVersion, open_version
 from ortserve.errors import ModelNotFound, ProviderUnavailable, quoted
 from ortserve.metrics import Metrics
-from ortserve.repository import MODEL_FILE, ModelConfig, ModelEntry, scan_repository
+from ortserve.repository import MODEL_FILE, ConfigError, ModelConfig, ModelEntry, scan_repository
+from ortserve.repository.config import load_model_config
 from ortserve.repository.files import folder_stamp
 from ortserve.repository.manifest import MANIFEST
 from ortserve.repository.signing import SIGNATURE, SignatureError, Verifier
@@ -39,7 +41,9 @@ def _fingerprint(path: Path) -> tuple:
     return folder_stamp(path, (MODEL_FILE, MANIFEST, SIGNATURE))
 
 
-class ModelManager:
+class ModelManager(ModelTable):
+    """The table of loaded models (its lookups: ``ModelTable``) and their lifecycle."""
+
     def __init__(
         self,
         root: Path,
@@ -54,9 +58,9 @@ class ModelManager:
         verifier: Verifier | None = None,
         allow_cpu_fallback: bool = False,
     ) -> None:
+        super().__init__()
         self._tracing = tracing
         self.root = Path(root)
-        self.models: dict[str, Model] = {}
         self._executor = executor
         self._metrics = metrics
         self._max_elements = max_input_elements
@@ -71,59 +75,6 @@ class ModelManager:
         self._refused_configs: dict[str, ModelConfig] = {}  # config changes whose versions failed to load
         self._unloaded: set[str] = set()  # models unloaded explicitly (repository API)
         self._lock = asyncio.Lock()
-        self.entries: dict[str, ModelEntry] = {}
-
-    # -- lookups (hot path) --------------------------------------------------------------------
-    def not_loaded_message(self, model: str) -> str:
-        """The error for a model that is not loaded. It names no other model: which models a
-        server holds is for the listing RPCs (and their access rules) to tell."""
-        return f"model {quoted(model)} is not loaded"
-
-    def get(self, model: str, version: str = "") -> ModelVersion:
-        m = self.models.get(model)
-        if m is None or not m.versions:
-            raise ModelNotFound(self.not_loaded_message(model))
-        if not version:
-            version = m.default_version() or ""
-            mv = m.versions.get(version)
-            if mv is None:
-                raise ModelNotFound(
-                    f"model {quoted(model)}: default version {version} is not loaded; "
-                    f"loaded versions: {', '.join(m.sorted_versions())}"
-                )
-            return mv
-        mv = m.versions.get(version)
-        if mv is None:
-            raise ModelNotFound(
-                f"model {quoted(model)} has no loaded version {quoted(version)}; "
-                f"loaded versions: {', '.join(m.sorted_versions())}"
-            )
-        return mv
-
-    def ready_models(self) -> list[str]:
-        return sorted(name for name, m in self.models.items() if m.versions)
-
-    def is_loaded(self, model: str) -> bool:
-        """True when the model has at least one loaded version."""
-        m = self.models.get(model)
-        return m is not None and bool(m.versions)
-
-    def loaded(self, model: str) -> list[ModelVersion]:
-        """The model's loaded versions in ascending order ([] when none)."""
-        m = self.models.get(model)
-        return [m.versions[v] for v in m.sorted_versions()] if m is not None else []
-
-    def default_version(self, model: str) -> str:
-        """The version a request naming none gets ("" when the model has none loaded)."""
-        m = self.models.get(model)
-        return (m.default_version() or "") if m is not None else ""
-
-    def loaded_versions(self) -> dict[str, frozenset[str]]:
-        """Model name -> its loaded versions, for every model loaded or found in the repository."""
-        loaded = {name: frozenset(m.versions) for name, m in self.models.items()}
-        for name in self.entries:
-            loaded.setdefault(name, frozenset())
-        return loaded
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def sync(self) -> None:
@@ -152,6 +103,8 @@ class ModelManager:
         self._config_errors.pop(name, None)
         model = self.models.get(name)
         config = entry.config
+        if model is not None:
+            model.take_default(config)
         if model is not None and model.config != config:
             if self._refused_configs.get(name) != config and await self._reload(model, entry, config):
                 return
@@ -189,6 +142,22 @@ class ModelManager:
                 model.versions = {**model.versions, version: again}
                 log.info("model %s version %s: serving from its changed files", name, version)
                 await self._release(mv, succeeded=True)
+
+    async def adopt_default(self, name: str) -> str:
+        """Take ``default_version`` from the model's config.toml now, reloading nothing, when that is all
+        that changed there (a promotion writes it); the default version in force ("": not loaded)."""
+        if name in self.models:
+            try:
+                config = await asyncio.get_running_loop().run_in_executor(
+                    None, load_model_config, self.root / name
+                )
+            except ConfigError as e:
+                log.error("model %s: config refused, keeping the default version: %s", name, e)
+                return self.default_version(name)
+            async with self._lock:
+                if name in self.models:
+                    self.models[name].take_default(config)
+        return self.default_version(name)
 
     async def _reload(self, model: Model, entry: ModelEntry, config: ModelConfig) -> bool:
         """Load the model's versions under its changed config.toml and swap them in. If a version

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -93,6 +94,22 @@ class Model:
         if self.config.default_version is not None:
             return self.config.default_version
         return max(self.versions, key=int) if self.versions else None
+
+    def take_default(self, config: ModelConfig) -> bool:
+        """When ``config`` differs from the serving one in ``default_version`` alone (a promotion writes
+        it), take that default without reloading anything; True when it did."""
+        same = dataclasses.replace(config, default_version=self.config.default_version)
+        if self.config.default_version == config.default_version or self.config != same:
+            return False
+        before = self.default_version()
+        self.config = dataclasses.replace(self.config, default_version=config.default_version)
+        log.info(
+            "model %s: default version %s (was %s), nothing reloaded",
+            self.name,
+            self.default_version(),
+            before,
+        )
+        return True
 
 
 def open_version(

@@ -1,26 +1,68 @@
-"""``ortserve.v1.Admin``: read and replace the routing flags, list the loaded versions."""
+"""``ortserve.v1.Admin``: read and replace the routing flags, list the loaded versions, run rollouts
+(start, look, abort, report) through the ``RolloutController``."""
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 import grpc
 
 from ortserve._proto.ortserve.v1 import admin_pb2 as pb
 from ortserve._proto.ortserve.v1 import admin_pb2_grpc as pb_grpc
 from ortserve.core import InferenceCore
+from ortserve.edge.auth import current_call
 from ortserve.edge.call import Edge
-from ortserve.errors import FlagsError, InternalError
-from ortserve.rollout import SHADOW_SUFFIX, FlagSource
+from ortserve.errors import FlagsError, InternalError, InvalidInput
+from ortserve.rollout import SHADOW_SUFFIX, FlagSource, RolloutController, build_report, parse_spec
 
 __all__ = ["AdminServicer", "add_to_server"]
 
 API = "admin"
 
 
+def _status(record: dict[str, Any]) -> pb.RolloutStatus:
+    return pb.RolloutStatus(
+        model=record["model"],
+        id=record["id"],
+        baseline=record["baseline"],
+        candidate=record["candidate"],
+        state=record["state"],
+        reason=record["reason"],
+        phase=record["phase"],
+        step=record["step"],
+        steps=record["steps"],
+        weight=record["weight"],
+        needed=record["needed"],
+        e_value=record["e_value"],
+        threshold=record["threshold"],
+        started=record["started_at"],
+        updated=record.get("updated_at", ""),
+        started_by=record["started_by"],
+        record_json=json.dumps(record, separators=(",", ":")),
+    )
+
+
+def _caller(context: grpc.aio.ServicerContext) -> str:
+    """Who is asking, for the audit: the principal, or the peer when there is no auth file."""
+    call = current_call()
+    return call.name if call is not None else f"anonymous ({context.peer()})"
+
+
+def _model(name: str) -> str:
+    if not name:
+        raise InvalidInput("model: expected the name of a model")
+    return name
+
+
 class AdminServicer(pb_grpc.AdminServicer):
-    def __init__(self, core: InferenceCore, flags: FlagSource, edge: Edge) -> None:
+    def __init__(
+        self, core: InferenceCore, flags: FlagSource, edge: Edge, rollouts: RolloutController
+    ) -> None:
         self.core = core
         self.flags = flags
         self.edge = edge
+        self.rollouts = rollouts
 
     async def GetFlags(self, request: pb.GetFlagsRequest, context) -> pb.GetFlagsResponse:
         s = self.flags
@@ -61,7 +103,41 @@ class AdminServicer(pb_grpc.AdminServicer):
                 )
             return out
 
+    async def StartRollout(
+        self, request: pb.StartRolloutRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RolloutStatus:
+        async with self.edge.call(context, API):
+            given = {
+                "model": _model(request.model),
+                "candidate": request.candidate,
+                "baseline": request.baseline,
+            }
+            spec = parse_spec(request.spec, given)
+            return _status(await self.rollouts.start(spec, _caller(context), request.reason))
 
-def add_to_server(core: InferenceCore, flags: FlagSource, edge: Edge, server: grpc.aio.Server) -> str:
-    pb_grpc.add_AdminServicer_to_server(AdminServicer(core, flags, edge), server)
+    async def GetRollout(
+        self, request: pb.GetRolloutRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RolloutStatus:
+        async with self.edge.call(context, API):
+            return _status(await self.rollouts.get(_model(request.model)))
+
+    async def AbortRollout(
+        self, request: pb.AbortRolloutRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RolloutStatus:
+        async with self.edge.call(context, API):
+            record = await self.rollouts.abort(_model(request.model), _caller(context), request.reason)
+            return _status(record)
+
+    async def GetRolloutReport(
+        self, request: pb.GetRolloutReportRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RolloutReport:
+        async with self.edge.call(context, API):
+            report = build_report(await self.rollouts.get(_model(request.model)))
+            return pb.RolloutReport(report_json=json.dumps(report, separators=(",", ":")))
+
+
+def add_to_server(
+    core: InferenceCore, flags: FlagSource, edge: Edge, server: grpc.aio.Server, rollouts: RolloutController
+) -> str:
+    pb_grpc.add_AdminServicer_to_server(AdminServicer(core, flags, edge, rollouts), server)
     return pb.DESCRIPTOR.services_by_name["Admin"].full_name

@@ -36,7 +36,9 @@ __all__ = ["MODEL_FIELD", "SERVER_OPEN", "Auth", "AuthPolicy", "CallAuth", "curr
 log = logging.getLogger("ortserve.auth")
 
 _V1, _V2 = "/ortserve.v1.Inference/", "/inference.GRPCInferenceService/"
+_ADMIN = "/ortserve.v1.Admin/"
 MODEL_FIELD: dict[str, str] = {
+    **{_ADMIN + m: "model" for m in ("StartRollout", "GetRollout", "AbortRollout", "GetRolloutReport")},
     _V1 + "Predict": "model",
     _V1 + "ModelMetadata": "model",
     **{_V2 + m: "model_name" for m in ("ModelInfer", "ModelStreamInfer")},

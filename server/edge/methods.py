@@ -4,9 +4,9 @@ cannot go without a group.
 
     inference         Predict, Feedback, ModelInfer (also feedback to ortserve.feedback), ModelStreamInfer
     metadata          ListModels, ModelMetadata, ServerMetadata, ModelConfig, ModelStatistics,
-                      ServerLive, ServerReady, ModelReady
+                      ServerLive, ServerReady, ModelReady, GetRollout, GetRolloutReport
     model-repository  RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload
-    flags             GetFlags, SetFlags, ListVersions
+    flags             GetFlags, SetFlags, ListVersions, StartRollout, AbortRollout (they move traffic)
     admin             shared memory, trace and log settings (answered UNIMPLEMENTED)
     health            grpc.health.v1.Health
     reflection        server reflection
@@ -23,7 +23,8 @@ _V2 = "/inference.GRPCInferenceService/"
 GROUPS: dict[str, str] = {
     **{_V1 + m: "inference" for m in ("Predict", "Feedback")},
     **{_V1 + m: "metadata" for m in ("ListModels", "ModelMetadata")},
-    **{_ADMIN + m: "flags" for m in ("GetFlags", "SetFlags", "ListVersions")},
+    **{_ADMIN + m: "flags" for m in ("GetFlags", "SetFlags", "ListVersions", "StartRollout", "AbortRollout")},
+    **{_ADMIN + m: "metadata" for m in ("GetRollout", "GetRolloutReport")},
     **{_V2 + m: "inference" for m in ("ModelInfer", "ModelStreamInfer")},
     **{
         _V2 + m: "metadata"

@@ -1,6 +1,6 @@
 """The gRPC server: every service on one port, the interceptor chain, reflection.
 
-server, port = build_server(core, flags, health, address="127.0.0.1:0", links=[...])
+server, port = build_server(core, flags, health, address="127.0.0.1:0", links=[...], rollouts=controller)
 await server.start()
 
 ``credentials`` (``ortserve.edge.tls``) binds the port with TLS instead of plaintext.
@@ -22,7 +22,7 @@ from ortserve.edge import admin, v1, v2
 from ortserve.edge.call import Edge
 from ortserve.edge.health import Health
 from ortserve.edge.interceptors import Interceptor, chain
-from ortserve.rollout import FlagSource
+from ortserve.rollout import FlagSource, RolloutController
 
 __all__ = ["build_health_server", "build_server"]
 
@@ -51,6 +51,7 @@ def build_server(
     links: Sequence[Interceptor] = (),
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     credentials: grpc.ServerCredentials | None = None,
+    rollouts: RolloutController,
 ) -> tuple[grpc.aio.Server, int]:
     """A server with every service added and bound to ``address``; returns it and the bound port.
     ``interceptors`` run outside the chain of ``links`` (tracing's, so that its span covers them).
@@ -66,7 +67,7 @@ def build_server(
     edge = Edge(core)
     names = [
         v1.add_to_server(core, edge, server),
-        admin.add_to_server(core, flags, edge, server),
+        admin.add_to_server(core, flags, edge, server, rollouts),
         v2.add_to_server(core, edge, server, workers=workers),
         health.add_to_server(server),
         reflection.SERVICE_NAME,

@@ -54,6 +54,13 @@ that the protocols' statistics RPCs read.
     ortserve_inflight_request_bytes                         bytes the requests in flight hold (decoded inputs)
     ortserve_model_files_changed_total{model,version}       loaded versions whose files changed on disk
 
+  rollouts (ortserve.rollout; set by the leader only, see the README "Automated rollouts"):
+    ortserve_rollout_state{model,state}                     1 for the rollout's state, 0 for the other four
+    ortserve_rollout_weight{model}                          candidate's percent of the traffic
+    ortserve_rollout_requests_needed{model}                 candidate requests the step still needs
+    ortserve_rollout_e_value{model,check}                   the judge's evidence per check and combined (all)
+    ortserve_rollout_transitions_total{model,state}         transitions, by the state entered
+
 Series follow what is loaded (``ortserve.series``): those of versions, models and flag variants that
 go away are removed.
 """
@@ -66,6 +73,7 @@ __all__ = ["UNKNOWN_MODEL", "Metrics", "VersionStats"]
 
 from ortserve.metrics.monitoring import MonitoringMetrics
 from ortserve.metrics.reliability import ReliabilityMetrics
+from ortserve.metrics.rollout import RolloutMetrics
 from ortserve.metrics.security import SecurityMetrics
 from ortserve.metrics.serving import ServingMetrics
 from ortserve.metrics.stats import VersionStats
@@ -76,7 +84,7 @@ from ortserve.series import Series
 UNKNOWN_MODEL = "_unknown"
 
 
-class Metrics(ServingMetrics, MonitoringMetrics, SecurityMetrics, ReliabilityMetrics):
+class Metrics(ServingMetrics, MonitoringMetrics, SecurityMetrics, ReliabilityMetrics, RolloutMetrics):
     """Every metric, registered in one registry (a new one per server, so tests can run several)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -86,6 +94,7 @@ class Metrics(ServingMetrics, MonitoringMetrics, SecurityMetrics, ReliabilityMet
         self._monitoring(self.registry)
         self._security(self.registry)
         self._reliability(self.registry)
+        self._rollout(self.registry)
 
     def version(self, model: str, version: str, loaded: bool = True) -> VersionStats:
         return VersionStats(self, model, version, loaded=loaded)

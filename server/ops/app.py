@@ -36,7 +36,7 @@ from ortserve.ops.monitoring import Monitoring
 from ortserve.ops.resources import admission_limits, give_back_large_blocks
 from ortserve.ops.security import Security
 from ortserve.ops.settings import Settings
-from ortserve.rollout import FlagRouter, FlagSource, ShadowMirror
+from ortserve.rollout import Collector, FlagRouter, FlagSource, RolloutController, RolloutStore, ShadowMirror
 
 __all__ = ["App", "run"]
 
@@ -63,6 +63,7 @@ class App:
         self.monitoring: Monitoring | None = None
         self.flags: FlagSource | None = None
         self.inflight = InFlight(metrics=self.metrics)  # RPCs in flight: admission and the drain
+        self.rollouts: RolloutController | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.metrics_port = 0
@@ -86,7 +87,8 @@ class App:
             self.metrics_port = self._metrics_server.server_port
         threads = s.inference_threads or max(8, os.cpu_count() or 1)
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ort")
-        self.monitoring = monitoring = Monitoring(s, self.metrics)
+        collector = Collector()  # what the arms of each rollout did, in this process
+        self.monitoring = monitoring = Monitoring(s, self.metrics, on_feedback=collector.on_feedback)
         self.models = ModelManager(
             s.model_repository,
             self.executor,
@@ -115,9 +117,10 @@ class App:
         router = FlagRouter(self.models, self.metrics)
         self.flags = FlagSource(s.flags_path, router, self.models, self.metrics)
         await self.flags.load()
-        shadow = ShadowMirror(self.metrics, s.shadow_queue_size)
+        shadow = ShadowMirror(self.metrics, s.shadow_queue_size, on_compared=collector.on_shadow)
         hooks = Hooks()
         hooks.add(shadow)
+        hooks.add(collector)
         if s.access_log:
             hooks.add(AccessLog())
         for hook in monitoring.hooks:
@@ -128,6 +131,21 @@ class App:
         self.core = InferenceCore(
             self.models, self.metrics, router, hooks, monitoring.feedback, monitoring.tracing, budget=budget
         )
+        # The leader acts on rollouts: this server, or worker 0 under --workers (the others count and answer).
+        self.rollouts = RolloutController(
+            RolloutStore(s.rollout_path),
+            self.flags,
+            self.models,
+            collector,
+            self.metrics,
+            leader=self.worker in (None, 0),
+            worker=str(self.worker or 0),
+            workers=s.workers,
+            interval=s.rollout_interval,
+            log_interval=s.rollout_log_interval,
+            audit=security.audit.record if security.audit is not None else None,
+        )
+        await self.rollouts.open()
         self.server, self.port = build_server(
             self.core,
             self.flags,
@@ -138,6 +156,7 @@ class App:
             links=[self.inflight, *security.links(self.flags), *self.links],
             interceptors=monitoring.interceptors,
             credentials=security.credentials,
+            rollouts=self.rollouts,
         )
         await self.server.start()
         await security.start(self.health)
@@ -150,6 +169,7 @@ class App:
             self._spawn(_every(s.auth_poll_interval, _sync(security.reload_auth), "auth file reload"))
         for _ in range(s.shadow_workers):
             self._spawn(shadow.run())
+        self._spawn(self.rollouts.run())
         monitoring.start(self._spawn, self.core.versions)
         if self._on_ready is not None:  # a worker under the supervisor, which logs the ready event
             log.info(

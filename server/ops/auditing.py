@@ -1,7 +1,8 @@
 """What goes into the audit log: the ``Audit`` link of the interceptor chain.
 
-Every control-plane call (``CONTROL``: SetFlags, V2 repository load and unload), allowed or not,
-and every call refused as UNAUTHENTICATED or PERMISSION_DENIED, becomes one record::
+Every control-plane call (``CONTROL``: SetFlags, StartRollout, AbortRollout, V2 repository load and
+unload), allowed or not, and every call refused as UNAUTHENTICATED or PERMISSION_DENIED, becomes one
+record::
 
     {"time": "...Z", "event": "rpc", "pid": 4242, "method": "/ortserve.v1.Admin/SetFlags",
      "group": "flags", "principal": "key:ci-bot", "peer": "ipv4:10.0.0.7:51234", "model": "",
@@ -9,7 +10,8 @@ and every call refused as UNAUTHENTICATED or PERMISSION_DENIED, becomes one reco
      "flags_sha256_old": "...", "flags_sha256_new": "...", "flags_changed": ["digits"], "prev": "...", "hash": "..."}
 
 The link only looks at control methods and failures, so an allowed inference call costs a set
-lookup. Rollout actions and key changes are recorded through ``AuditLog.record`` by their owners.
+lookup. Rollout transitions (``event: rollout``, from the controller, with who or what acted, why and
+the figures) and key changes are recorded through ``AuditLog.record`` by their owners.
 """
 
 from __future__ import annotations
@@ -33,7 +35,15 @@ from ortserve.ops.audit import AuditLog
 __all__ = ["CONTROL", "Audit"]
 
 _ADMIN, _V2 = "/ortserve.v1.Admin/", "/inference.GRPCInferenceService/"
-CONTROL = frozenset({_ADMIN + "SetFlags", _V2 + "RepositoryModelLoad", _V2 + "RepositoryModelUnload"})
+CONTROL = frozenset(
+    {
+        _ADMIN + "SetFlags",
+        _ADMIN + "StartRollout",
+        _ADMIN + "AbortRollout",
+        _V2 + "RepositoryModelLoad",
+        _V2 + "RepositoryModelUnload",
+    }
+)
 _DENIED = (Unauthenticated, PermissionDenied)
 
 _DETAILS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -84,6 +94,10 @@ class Audit(Interceptor):
                 "flags_sha256_new": sha256_text(new),
                 "flags_changed": changed_flags(old, new),
             }
+        elif rpc.method.endswith("Rollout"):
+            details = {"model": request.model, "reason": request.reason}
+            if rpc.method.endswith("/StartRollout"):
+                details["candidate"] = request.candidate
         else:
             details = {"model": request.model_name}
         _DETAILS.set(details)

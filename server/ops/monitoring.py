@@ -11,7 +11,15 @@ from typing import Any
 
 import grpc
 
-from ortserve.core import NO_TRACING, CoreHook, FeedbackJoin, ModelVersion, Tracing
+from ortserve.core import (
+    NO_TRACING,
+    CoreHook,
+    FeedbackItem,
+    FeedbackJoin,
+    FeedbackResult,
+    ModelVersion,
+    Tracing,
+)
 from ortserve.metrics import Metrics
 from ortserve.monitor import DriftMonitor, FeedbackIndex, PayloadLog
 from ortserve.ops.settings import Settings
@@ -22,8 +30,13 @@ log = logging.getLogger("ortserve")
 _MB = 1024 * 1024
 
 
+OnFeedback = Callable[[FeedbackItem, FeedbackResult], None]
+
+
 class Monitoring:
-    def __init__(self, s: Settings, metrics: Metrics) -> None:
+    """``on_feedback`` also hears of every joined feedback item (the rollout controller counts them)."""
+
+    def __init__(self, s: Settings, metrics: Metrics, on_feedback: OnFeedback | None = None) -> None:
         self.hooks: list[CoreHook] = []
         self.tracing: Tracing = NO_TRACING
         self.interceptors: list[grpc.aio.ServerInterceptor] = []
@@ -62,11 +75,17 @@ class Monitoring:
             self.hooks.append(self.drift)
         self.index: FeedbackIndex | None = None
         if s.feedback_index_size > 0:
+            listeners = [f for f in (self.payload and self.payload.feedback, on_feedback) if f is not None]
+
+            def heard(item: FeedbackItem, result: FeedbackResult) -> None:
+                for listener in listeners:
+                    listener(item, result)
+
             self.index = FeedbackIndex(
                 metrics,
                 size=s.feedback_index_size,
                 ttl=s.feedback_ttl,
-                on_feedback=self.payload.feedback if self.payload is not None else None,
+                on_feedback=heard if listeners else None,
             )
             self.hooks.append(self.index)
 

@@ -83,6 +83,17 @@ class Settings:
     flags_poll_interval: float = _opt(
         1.0, "seconds between checks of the flags file for changes (0: load only at start)", ge=0
     )
+    rollout_dir: Path | None = _opt(
+        None,
+        "folder where automated rollouts keep their state, so a restart resumes them "
+        "(default: .rollouts beside the flags file)",
+    )
+    rollout_interval: float = _opt(
+        1.0, "seconds between the rollout controller's looks at running rollouts", ge=0.05, le=3600
+    )
+    rollout_log_interval: float = _opt(
+        30.0, "seconds between the log lines of a rollout waiting for data", ge=1
+    )
     shadow_queue_size: int = _opt(
         256, "requests waiting to be mirrored to shadow versions; more are dropped (and counted)", ge=1
     )
@@ -219,6 +230,10 @@ class Settings:
     @property
     def flags_path(self) -> Path:
         return self.flags if self.flags is not None else self.model_repository / FLAGS_FILE
+
+    @property
+    def rollout_path(self) -> Path:
+        return self.rollout_dir if self.rollout_dir is not None else self.flags_path.parent / ".rollouts"
 
     def validate(self) -> Settings:
         """Check every value (types and bounds); SettingsError naming the first bad one."""

@@ -18,6 +18,21 @@ and measures how many events a 2x or 3x worse candidate takes to be caught.
     test = SequentialTest(alpha=0.05)
     test.observe(candidate=3, baseline=1, share=0.05)   # events since the last look, at 5% traffic
     test.rejected, test.e_value
+
+Counts arrive per interval, not one event at a time. Given the requests each arm served in the interval,
+under the null every request is bad with the same probability, so which of the ``k`` bad events landed
+on the candidate is a draw without replacement (hypergeometric); the factor above treats them as ``k``
+independent draws at the observed share (binomial). The factor is convex in the candidate's count, and
+Hoeffding's comparison theorem (1963, Theorem 4) puts the expectation of a convex function of the
+hypergeometric under that of the binomial: the interval's factor still has expectation at most 1. This
+is why the controller passes the *observed* request share of the interval rather than the flag weight:
+sticky bucketing by targeting key makes the realised share differ from the weight (a few heavy users
+land on one side), and the observed share is what the null conditions on.
+
+``Judge`` runs one test per check (errors, latency, accuracy, shadow) and rejects when the *mean* of
+their e-values reaches ``1 / alpha``: an average of e-processes on one history is an e-process, so the
+false-alarm bound holds for all checks together (never weaker than Bonferroni's ``K / alpha`` on the
+largest, and stronger when several checks lean the same way).
 """
 
 from __future__ import annotations
@@ -25,7 +40,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["THETAS", "SequentialTest"]
+__all__ = ["THETAS", "Judge", "SequentialTest"]
 
 # Odds ratios mixed over (equal weights): from barely worse to an order of magnitude worse.
 THETAS = (1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
@@ -97,3 +112,51 @@ class SequentialTest:
             raise ValueError("saved test has a different mixture")
         test._log_lr = log_lr
         return test
+
+
+class Judge:
+    """One ``SequentialTest`` per check; the evidence is their mean e-value."""
+
+    def __init__(self, checks: tuple[str, ...], alpha: float = 0.05) -> None:
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        self.alpha = alpha
+        self.tests = {name: SequentialTest(alpha=alpha) for name in checks}
+
+    def observe(self, check: str, candidate: int, baseline: int, share: float) -> None:
+        self.tests[check].observe(candidate, baseline, share)
+
+    @property
+    def log_e_value(self) -> float:
+        if not self.tests:
+            return 0.0
+        logs = [t.log_e_value for t in self.tests.values()]
+        top = max(logs)
+        return top + math.log(sum(math.exp(x - top) for x in logs) / len(logs))
+
+    @property
+    def e_value(self) -> float:
+        return math.exp(min(self.log_e_value, 700.0))
+
+    @property
+    def threshold(self) -> float:
+        return 1.0 / self.alpha
+
+    @property
+    def rejected(self) -> bool:
+        return self.log_e_value >= math.log(self.threshold)
+
+    def worst(self) -> str:
+        """The check with the most evidence against the candidate ("" without checks)."""
+        return max(self.tests, key=lambda name: self.tests[name].log_e_value, default="")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"alpha": self.alpha, "tests": {name: t.to_dict() for name, t in self.tests.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Judge:
+        tests = data["tests"]
+        assert isinstance(tests, dict)
+        judge = cls(tuple(tests), float(data["alpha"]))  # type: ignore[arg-type]
+        judge.tests = {name: SequentialTest.from_dict(t) for name, t in tests.items()}
+        return judge

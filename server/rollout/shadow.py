@@ -10,6 +10,8 @@ counted and logged at debug, never returned. Comparison (numpy) runs off the eve
 Per (model, primary version, shadow version, output):
   rows compared, rows whose top-1 agreed (argmax of each row; for one value per row, equality),
   max |primary - shadow| and cosine similarity per request (numeric outputs).
+``on_compared`` (the rollout collector) hears of each mirrored request: its rows and how many agreed on
+the output that agreed least, or that the shadow failed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -80,9 +82,16 @@ class _Job:
     outputs: Mapping[str, np.ndarray]
 
 
+# (model, primary version, shadow version, rows, rows agreed, the shadow failed)
+OnCompared = Callable[[str, str, str, int, int, bool], None]
+
+
 class ShadowMirror:
-    def __init__(self, metrics: Metrics, queue_size: int = 256) -> None:
+    def __init__(
+        self, metrics: Metrics, queue_size: int = 256, on_compared: OnCompared | None = None
+    ) -> None:
         self.metrics = metrics
+        self._on_compared = on_compared
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
         # Prometheus children resolved once per label set (``.labels()`` costs about 1 us each),
         # again after series were removed (a version went away: ``metrics.series.generation``)
@@ -150,6 +159,8 @@ class ShadowMirror:
             except Exception as e:
                 self._outcome(job, "error")
                 log.debug("shadow %s version %s failed: %s", job.model, job.shadow.version, e)
+                if self._on_compared is not None:
+                    self._on_compared(job.model, job.primary_version, job.shadow.version, 0, 0, True)
                 continue
             self._record(job, comparisons)
 
@@ -180,3 +191,6 @@ class ShadowMirror:
                 diff.observe(c.max_abs_diff)
                 cosine.observe(c.cosine)
         self._outcome(labels, "compared")
+        if self._on_compared is not None and comparisons:
+            least = min(comparisons.values(), key=lambda c: c.top1_agree / max(c.rows, 1))
+            self._on_compared(*labels, least.rows, least.top1_agree, False)

@@ -1,18 +1,22 @@
 """The flags' life: loaded from a file at start, reloaded when it changes, replaced by the Admin
-service. Every document is validated before it is installed in the ``FlagRouter``; a refused one
-is logged with its reason and counted, and the last good flags keep routing.
+service, edited by the rollout controller. Every document is validated before it is installed in the
+``FlagRouter``; a refused one is logged with its reason and counted, and the last good flags keep routing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ortserve.core import ModelManager
 from ortserve.errors import FlagsError
 from ortserve.metrics import Metrics
 from ortserve.repository.files import file_stamp, write_atomic
+from ortserve.repository.flagsdoc import flags_text
 from ortserve.rollout.flags import SHADOW_SUFFIX, FlagSet, check_versions, parse_flags
 from ortserve.rollout.router import FlagRouter
 
@@ -72,7 +76,7 @@ class FlagSource:
         self.metrics.flags_loads.labels(source).inc()
         log.info(
             "flags loaded from %s (revision %d): %s",
-            source if source == "admin" else self.path,
+            source if source != "file" else self.path,
             self.revision,
             ", ".join(sorted(flags.flags)) or "none",
             extra={"event": "flags_loaded", "revision": self.revision},
@@ -110,16 +114,49 @@ class FlagSource:
             self._accept(flags, "file")
             return True
 
-    async def replace(self, text: str) -> FlagSet:
+    async def replace(self, text: str, source: str = "admin") -> FlagSet:
         """Validate, write atomically to the flags file (so a restart keeps them), install.
         Raises FlagsError, with nothing changed, when the document is refused."""
         async with self._lock:
-            try:
-                flags = self.validate(text)
-            except FlagsError as e:
-                self._refuse(e, "admin")
-                raise
-            await asyncio.to_thread(write_atomic, self.path, flags.text)
-            self._stamp, self._retry = file_stamp(self.path), None
-            self._accept(flags, "admin")
-            return flags
+            return await self._replace(text, source)
+
+    async def edit(self, change: Callable[[dict[str, Any]], None], source: str = "rollout") -> FlagSet:
+        """Change the document in force and install the result like ``replace``: ``change`` edits the
+        parsed ``{"flags": {...}}`` in place. The base is the flags file as it is now (another process may
+        have written it since the last reload), or the loaded flags when the file is gone or refused, so
+        that an edit (a rollback) never fails because of someone else's bad file."""
+        async with self._lock:
+            text = await asyncio.to_thread(_read_text, self.path)
+            doc = (_document(text) if text is not None else {}) or _document(self.flags.text)
+            change(doc)
+            return await self._replace(flags_text(doc), source)
+
+    async def _replace(self, text: str, source: str) -> FlagSet:
+        try:
+            flags = self.validate(text)
+        except FlagsError as e:
+            self._refuse(e, source)
+            raise
+        await asyncio.to_thread(write_atomic, self.path, flags.text)
+        self._stamp, self._retry = file_stamp(self.path), None
+        self._accept(flags, source)
+        return flags
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _document(text: str) -> dict[str, Any]:
+    """The parsed flags document ({} when it is not one; {"flags": {}} for no text at all)."""
+    if not text.strip():
+        return {"flags": {}}
+    try:
+        doc = json.loads(text)
+        parse_flags(text)
+    except (ValueError, FlagsError):
+        return {}
+    return doc if isinstance(doc, dict) and isinstance(doc.get("flags"), dict) else {}

@@ -25,7 +25,7 @@ from ..._pool import POOL as _POOL
 
 
 
-DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x17ortserve/v1/admin.proto\x12\x0bortserve.v1\"\x11\n\x0fGetFlagsRequest\"Z\n\x10GetFlagsResponse\x12\x12\n\nflags_json\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\x12\x12\n\nlast_error\x18\x04 \x01(\t\"%\n\x0fSetFlagsRequest\x12\x12\n\nflags_json\x18\x01 \x01(\t\"$\n\x10SetFlagsResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\"\x15\n\x13ListVersionsRequest\"@\n\x0bVersionInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x10\n\x08variants\x18\x03 \x03(\t\"c\n\rModelVersions\x12\r\n\x05model\x18\x01 \x01(\t\x12*\n\x08versions\x18\x02 \x03(\x0b\x32\x18.ortserve.v1.VersionInfo\x12\x17\n\x0f\x64\x65\x66\x61ult_version\x18\x03 \x01(\t\"B\n\x14ListVersionsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.ortserve.v1.ModelVersions2\xee\x01\n\x05\x41\x64min\x12G\n\x08GetFlags\x12\x1c.ortserve.v1.GetFlagsRequest\x1a\x1d.ortserve.v1.GetFlagsResponse\x12G\n\x08SetFlags\x12\x1c.ortserve.v1.SetFlagsRequest\x1a\x1d.ortserve.v1.SetFlagsResponse\x12S\n\x0cListVersions\x12 .ortserve.v1.ListVersionsRequest\x1a!.ortserve.v1.ListVersionsResponseb\x06proto3')
+DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x17ortserve/v1/admin.proto\x12\x0bortserve.v1\"\x11\n\x0fGetFlagsRequest\"Z\n\x10GetFlagsResponse\x12\x12\n\nflags_json\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\x12\x12\n\nlast_error\x18\x04 \x01(\t\"%\n\x0fSetFlagsRequest\x12\x12\n\nflags_json\x18\x01 \x01(\t\"$\n\x10SetFlagsResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\"\x15\n\x13ListVersionsRequest\"@\n\x0bVersionInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x10\n\x08variants\x18\x03 \x03(\t\"c\n\rModelVersions\x12\r\n\x05model\x18\x01 \x01(\t\x12*\n\x08versions\x18\x02 \x03(\x0b\x32\x18.ortserve.v1.VersionInfo\x12\x17\n\x0f\x64\x65\x66\x61ult_version\x18\x03 \x01(\t\"B\n\x14ListVersionsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.ortserve.v1.ModelVersions\"g\n\x13StartRolloutRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tcandidate\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61seline\x18\x03 \x01(\t\x12\x0c\n\x04spec\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\"\n\x11GetRolloutRequest\x12\r\n\x05model\x18\x01 \x01(\t\"4\n\x13\x41\x62ortRolloutRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"(\n\x17GetRolloutReportRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xa9\x02\n\rRolloutStatus\x12\r\n\x05model\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61seline\x18\x03 \x01(\t\x12\x11\n\tcandidate\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\r\n\x05phase\x18\x07 \x01(\t\x12\x0c\n\x04step\x18\x08 \x01(\x05\x12\r\n\x05steps\x18\t \x03(\x05\x12\x0e\n\x06weight\x18\n \x01(\x05\x12\x0e\n\x06needed\x18\x0b \x01(\x04\x12\x0f\n\x07\x65_value\x18\x0c \x01(\x01\x12\x11\n\tthreshold\x18\r \x01(\x01\x12\x0f\n\x07started\x18\x0e \x01(\t\x12\x0f\n\x07updated\x18\x0f \x01(\t\x12\x12\n\nstarted_by\x18\x10 \x01(\t\x12\x13\n\x0brecord_json\x18\x11 \x01(\t\"$\n\rRolloutReport\x12\x13\n\x0breport_json\x18\x01 \x01(\t2\xaa\x04\n\x05\x41\x64min\x12G\n\x08GetFlags\x12\x1c.ortserve.v1.GetFlagsRequest\x1a\x1d.ortserve.v1.GetFlagsResponse\x12G\n\x08SetFlags\x12\x1c.ortserve.v1.SetFlagsRequest\x1a\x1d.ortserve.v1.SetFlagsResponse\x12S\n\x0cListVersions\x12 .ortserve.v1.ListVersionsRequest\x1a!.ortserve.v1.ListVersionsResponse\x12L\n\x0cStartRollout\x12 .ortserve.v1.StartRolloutRequest\x1a\x1a.ortserve.v1.RolloutStatus\x12H\n\nGetRollout\x12\x1e.ortserve.v1.GetRolloutRequest\x1a\x1a.ortserve.v1.RolloutStatus\x12L\n\x0c\x41\x62ortRollout\x12 .ortserve.v1.AbortRolloutRequest\x1a\x1a.ortserve.v1.RolloutStatus\x12T\n\x10GetRolloutReport\x12$.ortserve.v1.GetRolloutReportRequest\x1a\x1a.ortserve.v1.RolloutReportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,6 +48,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELVERSIONS']._serialized_end=416
   _globals['_LISTVERSIONSRESPONSE']._serialized_start=418
   _globals['_LISTVERSIONSRESPONSE']._serialized_end=484
-  _globals['_ADMIN']._serialized_start=487
-  _globals['_ADMIN']._serialized_end=725
+  _globals['_STARTROLLOUTREQUEST']._serialized_start=486
+  _globals['_STARTROLLOUTREQUEST']._serialized_end=589
+  _globals['_GETROLLOUTREQUEST']._serialized_start=591
+  _globals['_GETROLLOUTREQUEST']._serialized_end=625
+  _globals['_ABORTROLLOUTREQUEST']._serialized_start=627
+  _globals['_ABORTROLLOUTREQUEST']._serialized_end=679
+  _globals['_GETROLLOUTREPORTREQUEST']._serialized_start=681
+  _globals['_GETROLLOUTREPORTREQUEST']._serialized_end=721
+  _globals['_ROLLOUTSTATUS']._serialized_start=724
+  _globals['_ROLLOUTSTATUS']._serialized_end=1021
+  _globals['_ROLLOUTREPORT']._serialized_start=1023
+  _globals['_ROLLOUTREPORT']._serialized_end=1059
+  _globals['_ADMIN']._serialized_start=1062
+  _globals['_ADMIN']._serialized_end=1616
 # @@protoc_insertion_point(module_scope)

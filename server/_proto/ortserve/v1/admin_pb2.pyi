@@ -63,3 +63,81 @@ class ListVersionsResponse(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelVersions]
     def __init__(self, models: _Optional[_Iterable[_Union[ModelVersions, _Mapping]]] = ...) -> None: ...
+
+class StartRolloutRequest(_message.Message):
+    __slots__ = ("model", "candidate", "baseline", "spec", "reason")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    candidate: str
+    baseline: str
+    spec: str
+    reason: str
+    def __init__(self, model: _Optional[str] = ..., candidate: _Optional[str] = ..., baseline: _Optional[str] = ..., spec: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GetRolloutRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class AbortRolloutRequest(_message.Message):
+    __slots__ = ("model", "reason")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    reason: str
+    def __init__(self, model: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GetRolloutReportRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class RolloutStatus(_message.Message):
+    __slots__ = ("model", "id", "baseline", "candidate", "state", "reason", "phase", "step", "steps", "weight", "needed", "e_value", "threshold", "started", "updated", "started_by", "record_json")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    NEEDED_FIELD_NUMBER: _ClassVar[int]
+    E_VALUE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    STARTED_BY_FIELD_NUMBER: _ClassVar[int]
+    RECORD_JSON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    id: str
+    baseline: str
+    candidate: str
+    state: str
+    reason: str
+    phase: str
+    step: int
+    steps: _containers.RepeatedScalarFieldContainer[int]
+    weight: int
+    needed: int
+    e_value: float
+    threshold: float
+    started: str
+    updated: str
+    started_by: str
+    record_json: str
+    def __init__(self, model: _Optional[str] = ..., id: _Optional[str] = ..., baseline: _Optional[str] = ..., candidate: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., phase: _Optional[str] = ..., step: _Optional[int] = ..., steps: _Optional[_Iterable[int]] = ..., weight: _Optional[int] = ..., needed: _Optional[int] = ..., e_value: _Optional[float] = ..., threshold: _Optional[float] = ..., started: _Optional[str] = ..., updated: _Optional[str] = ..., started_by: _Optional[str] = ..., record_json: _Optional[str] = ...) -> None: ...
+
+class RolloutReport(_message.Message):
+    __slots__ = ("report_json",)
+    REPORT_JSON_FIELD_NUMBER: _ClassVar[int]
+    report_json: str
+    def __init__(self, report_json: _Optional[str] = ...) -> None: ...

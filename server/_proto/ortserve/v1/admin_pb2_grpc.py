@@ -49,6 +49,26 @@ class AdminStub:
                 request_serializer=ortserve_dot_v1_dot_admin__pb2.ListVersionsRequest.SerializeToString,
                 response_deserializer=ortserve_dot_v1_dot_admin__pb2.ListVersionsResponse.FromString,
                 _registered_method=True)
+        self.StartRollout = channel.unary_unary(
+                '/ortserve.v1.Admin/StartRollout',
+                request_serializer=ortserve_dot_v1_dot_admin__pb2.StartRolloutRequest.SerializeToString,
+                response_deserializer=ortserve_dot_v1_dot_admin__pb2.RolloutStatus.FromString,
+                _registered_method=True)
+        self.GetRollout = channel.unary_unary(
+                '/ortserve.v1.Admin/GetRollout',
+                request_serializer=ortserve_dot_v1_dot_admin__pb2.GetRolloutRequest.SerializeToString,
+                response_deserializer=ortserve_dot_v1_dot_admin__pb2.RolloutStatus.FromString,
+                _registered_method=True)
+        self.AbortRollout = channel.unary_unary(
+                '/ortserve.v1.Admin/AbortRollout',
+                request_serializer=ortserve_dot_v1_dot_admin__pb2.AbortRolloutRequest.SerializeToString,
+                response_deserializer=ortserve_dot_v1_dot_admin__pb2.RolloutStatus.FromString,
+                _registered_method=True)
+        self.GetRolloutReport = channel.unary_unary(
+                '/ortserve.v1.Admin/GetRolloutReport',
+                request_serializer=ortserve_dot_v1_dot_admin__pb2.GetRolloutReportRequest.SerializeToString,
+                response_deserializer=ortserve_dot_v1_dot_admin__pb2.RolloutReport.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -78,6 +98,38 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartRollout(self, request, context):
+        """Starts an automated rollout of a candidate version (README "Automated rollouts"): traffic steps
+        written to the model's flag, a sequential judge of candidate against baseline, promotion (the
+        model's default_version) or rollback. INVALID_ARGUMENT for a bad spec, NOT_FOUND when a version is
+        not loaded, FAILED_PRECONDITION when the model has a rollout in progress.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRollout(self, request, context):
+        """The model's rollout: the one in progress, or the last one (NOT_FOUND when it never had one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortRollout(self, request, context):
+        """Stops the model's rollout and sends all its traffic to the baseline at once (the flag's kill switch).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRolloutReport(self, request, context):
+        """The A/B report of the model's rollout (JSON): per variant requests, error rate, latency quantiles,
+        online accuracy with 95% intervals, the judge's evidence per check, the decision, the history.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +147,26 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListVersions,
                     request_deserializer=ortserve_dot_v1_dot_admin__pb2.ListVersionsRequest.FromString,
                     response_serializer=ortserve_dot_v1_dot_admin__pb2.ListVersionsResponse.SerializeToString,
+            ),
+            'StartRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartRollout,
+                    request_deserializer=ortserve_dot_v1_dot_admin__pb2.StartRolloutRequest.FromString,
+                    response_serializer=ortserve_dot_v1_dot_admin__pb2.RolloutStatus.SerializeToString,
+            ),
+            'GetRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRollout,
+                    request_deserializer=ortserve_dot_v1_dot_admin__pb2.GetRolloutRequest.FromString,
+                    response_serializer=ortserve_dot_v1_dot_admin__pb2.RolloutStatus.SerializeToString,
+            ),
+            'AbortRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortRollout,
+                    request_deserializer=ortserve_dot_v1_dot_admin__pb2.AbortRolloutRequest.FromString,
+                    response_serializer=ortserve_dot_v1_dot_admin__pb2.RolloutStatus.SerializeToString,
+            ),
+            'GetRolloutReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRolloutReport,
+                    request_deserializer=ortserve_dot_v1_dot_admin__pb2.GetRolloutReportRequest.FromString,
+                    response_serializer=ortserve_dot_v1_dot_admin__pb2.RolloutReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +250,114 @@ class Admin:
             '/ortserve.v1.Admin/ListVersions',
             ortserve_dot_v1_dot_admin__pb2.ListVersionsRequest.SerializeToString,
             ortserve_dot_v1_dot_admin__pb2.ListVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ortserve.v1.Admin/StartRollout',
+            ortserve_dot_v1_dot_admin__pb2.StartRolloutRequest.SerializeToString,
+            ortserve_dot_v1_dot_admin__pb2.RolloutStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ortserve.v1.Admin/GetRollout',
+            ortserve_dot_v1_dot_admin__pb2.GetRolloutRequest.SerializeToString,
+            ortserve_dot_v1_dot_admin__pb2.RolloutStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ortserve.v1.Admin/AbortRollout',
+            ortserve_dot_v1_dot_admin__pb2.AbortRolloutRequest.SerializeToString,
+            ortserve_dot_v1_dot_admin__pb2.RolloutStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRolloutReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ortserve.v1.Admin/GetRolloutReport',
+            ortserve_dot_v1_dot_admin__pb2.GetRolloutReportRequest.SerializeToString,
+            ortserve_dot_v1_dot_admin__pb2.RolloutReport.FromString,
             options,
             channel_credentials,
             insecure,
