@@ -1,7 +1,8 @@
 """``ortserve`` / ``python -m ortserve``: parse settings, set up logging, serve.
 
-``ortserve auth ...`` and ``ortserve audit ...`` are the security subcommands (``ortserve auth --help``);
-anything else is the server's options (``ortserve --help``).
+``ortserve auth ...`` and ``ortserve audit ...`` are the security subcommands (``ortserve auth --help``),
+``ortserve rollout ...`` drives automated rollouts through a running server's Admin service
+(``ortserve rollout --help``); anything else is the server's options (``ortserve --help``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ EXIT_PROVIDER = 3
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "rollout":
+        from ortserve.rollout_cli import main as rollout_main
+
+        return rollout_main(args)
     if args and args[0] in SUBCOMMANDS:
         from ortserve.ops.security_cli import main as security_main
 

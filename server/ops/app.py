@@ -203,6 +203,8 @@ class App:
     async def shutdown(self) -> None:
         s = self.settings
         log.info("shutting down: draining for up to %.1fs", s.grace_period, extra={"event": "shutting_down"})
+        if self.rollouts is not None:
+            await self.rollouts.close()  # a rollout's move in progress is finished and saved first
         if self.server is not None:
             await drain(
                 self.server,

@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every option can also be set as ORTSERVE_<NAME> in the environment (e.g. ORTSERVE_PORT=9001) "
         "or as <name> = value in the --config TOML file. Precedence: flags, environment, file, defaults. "
         "Security commands: 'ortserve auth add-key|remove-key|list|check' (the --auth-file) and "
-        "'ortserve audit verify FILE' (the --audit-log chain); see 'ortserve auth --help'.",
+        "'ortserve audit verify FILE' (the --audit-log chain); see 'ortserve auth --help'. "
+        "Rollouts: 'ortserve rollout start|status|abort|report --model M' (see 'ortserve rollout --help').",
     )
     for f in dataclasses.fields(Settings):
         flag = "--" + f.name.replace("_", "-")

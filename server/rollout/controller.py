@@ -18,6 +18,7 @@ abort is handed to the leader as a command file (``share``).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -25,11 +26,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ortserve.core import ModelManager
-from ortserve.errors import FailedPrecondition, FlagsError, ModelNotFound, ServeError
+from ortserve.errors import FailedPrecondition, FlagsError, ModelNotFound
 from ortserve.metrics import Metrics
 from ortserve.repository import ConfigError, set_default_version
 from ortserve.rollout.collector import Collector
-from ortserve.rollout.progress import begin, evaluate, figures, observe, point
+from ortserve.rollout.progress import begin, check_routing, evaluate, figures, observe, point
 from ortserve.rollout.progress import export as export_metrics
 from ortserve.rollout.share import Share
 from ortserve.rollout.source import FlagSource
@@ -37,7 +38,7 @@ from ortserve.rollout.spec import RolloutSpec
 from ortserve.rollout.state import ABORTED, PROGRESSING, PROMOTED, ROLLED_BACK, WAITING, Rollout
 from ortserve.rollout.store import RolloutStore
 from ortserve.rollout.tally import Tally
-from ortserve.rollout.traffic import flag_in_force, kill, retire, route
+from ortserve.rollout.traffic import KILL, RETIRE, ROUTE, finish, move, planned
 
 __all__ = ["RolloutController"]
 
@@ -70,6 +71,7 @@ class RolloutController:
         self._lock = asyncio.Lock()
         self._marks: dict[str, Tally] = {}  # totals at each rollout's last history point
         self._wait_logged: dict[str, float] = {}
+        self._closed = False
         self.share = Share(store, collector, models, worker, workers, interval)
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -77,14 +79,13 @@ class RolloutController:
         """The leader takes up the rollouts the store holds (a restart resumes at the same step)."""
         if not self.leader:
             return
-        for model in await asyncio.to_thread(self.store.models):
-            data = await asyncio.to_thread(self.store.load, model)
-            try:
-                r = Rollout.from_dict(data or {})
-            except (KeyError, ValueError, TypeError, ServeError) as e:
-                log.error("rollout record of %s cannot be read, left alone: %s", model, e)
-                continue
+        for r in await asyncio.to_thread(self.store.rollouts):
+            model = r.model
             self._rollouts[model] = r
+            try:
+                await finish(r, self.flags)
+            except (FlagsError, OSError) as e:
+                log.error("rollout %s of %s: the interrupted move cannot be finished: %s", r.id, model, e)
             if r.active:
                 self._watch(r)
                 log.info(
@@ -92,6 +93,11 @@ class RolloutController:
                     extra={"event": "rollout_resumed", "model": model, "rollout": r.id, "step": r.step},
                 )  # fmt: skip
             self._export(r)
+
+    async def close(self) -> None:
+        """At shutdown: let a look in progress finish (its moves are saved), then act no more."""
+        async with self._lock:
+            self._closed = True
 
     async def run(self) -> None:
         while True:
@@ -109,7 +115,7 @@ class RolloutController:
             if self.workers > 1:
                 await self.share.take_commands(self.start, self.abort)
             async with self._lock:
-                for r in list(self._rollouts.values()):
+                for r in list(self._rollouts.values()) if not self._closed else ():
                     if r.active:
                         await self._look(r)
                     elif r.state == PROMOTED and not r.flag_retired:
@@ -159,15 +165,21 @@ class RolloutController:
         now = time.time()
         r = begin(spec, loaded, self.models.default_version(model), self._rollouts.get(model), by, now)
         try:
-            await route(r, self.flags)
+            self.flags.validate(json.dumps({"flags": {model: planned(r, ROUTE)}}))
         except FlagsError as e:
             raise FailedPrecondition(f"the rollout's flag is refused, nothing changed: {e}") from None
         await asyncio.to_thread(self.store.archive, model)
         self._rollouts[model] = r
         self._watch(r)
-        r.transitions.clear()
         what = f"version {r.spec.candidate} against {r.spec.baseline}, steps {list(spec.steps)}%"
         self._transition(r, PROGRESSING, now, by, (reason + "; " if reason else "") + f"started: {what}")
+        try:
+            await self._move(r, ROUTE)
+        except (FlagsError, OSError) as e:
+            await self._end(
+                r, ABORTED, CONTROLLER, f"the rollout's flag cannot be written: {e}", switch=False
+            )
+            raise FailedPrecondition(f"the rollout's flag cannot be written, nothing changed: {e}") from None
         return r
 
     def _watch(self, r: Rollout) -> None:
@@ -181,7 +193,9 @@ class RolloutController:
         if self.workers > 1:
             await self.share.gather(r)
         observe(r, r.ledger.total(), now)
-        trouble = self._trouble(r)
+        trouble = check_routing(
+            r, self.flags.flags.text, self.models.loaded_versions().get(r.model, frozenset())
+        )
         if trouble is not None:
             state, reason, switch = trouble
             await self._end(r, state, CONTROLLER, reason, {"check": "routing", **figures(r)}, switch)
@@ -211,34 +225,18 @@ class RolloutController:
         self._export(r)
         await self._save(r)
 
-    def _trouble(self, r: Rollout) -> tuple[str, str, bool] | None:
-        """(state, reason, kill switch) when the rollout cannot go on: its flag was changed by someone else, or
-        one of its versions is no longer loaded."""
-        if flag_in_force(self.flags, r.model) != r.flag:
-            reason = (
-                f"the flag '{r.model}' was changed outside the rollout (SetFlags or the flags file): the "
-                "rollout stops and leaves routing as it is now"
-            )
-            return ABORTED, reason, False
-        loaded = self.models.loaded_versions().get(r.model, frozenset())
-        if r.spec.candidate not in loaded:
-            return ROLLED_BACK, f"version {r.spec.candidate} (the candidate) is no longer loaded", True
-        if r.spec.baseline not in loaded:
-            return ABORTED, f"version {r.spec.baseline} (the baseline) is no longer loaded", True
-        return None
-
     async def _next_step(self, r: Rollout, now: float, reason: str) -> None:
         if r.phase == "shadow":
             r.phase, r.step = "canary", 0
         else:
             r.step += 1
         r.weight = r.spec.steps[r.step]
+        r.at_step, r.step_started, r.waiting_since = r.total.copy(), now, 0.0
         try:
-            await route(r, self.flags)
+            await self._move(r, ROUTE)
         except (FlagsError, OSError) as e:
             await self._end(r, ROLLED_BACK, CONTROLLER, f"the next step's flag was refused: {e}")
             return
-        r.at_step, r.step_started, r.waiting_since = r.total.copy(), now, 0.0
         r.needed = r.spec.step_requests
         self._transition(r, PROGRESSING, now, CONTROLLER, f"{reason}; now {r.step_label()}", **figures(r))
 
@@ -247,7 +245,7 @@ class RolloutController:
         try:
             if r.weight != 100:
                 r.weight = 100
-                await route(r, self.flags)  # everyone on the candidate while the default moves
+                await self._move(r, ROUTE)  # everyone on the candidate while the default moves
             await asyncio.to_thread(set_default_version, self.models.root / model, candidate)
         except (FlagsError, ConfigError, OSError, ValueError) as e:
             r.reason = f"promotion waits: {e}"  # tried again at the next look
@@ -268,7 +266,7 @@ class RolloutController:
             await self.models.adopt_default(r.model)
             return
         try:
-            await retire(r, self.flags)
+            await self._move(r, RETIRE)
         except (FlagsError, OSError) as e:
             log.error("rollout %s of %s: the flag cannot be retired yet: %s", r.id, r.model, e)
             return
@@ -290,10 +288,10 @@ class RolloutController:
         now = time.time()
         if switch:
             try:
-                await kill(r, self.flags)
+                await self._move(r, KILL)
             except (FlagsError, OSError) as e:
                 try:  # the kill switch names a version that is gone: take the flag away instead
-                    await retire(r, self.flags)
+                    await self._move(r, RETIRE)
                 except (FlagsError, OSError) as e2:
                     log.error("rollout %s of %s: the flags cannot be written: %s; %s", r.id, r.model, e, e2)
                     reason += f" (the flags could not be written: {e2})"
@@ -306,6 +304,9 @@ class RolloutController:
         self._point(r, now, force=True)
         self._export(r)
         await self._save(r)
+
+    async def _move(self, r: Rollout, kind: str) -> None:
+        await move(r, self.flags, kind, self._save)
 
     # -- records -------------------------------------------------------------------------------------
     def _transition(self, r: Rollout, state: str, now: float, by: str, reason: str, **figures: Any) -> None:

@@ -25,11 +25,22 @@ from ortserve.errors import FailedPrecondition, ModelNotFound
 from ortserve.metrics import Metrics
 from ortserve.rollout.judge import Judge
 from ortserve.rollout.spec import RolloutSpec
-from ortserve.rollout.state import STATES, WAITING, Rollout, iso
+from ortserve.rollout.state import ABORTED, ROLLED_BACK, STATES, WAITING, Rollout, iso
 from ortserve.rollout.tally import Arm, Tally
+from ortserve.rollout.traffic import flag_of
 from ortserve.stats import psi
 
-__all__ = ["Decision", "begin", "evaluate", "export", "figures", "observe", "point", "prediction_psi"]
+__all__ = [
+    "Decision",
+    "begin",
+    "check_routing",
+    "evaluate",
+    "export",
+    "figures",
+    "observe",
+    "point",
+    "prediction_psi",
+]
 
 MIN_PSI_ROWS = 50  # predicted classes each arm needs before the arms' PSI means anything
 
@@ -73,6 +84,22 @@ def begin(
     else:
         r.weight = spec.steps[0]
     return r
+
+
+def check_routing(r: Rollout, flags_text: str, loaded: Collection[str]) -> tuple[str, str, bool] | None:
+    """(state, reason, kill switch) when the rollout cannot go on: its flag was changed by someone else
+    (in ``flags_text``, the document routing now), or one of its versions is no longer ``loaded``."""
+    if flag_of(flags_text, r.model) != r.flag:
+        reason = (
+            f"the flag '{r.model}' was changed outside the rollout (SetFlags or the flags file): the "
+            "rollout stops and leaves routing as it is now"
+        )
+        return ABORTED, reason, False
+    if r.spec.candidate not in loaded:
+        return ROLLED_BACK, f"version {r.spec.candidate} (the candidate) is no longer loaded", True
+    if r.spec.baseline not in loaded:
+        return ABORTED, f"version {r.spec.baseline} (the baseline) is no longer loaded", True
+    return None
 
 
 def observe(r: Rollout, total: Tally, now: float) -> None:

@@ -71,7 +71,8 @@ class Rollout:
     at_step: Tally = field(default_factory=Tally)  # cumulative when the step began
     psi: float | None = None  # the arms' predicted-class PSI over the last finished step
     evidence: dict[str, Any] | None = None
-    flag: dict[str, Any] | None = None  # the model's flag as the controller last wrote it
+    flag: dict[str, Any] | None = None  # the model's flag as the controller last wrote it (or is writing)
+    prev_flag: dict[str, Any] | None = None  # ... and the one before: a move a stop cut short is finished
     shadow_flag: dict[str, Any] | None = None
     previous_shadow: dict[str, Any] | None = None  # the <model>.shadow flag there before the shadow phase
     flag_retired: bool = False
@@ -154,6 +155,7 @@ class Rollout:
             "psi": self.psi,
             "evidence": self.evidence,
             "flag": self.flag,
+            "prev_flag": self.prev_flag,
             "shadow_flag": self.shadow_flag,
             "previous_shadow": self.previous_shadow,
             "flag_retired": self.flag_retired,
@@ -178,7 +180,7 @@ class Rollout:
         )
         for name in ("state", "reason", "phase", "started_by", "evidence", "flag", "shadow_flag"):
             setattr(r, name, d.get(name, getattr(r, name)))
-        r.previous_shadow = d.get("previous_shadow")
+        r.previous_shadow, r.prev_flag = d.get("previous_shadow"), d.get("prev_flag")
         r.flag_retired = bool(d.get("flag_retired", False))
         r.step, r.weight, r.needed = int(d["step"]), int(d["weight"]), int(d.get("needed", 0))
         for name in ("updated", "step_started", "waiting_since", "last_candidate", "period"):

@@ -19,8 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ortserve.errors import ServeError
 from ortserve.repository.files import write_atomic
 from ortserve.repository.layout import check_model_name
+from ortserve.rollout.state import Rollout
 
 __all__ = ["RolloutStore"]
 
@@ -55,6 +57,16 @@ class RolloutStore:
         if not self.root.is_dir():
             return []
         return sorted(p.stem for p in self.root.glob("*.json") if not p.name.startswith("."))
+
+    def rollouts(self) -> list[Rollout]:
+        """Every model's rollout whose record reads back (one that does not is logged and left alone)."""
+        out = []
+        for model in self.models():
+            try:
+                out.append(Rollout.from_dict(self.load(model) or {}))
+            except (KeyError, ValueError, TypeError, ServeError) as e:
+                log.error("rollout record %s cannot be read, left alone: %s", self.path(model), e)
+        return out
 
     def stamp(self, model: str) -> int:
         """Changes when the model's rollout file is rewritten (0: none)."""

@@ -15,6 +15,8 @@ that was there before is put back afterwards.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ortserve.repository.flagsdoc import canary_flag
@@ -22,7 +24,9 @@ from ortserve.rollout.flags import SHADOW_SUFFIX
 from ortserve.rollout.source import FlagSource
 from ortserve.rollout.state import Rollout
 
-__all__ = ["flag_in_force", "kill", "retire", "route"]
+log = logging.getLogger("ortserve.rollout")
+
+__all__ = ["KILL", "RETIRE", "ROUTE", "apply", "finish", "flag_in_force", "flag_of", "move", "planned"]
 
 BASELINE, CANDIDATE = "baseline", "candidate"
 
@@ -62,14 +66,30 @@ def _shadow_back(r: Rollout, flags: dict[str, Any]) -> None:
     r.shadow_flag = None
 
 
-async def route(r: Rollout, flags: FlagSource) -> None:
-    """Write the model's flag for the rollout's weight (and the shadow flag in the shadow phase)."""
-    main = main_flag(r)
-    mirror = shadow_flag(r) if r.phase == "shadow" else None
+ROUTE, KILL, RETIRE = "route", "kill", "retire"
+
+
+def planned(r: Rollout, kind: str) -> dict[str, Any] | None:
+    """The model's flag after a move of ``kind``: the split at the rollout's weight, the kill switch, or
+    none (retired)."""
+    if kind == ROUTE:
+        return main_flag(r)
+    if kind == KILL:
+        return main_flag(r, enabled=False)
+    return None
+
+
+async def apply(r: Rollout, flags: FlagSource, kind: str) -> None:
+    """Write ``r.flag`` (what ``planned`` gave) as the model's flag, and the shadow flag the phase needs.
+    A retired flag is removed only if it is still the one the rollout wrote (``r.prev_flag``)."""
+    mine, mirror = r.flag, shadow_flag(r) if kind == ROUTE and r.phase == "shadow" else None
 
     def change(doc: dict[str, Any]) -> None:
         table = doc["flags"]
-        table[r.model] = main
+        if mine is not None:
+            table[r.model] = mine
+        elif table.get(r.model) in (r.prev_flag, None):
+            table.pop(r.model, None)
         key = r.model + SHADOW_SUFFIX
         if mirror is not None:
             if r.shadow_flag is None and key in table:
@@ -79,41 +99,37 @@ async def route(r: Rollout, flags: FlagSource) -> None:
             _shadow_back(r, table)
 
     await flags.edit(change)
-    r.flag, r.shadow_flag = main, mirror
+    r.shadow_flag = mirror
 
 
-async def kill(r: Rollout, flags: FlagSource) -> None:
-    """All traffic to the baseline at once: the flag DISABLED (its default variant is the baseline)."""
-    off = main_flag(r, enabled=False)
+async def move(r: Rollout, flags: FlagSource, kind: str, save: Callable[[Rollout], Awaitable[None]]) -> None:
+    """Move traffic: the record first (``save``, with the flag it is about to write), then the flags
+    document, so that a move a crash cuts short is finished at the next start (``finish``)."""
+    before, r.prev_flag, r.flag = r.flag, r.flag, planned(r, kind)
+    await save(r)
+    try:
+        await apply(r, flags, kind)
+    except BaseException:
+        r.flag = before
+        raise
 
-    def change(doc: dict[str, Any]) -> None:
-        doc["flags"][r.model] = off
-        _shadow_back(r, doc["flags"])
 
-    await flags.edit(change)
-    r.flag = off
-
-
-async def retire(r: Rollout, flags: FlagSource) -> bool:
-    """Remove the model's flag after promotion (only if it is still the one the rollout wrote); True when
-    the document changed."""
-    mine = r.flag
-
-    def change(doc: dict[str, Any]) -> None:
-        table = doc["flags"]
-        if table.get(r.model) == mine:
-            table.pop(r.model, None)
-        _shadow_back(r, table)
-
-    before = flags.flags.text
-    await flags.edit(change)
-    r.flag = None
-    return flags.flags.text != before
+async def finish(r: Rollout, flags: FlagSource) -> None:
+    """At start: the flags show the state before the move the record says was under way: make it."""
+    if r.flag == r.prev_flag or flag_in_force(flags, r.model) != r.prev_flag:
+        return
+    kind = RETIRE if r.flag is None else KILL if r.flag.get("state") == "DISABLED" else ROUTE
+    log.warning("rollout %s of %s: finishing the move a stop cut short (%s)", r.id, r.model, kind)
+    await apply(r, flags, kind)
 
 
 def flag_in_force(flags: FlagSource, key: str) -> Any:
     """The definition of flag ``key`` in the document routing now (None when absent)."""
-    text = flags.flags.text
+    return flag_of(flags.flags.text, key)
+
+
+def flag_of(text: str, key: str) -> Any:
+    """The definition of flag ``key`` in a flags document's text (None when absent)."""
     if not text:
         return None
     try:
