@@ -15,6 +15,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from ortserve.admin_client import AdminClient
 from ortserve.client import AsyncClient
 from ortserve.testing import ServerProcess
 from tests.server.monitor.conftest import copy_version, train_split
@@ -104,6 +105,7 @@ def exported(tmp_path_factory, demo_version) -> set[str]:
     """The names a real server exports after predictions, feedback and payload logging."""
     repo = tmp_path_factory.mktemp("repo")
     copy_version(demo_version, repo, "1", 'default_version = "1"\nmax_batch_size = 64\n')
+    copy_version(demo_version, repo, "2")  # a candidate, so that a rollout runs and exports its metrics
     args = ("--drift-sample-rate", "1", "--drift-interval", "0.2", "--drift-min-rows", "100")
     s = ServerProcess(repo, *args, "--payload-log", str(repo.parent / "payloads"), "--payload-log-rate", "1")
     x, y = train_split()
@@ -115,11 +117,13 @@ def exported(tmp_path_factory, demo_version) -> set[str]:
                 await c.feedback(r.request_id, labels=y[i : i + 4], reward=1.0)
 
     try:
+        with AdminClient(s.target) as admin:
+            admin.start_rollout("digits", "2", spec="steps = [50]\nstep_requests = 1000000")
         asyncio.run(traffic())
         text = ""
         for _ in range(100):
             text = urllib.request.urlopen(s.metrics_url, timeout=5).read().decode()
-            if "ortserve_feature_drift_psi{" in text:
+            if "ortserve_feature_drift_psi{" in text and "ortserve_rollout_state{" in text:
                 break
             asyncio.run(asyncio.sleep(0.1))
     finally:
@@ -155,5 +159,7 @@ def test_every_expression_parses_and_names_only_exported_metrics(exported):
         "ortserve_shadow_rows_total",
         "ortserve_payload_records_total",
         "ortserve_reference_accuracy",
+        "ortserve_rollout_state",
+        "ortserve_rollout_transitions_total",
     ):
         assert needed in used, needed
