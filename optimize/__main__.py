@@ -38,6 +38,12 @@ recipe (TOML; paths relative to it; --write-recipe writes the flags' run as one)
 
 steps: export, graph-optimize, quantize-dynamic, quantize-static, fp16, prune-structured, prune-magnitude,
 finetune (ortserve-optimize --list-steps shows their parameters).
+
+retrain (the continuous-learning loop; ortserve-optimize retrain --help):
+  optimize retrain --repo models --model digits --payload-log payloads \
+      --source ortserve.optimize.examples.digits:mlp --canary
+      fine-tunes the default version on the payload log's requests that got feedback, validates it against
+      the default on a held-out slice, publishes it with its lineage and starts a rollout of it.
 exit status: 0 a variant was accepted, 1 all were rejected, 2 bad input.
 """
 
@@ -221,6 +227,11 @@ def _list_steps() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "retrain":  # ortserve-optimize retrain ...: payload log + feedback -> new version
+        from ortserve.optimize.retrain import main as retrain_main
+
+        return retrain_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.list_steps:

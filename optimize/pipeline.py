@@ -94,7 +94,13 @@ def _apply(
     return art, done
 
 
-def run(recipe: Recipe, progress: Progress | None = None, workdir: Path | None = None) -> RunResult:
+def run(
+    recipe: Recipe,
+    progress: Progress | None = None,
+    workdir: Path | None = None,
+    manifest_extra: dict[str, Any] | None = None,
+) -> RunResult:
+    """``manifest_extra``: more fields for each published version's manifest (retrain's lineage)."""
     log = progress or Progress()
     recipe.check()
     if not recipe.model:
@@ -209,7 +215,11 @@ def run(recipe: Recipe, progress: Progress | None = None, workdir: Path | None =
             from ortserve.optimize.reference import reference_json
 
             parent = recipe.parent or _parent_version(source)
-            entries = [(r.path, _manifest_extra(r, info, parent)) for r in accepted if r.path]
+            entries = [
+                (r.path, {**_manifest_extra(r, info, parent), **(manifest_extra or {})})
+                for r in accepted
+                if r.path
+            ]
             references = [
                 reference_json(r.path, outputs[r.name], eval_data, recipe.reference)
                 for r in accepted

@@ -75,7 +75,8 @@ class Monitoring:
             self.hooks.append(self.drift)
         self.index: FeedbackIndex | None = None
         if s.feedback_index_size > 0:
-            listeners = [f for f in (self.payload and self.payload.feedback, on_feedback) if f is not None]
+            mine = self.payload.feedback if self.payload is not None else None
+            listeners = [f for f in (mine, on_feedback) if f is not None]
 
             def heard(item: FeedbackItem, result: FeedbackResult) -> None:
                 for listener in listeners:

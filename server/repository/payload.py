@@ -27,7 +27,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,10 @@ __all__ = [
     "decode_tensor",
     "encode_tensor",
     "event",
+    "join_labelled",
     "labelled",
+    "parse_payload_lines",
+    "payload_files",
     "read_payload_log",
 ]
 
@@ -101,20 +104,28 @@ class PayloadRecord:
     feedback: dict[str, Any] | None = None  # the data of a feedback event
 
 
+def payload_files(directory: Path, model: str | None = None) -> list[Path]:
+    """The log's files (one model's with ``model``), in time order within each model."""
+    root = Path(directory)
+    folders = [root / model] if model else sorted(p for p in root.iterdir() if p.is_dir())
+    return [path for folder in folders for path in sorted(folder.glob(f"*{SUFFIX}"))]
+
+
+def parse_payload_lines(lines: Iterable[str | bytes]) -> Iterator[PayloadRecord]:
+    """The records of a log file's lines; a line that does not parse (a file cut short) is skipped."""
+    for line in lines:
+        try:
+            yield _record(json.loads(line))
+        except (ValueError, KeyError, TypeError):
+            continue
+
+
 def read_payload_log(directory: Path, model: str | None = None) -> Iterator[PayloadRecord]:
     """Every record under ``directory`` (one model's with ``model``), file by file in time order.
     A line that does not parse (a file cut short by a crash) is skipped."""
-    root = Path(directory)
-    folders = [root / model] if model else sorted(p for p in root.iterdir() if p.is_dir())
-    for folder in folders:
-        for path in sorted(folder.glob(f"*{SUFFIX}")):
-            with open(path) as f:
-                for line in f:
-                    try:
-                        e = json.loads(line)
-                        yield _record(e)
-                    except (ValueError, KeyError, TypeError):
-                        continue
+    for path in payload_files(directory, model):
+        with open(path) as f:
+            yield from parse_payload_lines(f)
 
 
 def _record(e: dict[str, Any]) -> PayloadRecord:
@@ -131,8 +142,13 @@ def _record(e: dict[str, Any]) -> PayloadRecord:
 def labelled(directory: Path, model: str) -> Iterator[tuple[PayloadRecord, dict[str, Any]]]:
     """(inference record, its feedback data) for each logged request of ``model`` that got ground truth
     that joined (the feedback's status is not unknown, duplicate or invalid)."""
+    return join_labelled(read_payload_log(directory, model))
+
+
+def join_labelled(records: Iterable[PayloadRecord]) -> Iterator[tuple[PayloadRecord, dict[str, Any]]]:
+    """``labelled`` over records already read (a retraining job hashes the files it reads)."""
     seen: dict[str, PayloadRecord] = {}
-    for r in read_payload_log(directory, model):
+    for r in records:
         if r.type == INFERENCE_TYPE:
             seen[r.id] = r
         elif r.feedback is not None and r.feedback.get("status") in ("correct", "incorrect", "scored"):
