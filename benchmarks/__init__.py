@@ -18,6 +18,8 @@ Scripts (nothing imports them):
     chaos           (``python -m benchmarks.chaos``) faults and hostile input: SIGTERM, kill -9,
                     version and flag churn, oversized messages; lost requests, health stalls, RSS
                     (chaos.probe: the health probe's process)
+    judge_sim       the rollout judge in simulation: false alarms, events to catch a 2x/3x worse candidate
+    learning_loop   the demo's continuous-learning loop, timed: drifted traffic to an automatic promotion
     loadgen         (``python -m benchmarks.loadgen``) the load generator on its own
     locustfile      locust users (``locust -f benchmarks/locustfile.py``); imports only ortserve
 

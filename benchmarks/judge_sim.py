@@ -25,11 +25,13 @@ HEAD = "## Canary judge: false alarms and detection delay (judge_sim)"
 
 
 def first_rejections(
-    share: float, ratio: float, runs: int, events: int, alpha: float, seed: int
+    share: float, ratio: float, runs: int, events: int, alpha: float, seed: int, quiet: int = 0
 ) -> np.ndarray:
     """For each run, the 1-based index of the bad event at which the test first rejects (0: never).
 
-    Vectorised over runs; the same arithmetic as SequentialTest.observe one event at a time."""
+    Vectorised over runs; the same arithmetic as SequentialTest.observe one event at a time. ``quiet``:
+    the rollout ``Judge`` also runs that many other checks that see no bad events (their e-values stay 1),
+    so it rejects when (E + quiet) / (1 + quiet) >= 1 / alpha."""
     rng = np.random.default_rng(seed)
     q_true = ratio * share / (ratio * share + 1 - share)
     on_candidate = rng.random((runs, events)) < q_true
@@ -41,7 +43,7 @@ def first_rejections(
     log_lr = hits[..., None] * up + (n - hits)[..., None] * down  # runs x events x thetas
     top = log_lr.max(axis=2)
     log_e = top + np.log(np.exp(log_lr - top[..., None]).mean(axis=2))
-    reject = log_e >= np.log(1 / alpha)
+    reject = log_e >= np.log((1 + quiet) / alpha - quiet)
     first = np.where(reject.any(axis=1), reject.argmax(axis=1) + 1, 0)
     return first
 
@@ -75,6 +77,13 @@ def table(runs: int, events: int, alpha: float) -> list[dict]:
                 ]
             )
             caught = first[first > 0]
+            judged = np.concatenate(  # the rollout judge: errors, latency and accuracy, only one moving
+                [
+                    first_rejections(share, ratio, min(500, runs - i), events, alpha, seed + i, quiet=2)
+                    for i in range(0, runs, 500)
+                ]
+            )
+            judged = judged[judged > 0]
             rows.append(
                 {
                     "share": share,
@@ -83,6 +92,8 @@ def table(runs: int, events: int, alpha: float) -> list[dict]:
                     "rejected": float((first > 0).mean()),
                     "median_events": float(np.median(caught)) if caught.size else None,
                     "p90_events": float(np.percentile(caught, 90)) if caught.size else None,
+                    "judge_rejected": float(judged.size / runs),
+                    "judge_median": float(np.median(judged)) if judged.size else None,
                 }
             )
     return rows
@@ -94,16 +105,22 @@ def markdown(rows: list[dict], runs: int, events: int, alpha: float, command: st
         "",
         f"`{command}` ({seconds:.0f} s, {time.strftime('%Y-%m-%d')}): {runs:,} simulated runs per row, up to "
         f"{events:,} bad events each, the test looking after every event, alpha = {alpha}. "
-        "Events: bad events of both arms together (errors, SLO-slow requests, wrong answers).",
+        "Events: bad events of both arms together (errors, SLO-slow requests, wrong answers). The last two "
+        "columns are the rollout judge as it runs by default (errors, latency and accuracy, rejecting on the "
+        "mean of their e-values) when only this check sees bad events.",
         "",
-        "| candidate share | candidate vs baseline | runs rejected | median events to detect | p90 events |",
-        "|---:|---|---:|---:|---:|",
+        "| candidate share | candidate vs baseline | runs rejected | median events to detect | p90 events "
+        "| judge of 3 checks: rejected | median events |",
+        "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         kind = "as good (false alarms)" if r["ratio"] == 1.0 else f"{r['ratio']:g}x worse"
         med = f"{r['median_events']:,.0f}" if r["median_events"] is not None else "–"
         p90 = f"{r['p90_events']:,.0f}" if r["p90_events"] is not None else "–"
-        out.append(f"| {r['share']:.0%} | {kind} | {r['rejected']:.2%} | {med} | {p90} |")
+        jm = f"{r['judge_median']:,.0f}" if r["judge_median"] is not None else "–"
+        out.append(
+            f"| {r['share']:.0%} | {kind} | {r['rejected']:.2%} | {med} | {p90} | {r['judge_rejected']:.2%} | {jm} |"
+        )
     return "\n".join(out) + "\n"
 
 

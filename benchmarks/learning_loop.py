@@ -61,7 +61,9 @@ async def traffic(target: str, x: np.ndarray, y: np.ndarray, rows: int, seed: in
     right = 0
     async with AsyncClient(target) as client:
         for i in rng.integers(0, len(x), rows):
-            r = await client.predict("digits", {"input": x[i : i + 1]}, targeting_key=f"user-{rng.integers(1e9)}")
+            r = await client.predict(
+                "digits", {"input": x[i : i + 1]}, targeting_key=f"user-{rng.integers(1e9)}"
+            )
             fb = await client.feedback(r.request_id, labels=[int(y[i])])
             right += fb.correct
     return right / rows

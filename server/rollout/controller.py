@@ -72,7 +72,7 @@ class RolloutController:
         self._marks: dict[str, Tally] = {}  # totals at each rollout's last history point
         self._wait_logged: dict[str, float] = {}
         self._closed = False
-        self.share = Share(store, collector, models, worker, workers, interval)
+        self.share = Share(store, flags, collector, models, worker, workers, interval)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def open(self) -> None:

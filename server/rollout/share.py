@@ -5,7 +5,7 @@
   and process id, so a worker that restarts does not count twice or lose what it counted).
 - A follower learns of rollouts from the store's files; after a promotion it takes the new default
   version from config.toml at once and says so in its tally file, and the leader retires the flag when
-  every worker serves the candidate by default (``all_on_default``).
+  every worker serves the candidate by default and routes with the promoted flag (``all_on_default``).
 - A StartRollout or AbortRollout that reaches a follower becomes a command file; the leader carries it
   out at its next look and writes the reply the follower waits for (``ask``).
 """
@@ -28,10 +28,12 @@ from ortserve.errors import (
     Unavailable,
 )
 from ortserve.rollout.collector import Collector
+from ortserve.rollout.source import FlagSource
 from ortserve.rollout.spec import RolloutSpec, spec_from_dict
 from ortserve.rollout.state import ACTIVE, PROMOTED, Rollout
 from ortserve.rollout.store import RolloutStore
 from ortserve.rollout.tally import Tally
+from ortserve.rollout.traffic import flag_in_force
 
 __all__ = ["Share"]
 
@@ -44,13 +46,14 @@ class Share:
     def __init__(
         self,
         store: RolloutStore,
+        flags: FlagSource,
         collector: Collector,
         models: ModelManager,
         worker: str,
         workers: int,
         interval: float,
     ) -> None:
-        self.store, self.collector, self.models = store, collector, models
+        self.store, self.flags, self.collector, self.models = store, flags, collector, models
         self.worker, self.workers, self.interval = worker, workers, interval
         self._seen: dict[str, tuple[int, dict[str, Any]]] = {}  # model -> (file stamp, record)
 
@@ -82,6 +85,7 @@ class Share:
                 "time": time.time(),
                 "tally": tally.to_dict() if tally is not None else None,
                 "default": self.models.default_version(model),
+                "flag": flag_in_force(self.flags, model),  # the model's flag this worker routes with
             }
             await asyncio.to_thread(self.store.write_tally, model, self.worker, data)
 
@@ -112,13 +116,16 @@ class Share:
             r.ledger.update(worker, int(data.get("pid", 0)), Tally.from_dict(data["tally"]))
 
     async def all_on_default(self, r: Rollout) -> bool:
-        """Every other worker reported, recently, that it serves the candidate by default."""
+        """Every other worker reported, recently, that it serves the candidate by default and routes with
+        the promoted flag (all traffic to the candidate): a worker that has not reloaded the flags yet
+        would otherwise go on splitting by the last step's weights."""
         now = time.time()
         on = {
             str(d.get("worker"))
             for d in await asyncio.to_thread(self.store.read_tallies, r.model)
             if d.get("rollout") == r.id
             and d.get("default") == r.spec.candidate
+            and d.get("flag") == r.flag
             and now - float(d.get("time", 0)) < self.fresh_s
         }
         on.discard(self.worker)

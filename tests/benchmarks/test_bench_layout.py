@@ -19,6 +19,8 @@ SCRIPTS = {
     "benchmarks.bench_optimize",
     "benchmarks.bench_security",
     "benchmarks.bench_server",
+    "benchmarks.judge_sim",
+    "benchmarks.learning_loop",
     "benchmarks.loadgen.__main__",
     "benchmarks.locustfile",
 }
