@@ -128,12 +128,20 @@ class FlagSource:
         async with self._lock:
             text = await asyncio.to_thread(_read_text, self.path)
             doc = (_document(text) if text is not None else {}) or _document(self.flags.text)
+            before = json.loads(json.dumps(doc["flags"]))
             change(doc)
-            return await self._replace(flags_text(doc), source)
+            changed = {k for k in set(before) | set(doc["flags"]) if before.get(k) != doc["flags"].get(k)}
+            return await self._replace(flags_text(doc), source, changed)
 
-    async def _replace(self, text: str, source: str) -> FlagSet:
+    async def _replace(self, text: str, source: str, only: set[str] | None = None) -> FlagSet:
+        """``only``: check just these flags against the loaded versions (an edit must not be blocked by
+        another flag naming a version unloaded since: the router falls back for that one)."""
         try:
-            flags = self.validate(text)
+            if only is None:
+                flags = self.validate(text)
+            else:
+                flags = parse_flags(text)
+                check_versions(FlagSet({k: f for k, f in flags.flags.items() if k in only}), self._loaded())
         except FlagsError as e:
             self._refuse(e, source)
             raise

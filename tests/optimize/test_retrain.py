@@ -71,7 +71,9 @@ def test_retrain_publishes_a_better_version_with_its_lineage_and_starts_its_cana
         summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert summary["version"] == "2" and summary["parent"] == "1"
         acc = summary["holdout_accuracy"]
-        assert acc["candidate"] > acc["parent"] + 0.15  # shifted digits: version 1 is right about half the time
+        assert (
+            acc["candidate"] > acc["parent"] + 0.15
+        )  # shifted digits: version 1 is right about half the time
         with AdminClient(server.target) as admin:
             status = admin.get_rollout("digits")
         assert (status.candidate, status.baseline, status.state) == ("2", "1", "progressing")

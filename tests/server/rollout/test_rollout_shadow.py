@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 from ortserve._proto.ortserve.v1 import admin_pb2 as pb
 from ortserve.repository.flagsdoc import canary_flag
@@ -88,3 +89,25 @@ def test_a_move_cut_short_between_the_record_and_the_flags_is_finished_at_start(
         await channel.close()
 
     run_app(repo, second)
+
+
+def test_the_kill_switch_is_not_blocked_by_another_flag_naming_a_version_gone_since(tmp_path):
+    repo = make_repo(tmp_path / "models")
+    stale = {"state": "ENABLED", "defaultVariant": "v4", "variants": {"v4": "4"}}
+    (repo / "flags.json").write_text(json.dumps({"flags": {"clf.shadow": stale}}))
+
+    async def body(app, target):
+        channel, stub = await admin(target)
+        await stub.StartRollout(
+            pb.StartRolloutRequest(model="clf", candidate="3", spec=spec(steps=[50], step_requests=10**6))
+        )
+        shutil.rmtree(repo / "clf" / "4")  # version 4 goes: the shadow flag now names a version not loaded
+        await app.models.sync()
+        with Traffic(target):
+            done = await wait_state(stub, FINAL)
+        assert done.state == "rolled-back" and "could not be written" not in done.reason
+        flags = json.loads(app.flags.flags.text)["flags"]
+        assert flags["clf"]["state"] == "DISABLED" and flags["clf.shadow"] == stale
+        await channel.close()
+
+    run_app(repo, body)
