@@ -94,7 +94,7 @@ def test_retrain_publishes_a_better_version_with_its_lineage_and_starts_its_cana
 
 
 def test_a_candidate_that_is_not_better_by_enough_is_not_published(logged, tmp_path, capsys):
-    root, repo, payloads = logged
+    _, repo, payloads = logged
     repo = copy_repo(tmp_path, repo, "models")
     code = optimize_main(
         ["retrain", "--repo", str(repo), "--model", "digits", "--payload-log", str(payloads),
@@ -108,7 +108,7 @@ def test_a_candidate_that_is_not_better_by_enough_is_not_published(logged, tmp_p
 
 
 def test_recalibrate_quantizes_the_fp32_parent_on_the_new_rows(logged, tmp_path, capsys):
-    root, repo, payloads = logged
+    _, repo, payloads = logged
     repo = copy_repo(tmp_path, repo, "models")
     v1 = repo / "digits" / "1"
     # stands in for a quantized variant of version 1: its manifest names version 1 as its parent
@@ -136,7 +136,7 @@ def test_recalibrate_quantizes_the_fp32_parent_on_the_new_rows(logged, tmp_path,
     ],
 )
 def test_bad_input_is_refused_with_the_reason(logged, tmp_path, capsys, extra, words):
-    root, repo, payloads = logged
+    _, repo, payloads = logged
     args = ["retrain", "--repo", str(repo), "--model", "digits", "--payload-log", str(payloads)]
     if "--mode" not in extra:
         args += ["--source", "ortserve.optimize.examples.digits:mlp"]
