@@ -1,6 +1,6 @@
-"""The body of ``ortserve-optimize retrain`` (its flags and the data it reads: ``ortserve.optimize.retrain``):
-make the train and holdout files, run the optimize pipeline with a finetune or recalibrate variant gated
-against the current default, publish with lineage, start the canary."""
+"""The body of ``ortserve-optimize retrain`` (its flags: ``ortserve.optimize.retrain``; the data it reads:
+``retrain_data``): make the train and holdout files, run the optimize pipeline with a finetune or
+recalibrate variant gated against the current default, publish with lineage, start the canary."""
 
 from __future__ import annotations
 
@@ -16,7 +16,13 @@ import numpy as np
 
 from ortserve.optimize.errors import OptimizeError
 from ortserve.optimize.recipe import Recipe, VariantSpec
-from ortserve.optimize.retrain import _accuracy, _default_version, _sha, _weights, collect
+from ortserve.optimize.retrain_data import (
+    collect,
+    default_version,
+    holdout_accuracy,
+    parent_weights,
+    sha256_of,
+)
 from ortserve.repository import MODEL_FILE
 from ortserve.repository.manifest import read_manifest
 
@@ -73,7 +79,7 @@ def retrain(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     model_dir = args.repo / args.model
-    parent = _default_version(model_dir)
+    parent = default_version(model_dir)
     parent_onnx = model_dir / parent / MODEL_FILE
     inputs, labels, files, times = collect(args.payload_log, args.model, args.since, args.until)
     data_dir = args.out / "data"
@@ -82,7 +88,7 @@ def retrain(args: argparse.Namespace) -> int:
     with np.load(data_dir / "holdout.npz") as h:
         hold_inputs = {k: h[k] for k in h.files if k != "labels"}
         hold_labels = h["labels"]
-    default_acc = _accuracy(parent_onnx, hold_inputs, hold_labels)
+    default_acc = holdout_accuracy(parent_onnx, hold_inputs, hold_labels)
     recipe = Recipe(
         name=args.model, repo=str(args.repo), out=str(args.out / "report"), seed=args.seed, parent=parent,
         eval_data=str(data_dir / "holdout.npz"), train_data=str(data_dir / "train.npz"),
@@ -94,7 +100,7 @@ def retrain(args: argparse.Namespace) -> int:
             raise OptimizeError("--mode finetune needs --source module:factory (the model in PyTorch)")
         recipe.model = args.source
         recipe.weights = args.weights or str(
-            _weights(args.source, parent_onnx, data_dir / "parent.safetensors")
+            parent_weights(args.source, parent_onnx, data_dir / "parent.safetensors")
         )
         step = ("finetune", {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size})
         reference_acc = default_acc  # the reference is the default version's function itself
@@ -104,7 +110,7 @@ def retrain(args: argparse.Namespace) -> int:
             raise OptimizeError(f"version {parent}'s manifest names no parent: nothing to re-calibrate from")
         recipe.model = str(model_dir / str(fp32) / MODEL_FILE)
         step = ("quantize-static", {"method": "minmax"})
-        reference_acc = _accuracy(Path(recipe.model), hold_inputs, hold_labels)
+        reference_acc = holdout_accuracy(Path(recipe.model), hold_inputs, hold_labels)
     # accuracy_drop is measured against the pipeline's reference: candidate >= default + min_improvement
     recipe.gates.max_accuracy_drop = (reference_acc - default_acc) * 100 - args.min_improvement
     recipe.variants = [VariantSpec(f"retrained-{args.mode}", [step])]
@@ -116,7 +122,7 @@ def retrain(args: argparse.Namespace) -> int:
             "rows": counts,
             "sample": args.sample,
             "payload_files": files,
-            "data_files": {name: _sha(data_dir / name) for name in ("train.npz", "holdout.npz")},
+            "data_files": {name: sha256_of(data_dir / name) for name in ("train.npz", "holdout.npz")},
             "holdout_accuracy_of_parent": default_acc,
         }
     }
