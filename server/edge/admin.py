@@ -13,7 +13,8 @@ from ortserve._proto.ortserve.v1 import admin_pb2_grpc as pb_grpc
 from ortserve.core import InferenceCore
 from ortserve.edge.auth import current_call
 from ortserve.edge.call import Edge
-from ortserve.errors import FlagsError, InternalError, InvalidInput
+from ortserve.errors import FlagsError, InternalError, InvalidInput, quoted
+from ortserve.repository.layout import check_model_name
 from ortserve.rollout import SHADOW_SUFFIX, FlagSource, RolloutController, build_report, parse_spec
 
 __all__ = ["AdminServicer", "add_to_server"]
@@ -50,9 +51,17 @@ def _caller(context: grpc.aio.ServicerContext) -> str:
 
 
 def _model(name: str) -> str:
+    """A request's model name, checked as the name of a model folder (it names the rollout's files)."""
     if not name:
         raise InvalidInput("model: expected the name of a model")
-    return name
+    try:
+        if len(name.encode()) > 255:
+            raise ValueError("longer than a file name")
+        return check_model_name(name)
+    except ValueError:
+        raise InvalidInput(
+            f"model {quoted(name)}: not a model name (a plain folder name such as 'digits')"
+        ) from None
 
 
 class AdminServicer(pb_grpc.AdminServicer):

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ortserve.core import ModelManager
-from ortserve.errors import FailedPrecondition, FlagsError, ModelNotFound
+from ortserve.errors import FailedPrecondition, FlagsError, ModelNotFound, quoted
 from ortserve.metrics import Metrics
 from ortserve.repository import ConfigError, set_default_version
 from ortserve.rollout.collector import Collector
@@ -138,10 +138,10 @@ class RolloutController:
         async with self._lock:
             r = self._rollouts.get(model)
             if r is None:
-                raise ModelNotFound(f"model '{model}' has no rollout to abort")
+                raise ModelNotFound(f"model {quoted(model)} has no rollout to abort")
             if not r.active:
                 raise FailedPrecondition(
-                    f"the rollout {r.id} of '{model}' has ended ({r.state}): nothing to abort"
+                    f"the rollout {r.id} of {quoted(model)} has ended ({r.state}): nothing to abort"
                 )
             why = f"aborted by {by}" + (f": {reason}" if reason else "")
             await self._end(r, ABORTED, by, why)
@@ -151,9 +151,7 @@ class RolloutController:
         r = self._rollouts.get(model) if self.leader else None
         data = r.to_dict() if r is not None else await asyncio.to_thread(self.store.load, model)
         if data is None:
-            raise ModelNotFound(
-                f"model '{model}' has no rollout (start one: ortserve rollout start --model {model})"
-            )
+            raise ModelNotFound(f"model {quoted(model)} has no rollout (start one: ortserve rollout start)")
         return data
 
     # -- the leader's work -------------------------------------------------------------------------
@@ -252,7 +250,7 @@ class RolloutController:
             log.error("rollout %s of %s: %s", r.id, model, r.reason)
             return
         await self.models.adopt_default(model)
-        why = f"{reason}; version {candidate} is now the default version of '{model}'"
+        why = f"{reason}; version {candidate} is now the default version of {quoted(model)}"
         self._transition(r, PROMOTED, now, CONTROLLER, why, **figures(r))
         r.needed = 0
         self.collector.unwatch(model)
@@ -272,7 +270,10 @@ class RolloutController:
             return
         r.flag_retired = True
         self._record(
-            r, "flag_retired", CONTROLLER, f"the flag '{r.model}' is retired: the default version serves"
+            r,
+            "flag_retired",
+            CONTROLLER,
+            f"the flag {quoted(r.model)} is retired: the default version serves",
         )
         await self._save(r)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ortserve.errors import FailedPrecondition, ModelNotFound
+from ortserve.errors import FailedPrecondition, ModelNotFound, quoted
 from ortserve.metrics import Metrics
 from ortserve.rollout.judge import Judge
 from ortserve.rollout.spec import RolloutSpec
@@ -60,20 +60,20 @@ def begin(
     model = spec.model
     if old is not None and old.active:
         raise FailedPrecondition(
-            f"model '{model}' has a rollout in progress ({old.id}: {old.state}, {old.step_label()}); "
+            f"model {quoted(model)} has a rollout in progress ({old.id}: {old.state}, {old.step_label()}); "
             f"abort it first (ortserve rollout abort --model {model})"
         )
     baseline = spec.baseline or default
     for role, version in (("candidate", spec.candidate), ("baseline", baseline)):
         if version not in loaded:
             raise ModelNotFound(
-                f"model '{model}' has no loaded version {version} (the {role}); loaded: "
+                f"model {quoted(model)} has no loaded version {quoted(version)} (the {role}); loaded: "
                 f"{', '.join(sorted(loaded, key=int))}. A new version is loaded at the next repository "
                 "scan (--poll-interval)"
             )
     if baseline == spec.candidate:
         raise FailedPrecondition(
-            f"version {baseline} already is the default of '{model}': nothing to roll out"
+            f"version {baseline} already is the default of {quoted(model)}: nothing to roll out"
         )
     spec = dataclasses.replace(spec, baseline=baseline)
     stamp = iso(now).replace(":", "").replace("-", "")
@@ -91,7 +91,7 @@ def check_routing(r: Rollout, flags_text: str, loaded: Collection[str]) -> tuple
     (in ``flags_text``, the document routing now), or one of its versions is no longer ``loaded``."""
     if flag_of(flags_text, r.model) != r.flag:
         reason = (
-            f"the flag '{r.model}' was changed outside the rollout (SetFlags or the flags file): the "
+            f"the flag {quoted(r.model)} was changed outside the rollout (SetFlags or the flags file): the "
             "rollout stops and leaves routing as it is now"
         )
         return ABORTED, reason, False

@@ -30,7 +30,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ortserve.errors import InvalidInput
+from ortserve.errors import InvalidInput, quoted
 from ortserve.schema import SchemaError, from_table, to_table
 
 __all__ = ["CHECKS", "RolloutSpec", "ShadowPhase", "parse_spec", "spec_from_dict"]
@@ -79,7 +79,7 @@ class RolloutSpec:
         for name in ("candidate", "baseline"):
             value = getattr(self, name)
             if value and not value.isdigit():
-                raise ValueError(f"{name}: expected a version number such as 3, got {value!r}")
+                raise ValueError(f"{name}: expected a version number such as 3, got {quoted(value)}")
         if not self.model:
             raise ValueError("model: expected a model name")
         if not self.candidate:

@@ -227,7 +227,7 @@ def test_a_flag_changed_by_hand_stops_the_rollout_without_fighting_it(repo):
 @pytest.mark.parametrize(
     "request_args, code, words",
     [
-        ({"model": "clf", "candidate": "9"}, "NOT_FOUND", "no loaded version 9 (the candidate)"),
+        ({"model": "clf", "candidate": "9"}, "NOT_FOUND", "no loaded version '9' (the candidate)"),
         ({"model": "clf", "candidate": "2", "baseline": "8"}, "NOT_FOUND", "(the baseline)"),
         ({"model": "nope", "candidate": "2"}, "NOT_FOUND", "model 'nope' is not loaded"),
         ({"model": "clf", "candidate": "1"}, "FAILED_PRECONDITION", "already is the default"),
@@ -237,6 +237,8 @@ def test_a_flag_changed_by_hand_stops_the_rollout_without_fighting_it(repo):
         ({"model": "clf", "candidate": "x"}, "INVALID_ARGUMENT", "expected a version number"),
         ({"model": "clf", "candidate": "2", "spec": "{nope"}, "INVALID_ARGUMENT", "not valid JSON or TOML"),
         ({"model": "", "candidate": "2"}, "INVALID_ARGUMENT", "model"),
+        ({"model": "../clf", "candidate": "2"}, "INVALID_ARGUMENT", "not a model name"),
+        ({"model": "clf", "candidate": "2\x1b[31m"}, "INVALID_ARGUMENT", "got '2\\x1b[31m'"),
     ],
 )
 def test_bad_starts_are_refused_with_the_reason(repo, request_args, code, words):
@@ -267,6 +269,31 @@ def test_one_rollout_per_model_at_a_time(repo):
         again = await stub.StartRollout(pb.StartRolloutRequest(model="clf", candidate="3", spec=spec()))
         assert again.state == "progressing" and again.candidate == "3"
         assert len(list((app.settings.rollout_path / "done").glob("clf-2-*.json"))) == 1  # the first, kept
+        await channel.close()
+
+    run_app(repo, body)
+
+
+def test_rollout_calls_naming_no_model_folder_are_refused_and_quote_the_name(repo):
+    """The model names a file of the rollout store: a path or a huge name is refused before any file is
+    touched, and a name that is only unknown is quoted (escaped, cut) in the answer."""
+
+    async def body(app, target):
+        channel, stub = await admin(target)
+        for name in ("../../etc/passwd", "x" * 100_000, "a/b"):
+            for call in (
+                stub.GetRollout(pb.GetRolloutRequest(model=name)),
+                stub.AbortRollout(pb.AbortRolloutRequest(model=name)),
+                stub.GetRolloutReport(pb.GetRolloutReportRequest(model=name)),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as e:
+                    await call
+                assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+                assert "not a model name" in e.value.details() and len(e.value.details()) < 1000
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stub.GetRollout(pb.GetRolloutRequest(model="nope\x1b[2J"))
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND and "'nope\\x1b[2J'" in e.value.details()
+        assert not list(app.settings.rollout_path.parent.glob("etc*"))
         await channel.close()
 
     run_app(repo, body)
