@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     axes[4].set_ylabel("evidence")
     axes[4].set_xlabel("minutes since the start")
     axes[4].legend(loc="upper left", fontsize="small")
-    fig.suptitle(f"rollout of {report['model']}: {report['decision'][:90]}", fontsize="medium")
+    title = textwrap.wrap(f"rollout of {report['model']}: {report['decision']}", 100)
+    fig.suptitle("\n".join(title[:2]) + (" …" if len(title) > 2 else ""), fontsize="medium")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
