@@ -150,6 +150,17 @@ class Judge:
         """The check with the most evidence against the candidate ("" without checks)."""
         return max(self.tests, key=lambda name: self.tests[name].log_e_value, default="")
 
+    def per_check(self) -> dict[str, dict[str, float]]:
+        """Each check's e-value and bad events on either arm (the evidence behind a decision, the report)."""
+        return {
+            name: {
+                "e_value": t.e_value,
+                "candidate_events": t.candidate_events,
+                "baseline_events": t.baseline_events,
+            }
+            for name, t in self.tests.items()
+        }
+
     def to_dict(self) -> dict[str, object]:
         return {"alpha": self.alpha, "tests": {name: t.to_dict() for name, t in self.tests.items()}}
 

@@ -207,14 +207,7 @@ def figures(r: Rollout) -> dict[str, Any]:
     return {
         "e_value": r.judge.e_value,
         "threshold": r.judge.threshold,
-        "tests": {
-            name: {
-                "e_value": t.e_value,
-                "candidate_events": t.candidate_events,
-                "baseline_events": t.baseline_events,
-            }
-            for name, t in r.judge.tests.items()
-        },
+        "tests": r.judge.per_check(),
         "total": {arm: _arm_figures(a) for arm, a in r.total.arms.items()},
         "step_counts": {arm: _arm_figures(a) for arm, a in step.arms.items()},
     }

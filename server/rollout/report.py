@@ -87,14 +87,7 @@ def build_report(record: dict[str, Any]) -> dict[str, Any]:
             "threshold": r.judge.threshold,
             "e_value": r.judge.e_value,
             "worst": r.judge.worst(),
-            "tests": {
-                name: {
-                    "e_value": t.e_value,
-                    "candidate_events": t.candidate_events,
-                    "baseline_events": t.baseline_events,
-                }
-                for name, t in r.judge.tests.items()
-            },
+            "tests": r.judge.per_check(),
         },
         "prediction_psi": prediction_psi(r.total.arms["baseline"], r.total.arms["candidate"]),
         "evidence": r.evidence,
