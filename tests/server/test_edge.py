@@ -3,8 +3,6 @@ call before it is decoded; core hooks observe every request with a transport-neu
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 import numpy as np
 import pytest
@@ -18,9 +16,9 @@ from ortserve.client import AsyncClient
 from ortserve.core import Completed
 from ortserve.edge.interceptors import Interceptor, Rpc
 from ortserve.errors import Unavailable
-from ortserve.ops.app import App
 from ortserve.ops.settings import Settings
 from tests import onnx_models as m
+from tests.server.inprocess import run_in_app
 
 A = np.ones((1, 4), np.float32)
 
@@ -55,16 +53,7 @@ def repo(tmp_path):
 
 def run_app(repo, links, body):
     settings = Settings(model_repository=repo, port=0, metrics_port=-1, flags_poll_interval=0)
-
-    async def main():
-        app = App(settings, links=links)
-        await app.startup()
-        try:
-            await body(app, f"127.0.0.1:{app.port}")
-        finally:
-            await app.shutdown()
-
-    asyncio.run(main())
+    run_in_app(settings, body, links=links)
 
 
 def test_the_chain_sees_unary_and_streaming_rpcs_once_and_refuses_before_decoding(repo):

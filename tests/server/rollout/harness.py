@@ -28,6 +28,7 @@ from ortserve.client import AsyncClient
 from ortserve.ops.app import App
 from ortserve.ops.settings import Settings
 from tests import onnx_models as m
+from tests.server.inprocess import run_in_app
 
 CONFIG = 'default_version = "1"\nmax_batch_size = 8\n[batching]\nenabled = false\n'
 QUICK = {"step_seconds": 0.3, "step_requests": 20, "idle_seconds": 30}
@@ -60,16 +61,7 @@ def settings(repo: Path, **kw: Any) -> Settings:
 
 def run_app(repo: Path, body: Callable[[App, str], Awaitable[None]], **kw: Any) -> None:
     """Start the real server in process, run ``body(app, target)``, stop it."""
-
-    async def main() -> None:
-        app = App(settings(repo, **kw))
-        await app.startup()
-        try:
-            await body(app, f"127.0.0.1:{app.port}")
-        finally:
-            await app.shutdown()
-
-    asyncio.run(main())
+    run_in_app(settings(repo, **kw), body)
 
 
 def row(rng: random.Random) -> np.ndarray:

@@ -3,7 +3,6 @@ server in process (``App``) or as a subprocess."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,6 +11,7 @@ from ortserve.edge.principals import hash_key, new_key
 from ortserve.ops.app import App
 from ortserve.ops.settings import Settings
 from tests import onnx_models as m
+from tests.server.inprocess import run_in_app
 
 ROLES = ("reader", "client", "operator", "admin", "fraud")
 FRAUD_ROLE = '[roles.fraud]\ninference = ["fraud-*"]\nmetadata = ["fraud-*"]\n'
@@ -41,17 +41,7 @@ def bearer(key: str) -> list[tuple[str, str]]:
 def run_app(repo: Path, body: Callable[[App, str], Awaitable[None]], **settings) -> None:
     """Start the real server in process with ``settings``, run ``body(app, target)``, stop it."""
     base = Settings(model_repository=repo, port=0, metrics_port=-1, flags_poll_interval=0)
-    s = dataclasses.replace(base, **settings)
-
-    async def main() -> None:
-        app = App(s)
-        await app.startup()
-        try:
-            await body(app, f"127.0.0.1:{app.port}")
-        finally:
-            await app.shutdown()
-
-    asyncio.run(main())
+    run_in_app(dataclasses.replace(base, **settings), body)
 
 
 def sample(name: str, reg) -> float:
