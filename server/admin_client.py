@@ -17,11 +17,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import grpc
-
 from ortserve._proto.ortserve.v1 import admin_pb2 as pb
 from ortserve._proto.ortserve.v1 import admin_pb2_grpc as pb_grpc
-from ortserve.client import _MB, Pem, _options, _Security
+from ortserve.client import _MB, Pem, _Security
 
 __all__ = ["AdminClient", "status_dict"]
 
@@ -48,11 +46,7 @@ class AdminClient:
         self._security = sec = _Security(
             tls, root_certificates, certificate_chain, private_key, api_key, token
         )
-        options = _options(max_message_size, server_name)
-        if sec.credentials is not None:
-            self.channel = grpc.secure_channel(target, sec.credentials, options=options)
-        else:
-            self.channel = grpc.insecure_channel(target, options=options)
+        self.channel = sec.channel(target, max_message_size, server_name)
         self.stub = pb_grpc.AdminStub(self.channel)
 
     def _md(self) -> list[tuple[str, str]] | None:

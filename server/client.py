@@ -152,6 +152,20 @@ class _Security:
         secret = api_key or token
         self.metadata: list[tuple[str, str]] = [("authorization", f"Bearer {secret}")] if secret else []
 
+    def channel(self, target: str, max_message_size: int, server_name: str | None) -> grpc.Channel:
+        """A channel to ``target``: TLS with these credentials, else plaintext."""
+        options = _options(max_message_size, server_name)
+        if self.credentials is not None:
+            return grpc.secure_channel(target, self.credentials, options=options)
+        return grpc.insecure_channel(target, options=options)
+
+    def aio_channel(self, target: str, max_message_size: int, server_name: str | None) -> grpc.aio.Channel:
+        """``channel`` for grpc.aio."""
+        options = _options(max_message_size, server_name)
+        if self.credentials is not None:
+            return grpc.aio.secure_channel(target, self.credentials, options=options)
+        return grpc.aio.insecure_channel(target, options=options)
+
     def merge(self, metadata: list[tuple[str, str]] | None) -> list[tuple[str, str]] | None:
         if not self.metadata:
             return metadata
@@ -175,11 +189,7 @@ class Client:
         self._security = sec = _Security(
             tls, root_certificates, certificate_chain, private_key, api_key, token
         )
-        options = _options(max_message_size, server_name)
-        if sec.credentials is not None:
-            self.channel = grpc.secure_channel(target, sec.credentials, options=options)
-        else:
-            self.channel = grpc.insecure_channel(target, options=options)
+        self.channel = sec.channel(target, max_message_size, server_name)
         self.stub = pb_grpc.InferenceStub(self.channel)
 
     def predict(
@@ -211,13 +221,19 @@ class Client:
         """Ground truth for the request ``request_id``: the true class of each of its rows (``labels``)
         or their true values (``targets``). The result's ``status`` says whether it joined (correct,
         incorrect, scored) or not (unknown, duplicate, invalid: counted by the server, not raised)."""
-        return self.stub.Feedback(_one(request_id, labels, targets, reward), timeout=timeout).results[0]
+        return self.stub.Feedback(
+            _one(request_id, labels, targets, reward), timeout=timeout, metadata=self._security.merge(None)
+        ).results[0]
 
     def feedback_many(
         self, items: Iterable[Feedback], timeout: float | None = None
     ) -> list[pb.FeedbackResult]:
         """Several at once: (request id, labels, targets, reward) each; at most 10000 per call."""
-        return list(self.stub.Feedback(build_feedback(items), timeout=timeout).results)
+        return list(
+            self.stub.Feedback(
+                build_feedback(items), timeout=timeout, metadata=self._security.merge(None)
+            ).results
+        )
 
     def list_models(self) -> pb.ListModelsResponse:
         return self.stub.ListModels(pb.ListModelsRequest(), metadata=self._security.merge(None))
@@ -253,11 +269,7 @@ class AsyncClient:
         self._security = sec = _Security(
             tls, root_certificates, certificate_chain, private_key, api_key, token
         )
-        options = _options(max_message_size, server_name)
-        if sec.credentials is not None:
-            self.channel = grpc.aio.secure_channel(target, sec.credentials, options=options)
-        else:
-            self.channel = grpc.aio.insecure_channel(target, options=options)
+        self.channel = sec.aio_channel(target, max_message_size, server_name)
         self.stub = pb_grpc.InferenceStub(self.channel)
 
     async def predict(
@@ -289,15 +301,25 @@ class AsyncClient:
         """Ground truth for the request ``request_id``: the true class of each of its rows (``labels``)
         or their true values (``targets``). The result's ``status`` says whether it joined (correct,
         incorrect, scored) or not (unknown, duplicate, invalid: counted by the server, not raised)."""
-        return (await self.stub.Feedback(_one(request_id, labels, targets, reward), timeout=timeout)).results[
-            0
-        ]
+        return (
+            await self.stub.Feedback(
+                _one(request_id, labels, targets, reward),
+                timeout=timeout,
+                metadata=self._security.merge(None),
+            )
+        ).results[0]
 
     async def feedback_many(
         self, items: Iterable[Feedback], timeout: float | None = None
     ) -> list[pb.FeedbackResult]:
         """Several at once: (request id, labels, targets, reward) each; at most 10000 per call."""
-        return list((await self.stub.Feedback(build_feedback(items), timeout=timeout)).results)
+        return list(
+            (
+                await self.stub.Feedback(
+                    build_feedback(items), timeout=timeout, metadata=self._security.merge(None)
+                )
+            ).results
+        )
 
     async def list_models(self) -> pb.ListModelsResponse:
         return await self.stub.ListModels(pb.ListModelsRequest(), metadata=self._security.merge(None))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ortserve.client import AsyncClient
+from ortserve.client import AsyncClient, Client
 from tests.server.security.certs import Issuer
 from tests.server.security.harness import bearer, make_repo, run_app, sample, write_auth
 
@@ -29,6 +29,16 @@ async def code_of(call) -> grpc.StatusCode:
     except grpc.aio.AioRpcError as e:
         return e.code()
     return grpc.StatusCode.OK
+
+
+def _sync_feedback(target: str, key: str):
+    with Client(target, api_key=key) as c:
+        return c.feedback("r1", labels=[0])
+
+
+async def anonymous_feedback(target: str):
+    async with AsyncClient(target) as c:
+        return await c.feedback("r1", labels=[0])
 
 
 async def details_of(call) -> str:
@@ -52,6 +62,10 @@ def test_api_keys_unauthenticated_and_denied_before_decoding(repo, tmp_path):
             # x-api-key works too; a broken tensor from an unauthenticated caller is refused before decoding
             r = await client.predict("addmul", {"a": A, "b": A}, metadata=[("x-request-id", "r1")])
             assert r.request_id == "r1"
+            # Feedback carries the credentials too (the sync client's from a thread: the server is on this loop)
+            assert (await client.feedback("r1", labels=[0])).request_id == "r1"
+            assert (await asyncio.to_thread(_sync_feedback, target, keys["client"])).request_id == "r1"
+            assert (await details_of(anonymous_feedback(target))).startswith("UNAUTHENTICATED")
         async with AsyncClient(target) as raw:
             md = [("x-api-key", keys["reader"])]
             assert len((await raw.stub.ListModels(_list_request(), metadata=md)).models) == 3
