@@ -11,6 +11,7 @@ Scripts (nothing imports them):
     bench_peers     one table at c=32: raw ONNX Runtime, ortserve, perf_analyzer, MLServer at every
                     setting of its performance knobs (best marked), server CPU per request
     bench_batching  adaptive batching against the raw limit (CNN at 1 and 2 threads) and the window
+    bench_workers   --workers 2 against one process, client and server pinned to separate cores or not
     bench_optimize  the optimize toolchain's targets (pruned CNN, MiniLM INT8, the demo recipe)
     bench_flags     what flag evaluation adds to a request
     bench_monitoring  what drift sampling, the payload log and the feedback index add per request
