@@ -10,7 +10,10 @@ and the rows' arrival rate (``ortserve.core.costs``). Only requests whose non-ba
 dtypes match the first one join its batch; the others wait for the next one. Cancelled and
 expired requests are dropped before a batch runs. A batch runs in the thread pool, except one
 expected to take less than ``inline_max_us``, which runs on the event loop's thread (the hop
-costs more); its failure fails only its own requests.
+costs more); its failure fails only its own requests. A request that arrives to an empty queue,
+with an instance free, when company is not worth waiting for and its run is that small, runs at
+once in ``submit`` itself: no queue entry, future or task (the fast path of a busy overhead-bound
+model, whose requests reach the batcher one at a time).
 
 ``NoBatching`` has the same interface and runs each request alone.
 """

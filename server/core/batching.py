@@ -72,6 +72,17 @@ def shape_key(inputs: Mapping[str, np.ndarray]) -> tuple:
     return tuple((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items())
 
 
+def _row_mismatch(names: list[str], outputs: list[np.ndarray], rows: int) -> InferenceFailed | None:
+    """The error for an output whose first dimension is not the batch's rows (a model that does not
+    batch the way its signature says), else None."""
+    for name, out in zip(names, outputs):
+        if out.ndim == 0 or out.shape[0] != rows:
+            return InferenceFailed(
+                f"output '{name}' has {out.shape[0] if out.ndim else 0} rows for a batch of {rows}"
+            )
+    return None
+
+
 class Batcher(Protocol):
     async def submit(
         self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None = None, priority: int = 0
@@ -101,6 +112,8 @@ class BatcherBase:
         self._closed = False
         self._tasks: set[asyncio.Task] = set()
         self.costs = CostModel()  # compute seconds per batch size, from the batches run
+        self._instances = runner.instances
+        self._running = 0  # batches running now, each on its own session
         self._inline_s = config.inline_max_us / 1e6
 
     def _admit(self, depth: int) -> None:
@@ -110,6 +123,33 @@ class BatcherBase:
             raise QueueFull(
                 f"queue full: {depth} requests waiting, max_queue_size is {self._config.max_queue_size}"
             )
+
+    def _run_now(
+        self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None
+    ) -> InferResult | None:
+        """The fast path: a request that would run alone, with an instance free, expected to take
+        less than ``inline_max_us``, runs here and now on the loop's thread: no queue entry, no
+        future, no task, no wake-up of the batching loop. None when any of that does not hold (the
+        caller queues it). Nothing awaits in here, so the free instance stays free until it ran."""
+        expected = self.costs.predict(rows)
+        if expected is None or expected >= self._inline_s or self._running >= self._instances or self._closed:
+            return None
+        start = time.monotonic()
+        if deadline is not None and deadline <= start:
+            raise DeadlineExceeded("the deadline passed before the request ran")
+        try:
+            with self._tracing.batch([self._tracing.link()], rows):
+                t0 = time.perf_counter()
+                outputs = self._runner.run(inputs)
+                self.costs.observe(rows, time.perf_counter() - t0)
+        except Exception as e:  # ONNX Runtime's errors: this request only
+            raise InferenceFailed(f"inference failed: {e}") from e
+        compute = time.monotonic() - start
+        self._stats.batch(rows, 1, compute)
+        error = _row_mismatch(self._runner.output_names, outputs, rows) if rows > 0 else None
+        if error is not None:
+            raise error
+        return InferResult(dict(zip(self._runner.output_names, outputs)), 0.0, compute, rows)
 
     async def _await(self, request: Pending) -> InferResult:
         if request.deadline is not None:
@@ -125,6 +165,7 @@ class BatcherBase:
 
     async def _run(self, batch: list[Pending]) -> None:
         """Run one batch (the caller holds a slot, released here)."""
+        self._running += 1
         try:
             start = time.monotonic()
             live = [r for r in batch if not r.future.done()]
@@ -158,6 +199,7 @@ class BatcherBase:
             self._stats.batch(rows, len(live), compute)
             self._deliver(live, outputs, rows, start, compute)
         finally:
+            self._running -= 1
             self._slots.release()
 
     async def _compute(self, feeds: Mapping[str, np.ndarray], rows: int) -> list[np.ndarray]:
@@ -185,15 +227,12 @@ class BatcherBase:
         names = self._runner.output_names
         batched = live[0].rows > 0
         if batched:
-            for name, out in zip(names, outputs):
-                if out.ndim == 0 or out.shape[0] != rows:
-                    err = InferenceFailed(
-                        f"output '{name}' has {out.shape[0] if out.ndim else 0} rows for a batch of {rows}"
-                    )
-                    for r in live:
-                        if not r.future.done():
-                            r.future.set_exception(err)
-                    return
+            err = _row_mismatch(names, outputs, rows)
+            if err is not None:
+                for r in live:
+                    if not r.future.done():
+                        r.future.set_exception(err)
+                return
         offset = 0
         for r in live:
             if batched and len(live) > 1:

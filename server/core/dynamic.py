@@ -53,6 +53,17 @@ class DynamicBatcher(BatcherBase):
         if len(self._queue) >= self._config.max_queue_size:
             self._queue = [r for r in self._queue if not r.future.done()]
         self._admit(len(self._queue))
+        now = time.monotonic()
+        if self._adaptive and not self._queue:
+            self._arrivals.arrived(rows, now)
+            # Alone, and company is not worth waiting for: run it now if it is tiny.
+            if self._goal(rows, self._delay) <= rows:
+                done = self._run_now(inputs, rows, deadline)
+                if done is not None:
+                    return done
+            arrived = True
+        else:
+            arrived = False
         loop = asyncio.get_running_loop()
         # Triton's priority levels: 1 is the highest, 0 means the default (here: after all explicit levels).
         level = priority if priority > 0 else 1 << 31
@@ -67,7 +78,8 @@ class DynamicBatcher(BatcherBase):
             link=self._tracing.link(),
         )
         bisect.insort(self._queue, request)
-        self._arrivals.arrived(rows, request.enqueued)
+        if not arrived:
+            self._arrivals.arrived(rows, request.enqueued)
         self._stats.queue_depth(len(self._queue))
         self._wakeup.set()
         return await self._await(request)

@@ -38,6 +38,10 @@ class NoBatching(BatcherBase):
         self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None = None, priority: int = 0
     ) -> InferResult:
         self._admit(self._waiting)
+        if not self._waiting:
+            done = self._run_now(inputs, rows, deadline)
+            if done is not None:
+                return done
         loop = asyncio.get_running_loop()
         request = Pending(
             inputs,

@@ -16,6 +16,7 @@ import pytest
 
 from ortserve.core.batcher import DynamicBatcher, make_batcher
 from ortserve.core.costs import ArrivalRate, CostModel
+from ortserve.errors import DeadlineExceeded
 from ortserve.repository.config import BatchingConfig
 from tests import onnx_models as m
 from tests.server.batcher_harness import Stats, run
@@ -162,3 +163,24 @@ def test_tiny_batches_run_on_the_event_loop_thread_once_known_to_be_tiny():
             assert (runner.threads[-1] == loop_thread) is expect_inline
 
     asyncio.run(asyncio.wait_for(go(), 20))
+
+
+def test_a_lone_tiny_request_runs_at_once_without_queueing_and_a_late_one_is_refused():
+    async def go():
+        runner = SleepRunner(0, 0)
+        stats = Stats()
+        b = make_batcher(runner, ThreadPoolExecutor(1), 64, BatchingConfig(max_queue_delay_us=2000), stats)
+        assert isinstance(b, DynamicBatcher)
+        for rows in [1, 2, 4, 8] * 3:  # a tiny model, all of its cost per row
+            b.costs.observe(rows, 1e-6 * rows)
+        loop_thread = threading.get_ident()
+        out = await b.submit(_one(7), 1)
+        assert np.array_equal(out.outputs["y"], np.full((1, 3), 14, np.float32))
+        assert runner.threads == [loop_thread] and out.queue_s == 0.0
+        assert stats.batches == [(1, 1)] and stats.depths == []  # never queued
+        with pytest.raises(DeadlineExceeded):
+            await b.submit(_one(8), 1, deadline=time.monotonic() - 1)
+        assert len(runner.threads) == 1  # the late one did not run
+        await b.close(1.0)
+
+    asyncio.run(asyncio.wait_for(go(), 10))
