@@ -130,7 +130,7 @@ def test_locust_users_run_headless(server, tmp_path):
                 "-r",
                 "2",
                 "-t",
-                "2s",
+                "8s",  # 2 s once left a loaded machine's v2 run without one answered request
                 "--host",
                 server.target,
                 "--protocol",
