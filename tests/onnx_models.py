@@ -149,3 +149,29 @@ def classifier(shift: int = 0, fail_above: float | None = None) -> onnx.ModelPro
         ],
         inits,
     )
+
+
+def batch_probe() -> onnx.ModelProto:
+    """Tells what batch ONNX Runtime ran: x float32 [batch, 4]; ``seen`` = x + the rows in the run
+    (padding included), ``total`` = every row the sum over the run's rows (padding rows add nothing
+    only when they are zeros)."""
+    return _model(
+        [
+            helper.make_node("Mul", ["x", "zero"], ["x0"]),
+            helper.make_node("Add", ["x0", "one"], ["ones"]),
+            helper.make_node("ReduceSum", ["ones", "axis0"], ["rows"], keepdims=1),
+            helper.make_node("Add", ["x", "rows"], ["seen"]),
+            helper.make_node("ReduceSum", ["x", "axis0"], ["sum0"], keepdims=1),
+            helper.make_node("Add", ["x0", "sum0"], ["total"]),
+        ],
+        [helper.make_tensor_value_info("x", F, ["batch", 4])],
+        [
+            helper.make_tensor_value_info("seen", F, ["batch", 4]),
+            helper.make_tensor_value_info("total", F, ["batch", 4]),
+        ],
+        [
+            numpy_helper.from_array(np.array(0, np.float32), "zero"),
+            numpy_helper.from_array(np.array(1, np.float32), "one"),
+            numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+        ],
+    )

@@ -17,6 +17,7 @@ from ortserve.core.hooks import CoreHook, Hooks
 from ortserve.core.models import ModelManager, ModelVersion
 from ortserve.core.request import Completed, InferRequest, InferResponse, Route
 from ortserve.core.routing import DefaultRouting, Routing
+from ortserve.core.runtime import SessionDefaults
 from ortserve.core.tracing import NO_TRACING, BatchTracing, NoTracing, Tracing
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "NoTracing",
     "Route",
     "Routing",
+    "SessionDefaults",
     "Tracing",
     "prediction_of",
 ]

@@ -21,7 +21,7 @@ from pathlib import Path
 from ortserve.core.batcher import make_batcher
 from ortserve.core.table import ModelTable
 from ortserve.core.tracing import NO_TRACING, Tracing
-from ortserve.core.version import Model, ModelVersion, open_version
+from ortserve.core.version import Model, ModelVersion, SessionDefaults, open_version
 from ortserve.errors import ModelNotFound, ProviderUnavailable, quoted
 from ortserve.metrics import Metrics
 from ortserve.repository import MODEL_FILE, ConfigError, ModelConfig, ModelEntry, scan_repository
@@ -56,7 +56,7 @@ class ModelManager(ModelTable):
         drain_timeout: float = 30.0,
         tracing: Tracing = NO_TRACING,
         verifier: Verifier | None = None,
-        allow_cpu_fallback: bool = False,
+        sessions: SessionDefaults = SessionDefaults(),
     ) -> None:
         super().__init__()
         self._tracing = tracing
@@ -68,7 +68,7 @@ class ModelManager(ModelTable):
         self._on_change = on_change or (lambda name, serving: None)
         self._drain_timeout = drain_timeout
         self._verifier = verifier  # --trusted-key: every version's signature is checked before loading
-        self._allow_cpu_fallback = allow_cpu_fallback
+        self._sessions = sessions  # CPU fallback and the cache folder, from the server's settings
         self._refused: dict[tuple[str, str], tuple] = {}  # (model, version) -> (files, config) refused
         self._refusals: dict[tuple[str, str], Exception] = {}  # (model, version) -> why it was refused
         self._config_errors: dict[str, str] = {}
@@ -225,7 +225,7 @@ class ModelManager(ModelTable):
         try:
             manifest, pool = await loop.run_in_executor(
                 None, open_version, path, config, self._verifier, self._require_manifest,
-                self._max_elements, self._allow_cpu_fallback,
+                self._max_elements, self._sessions,
             )  # fmt: skip
         except Exception as e:
             self._refused[key] = fingerprint

@@ -10,26 +10,52 @@ asked, and refuses the version (:class:`ortserve.errors.ProviderUnavailable`) wh
 accelerators asked for is in use, unless CPU fallback is allowed for it.
 
     requested = ("CUDAExecutionProvider", "CPUExecutionProvider")
-    providers = resolve_providers(requested)       # what to hand InferenceSession
+    options = provider_options(config.runtime, lambda: trt_cache_dir(version_dir, cache_dir))
+    providers = resolve_providers(requested, options)   # (name, options) pairs for InferenceSession
     sessions = [ort.InferenceSession(path, providers=providers)]
     used = check_sessions(requested, sessions, allow_cpu_fallback=False)  # or ProviderUnavailable
+
+Each provider's options are ortserve's defaults under the model's ``[runtime.provider_options]``:
+TensorRT keeps its engines and timing cache (``trt_engine_cache_*``, ``trt_timing_cache_*``) in
+``<version>/trt-cache`` when the version folder is writable and unsigned (a signature covers every file
+in it), else under the server's ``--cache-dir``; CUDA captures CUDA graphs (``enable_cuda_graph``) when
+``cuda_graph_batch_sizes`` gives the batches fixed shapes and TensorRT is not asked for too (TensorRT
+would take nodes out of the CUDA provider's graph).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Protocol
 
 import onnxruntime as ort
 
 from ortserve.errors import ProviderUnavailable
+from ortserve.repository.config import RuntimeConfig
+from ortserve.repository.layout import TRT_CACHE
+from ortserve.repository.signing import SIGNATURE
 
-__all__ = ["CPU", "check_sessions", "preload_gpu_libraries", "resolve_providers"]
+__all__ = [
+    "CPU",
+    "CUDA",
+    "TENSORRT",
+    "check_sessions",
+    "default_cache_dir",
+    "preload_gpu_libraries",
+    "provider_options",
+    "resolve_providers",
+    "trt_cache_dir",
+]
 
 log = logging.getLogger("ortserve.runtime")
 
 CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+_TRT_PATHS = ("trt_engine_cache_path", "trt_timing_cache_path")
 # Providers that need NVIDIA's CUDA libraries, which an image may ship as pip packages (nvidia-*-cu12).
 _CUDA_BASED = {"CUDAExecutionProvider", "TensorrtExecutionProvider", "NvTensorRTRTXExecutionProvider"}
 _preloaded = False
@@ -39,14 +65,73 @@ class _Session(Protocol):
     def get_providers(self) -> list[str]: ...
 
 
-def resolve_providers(requested: Sequence[str]) -> list[str]:
+def resolve_providers(
+    requested: Sequence[str], options: Mapping[str, Mapping[str, str]] | None = None
+) -> list[tuple[str, dict[str, str]]]:
     """The requested providers this build of ONNX Runtime has, in order, with CPU last (it runs the
-    operators a GPU provider does not implement). Missing ones are checked by ``check_sessions``."""
+    operators a GPU provider does not implement), each with its ``options``. Missing ones are checked
+    by ``check_sessions``."""
     available = set(ort.get_available_providers())
     chosen = [p for p in requested if p in available]
     if CPU not in chosen:
         chosen.append(CPU)
-    return chosen
+    options = options or {}
+    return [(p, dict(options.get(p, {}))) for p in chosen]
+
+
+def _text(value: str | int | float | bool) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def provider_options(
+    rt: RuntimeConfig, trt_cache: Callable[[], Path], available: Collection[str] | None = None
+) -> dict[str, dict[str, str]]:
+    """The options of each requested provider that ``available`` has (default: this build's), as the
+    strings ONNX Runtime takes: ortserve's defaults, then ``[runtime.provider_options]`` over them.
+    ``trt_cache`` gives (and creates) TensorRT's cache folder; it is called only when needed."""
+    available = ort.get_available_providers() if available is None else available
+    out: dict[str, dict[str, str]] = {}
+    for name in rt.providers:
+        if name not in available:
+            continue
+        given = {k: _text(v) for k, v in rt.provider_options.get(name, {}).items()}
+        defaults: dict[str, str] = {}
+        if name == CUDA and rt.cuda_graph_batch_sizes and TENSORRT not in rt.providers:
+            defaults["enable_cuda_graph"] = "1"
+        if name == TENSORRT:
+            defaults = {"trt_engine_cache_enable": "1", "trt_timing_cache_enable": "1"}
+            if any(k not in given for k in _TRT_PATHS):
+                folder = str(trt_cache())
+                defaults |= dict.fromkeys(_TRT_PATHS, folder)
+        out[name] = defaults | given
+    return out
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/ortserve``, else ``~/.cache/ortserve`` (in the images HOME is /tmp)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ortserve"
+
+
+def trt_cache_dir(version_dir: Path, cache_dir: Path | None = None) -> Path:
+    """TensorRT's engine and timing cache folder for one version, created: ``<version>/trt-cache`` when
+    the version folder is writable and unsigned, else ``<cache_dir>/<model>/<version>/trt-cache``
+    (``cache_dir`` default: :func:`default_cache_dir`). A repository mounted read-only (Kubernetes)
+    thus caches on the volume given as ``--cache-dir``. OSError when neither can be created."""
+    local = Path(version_dir) / TRT_CACHE
+    if not (Path(version_dir) / SIGNATURE).exists():
+        try:
+            local.mkdir(exist_ok=True)
+            if os.access(local, os.W_OK):
+                return local
+        except OSError:
+            pass
+    shared = (cache_dir or default_cache_dir()) / Path(version_dir).parent.name / Path(version_dir).name
+    shared /= TRT_CACHE
+    shared.mkdir(parents=True, exist_ok=True)
+    return shared
 
 
 def preload_gpu_libraries(requested: Sequence[str]) -> None:

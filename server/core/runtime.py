@@ -1,23 +1,34 @@
-"""ONNX Runtime sessions for one model version: providers (checked by ``core.providers``), session
-options, the signature, warm-up, and a pool of instances that each run one batch at a time."""
+"""ONNX Runtime sessions for one model version: providers and their options (``core.providers``),
+session options, the signature, warm-up, and a pool of instances that each run one batch at a time,
+with ``session.run`` or through IO binding (``core.binding``)."""
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import queue
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
 
-from ortserve.core.providers import check_sessions, preload_gpu_libraries, resolve_providers
+from ortserve.core.binding import BF16, BoundRunner, Device, from_ort_value, ort_value
+from ortserve.core.providers import (
+    CUDA,
+    TENSORRT,
+    check_sessions,
+    preload_gpu_libraries,
+    provider_options,
+    resolve_providers,
+    trt_cache_dir,
+)
 from ortserve.core.signature import Signature, TensorSpec
 from ortserve.dtypes import DTYPES, ONNX_TYPES
 from ortserve.repository.config import ModelConfig, RuntimeConfig, TensorConfig
 
-__all__ = ["SessionPool"]
+__all__ = ["SessionDefaults", "SessionPool"]
 
 log = logging.getLogger("ortserve.runtime")
 
@@ -27,6 +38,16 @@ _LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
+_TRUE = ("1", "true", "True")
+
+
+@dataclass(frozen=True)
+class SessionDefaults:
+    """What the server's settings give every version's sessions (a model's config.toml may override):
+    CPU fallback, and where TensorRT caches when a version folder cannot hold its cache."""
+
+    allow_cpu_fallback: bool = False
+    cache_dir: Path | None = None
 
 
 def _session_options(rt: RuntimeConfig) -> ort.SessionOptions:
@@ -41,31 +62,21 @@ def _session_options(rt: RuntimeConfig) -> ort.SessionOptions:
     return so
 
 
-_BF16 = "tensor(bfloat16)"
-_ONNX_BF16 = 16  # onnx.TensorProto.BFLOAT16
+class _Runner(Protocol):
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
 
 
-def _ort_value(array: np.ndarray) -> ort.OrtValue:
-    if array.dtype == DTYPES.get("bfloat16"):
-        # ONNX Runtime's numpy binding has no bfloat16: hand it the same bytes as uint16, typed.
-        raw = np.ascontiguousarray(array).view(np.uint16)
-        return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(raw, onnx_element_type=_ONNX_BF16)
-    return ort.OrtValue.ortvalue_from_numpy(array)
+class _Plain:
+    """``session.run``; through OrtValues for models with bfloat16 inputs or outputs."""
 
+    def __init__(self, session: ort.InferenceSession, names: list[str], bf16: bool) -> None:
+        self._session, self._names, self._bf16 = session, names, bf16
 
-def _from_ort_value(value: ort.OrtValue) -> np.ndarray:
-    if value.data_type() != _BF16:
-        return value.numpy()
-    raw = (ctypes.c_char * value.tensor_size_in_bytes()).from_address(value.data_ptr())
-    return np.frombuffer(bytes(raw), np.uint16).view(DTYPES["bfloat16"]).reshape(value.shape())
-
-
-def _run_ort_values(
-    session: ort.InferenceSession, names: list[str], feeds: Mapping[str, np.ndarray]
-) -> list[np.ndarray]:
-    """``session.run`` through OrtValues, for models with bfloat16 inputs or outputs."""
-    values = session.run_with_ort_values(names, {n: _ort_value(a) for n, a in feeds.items()})
-    return [_from_ort_value(v) for v in values]
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        if not self._bf16:
+            return self._session.run(self._names, dict(feeds))
+        values = self._session.run_with_ort_values(self._names, {n: ort_value(a) for n, a in feeds.items()})
+        return [from_ort_value(v) for v in values]
 
 
 def _dims(shape: list) -> tuple[int, ...]:
@@ -109,26 +120,39 @@ class SessionPool:
     """``instances`` InferenceSessions of one model file. ``run`` is called from worker threads;
     the caller (the batcher) never has more runs in flight than there are instances.
 
-    ``allow_cpu_fallback`` applies when the model's config.toml does not set its own: without it, a
-    version that asks for a GPU provider its sessions do not get is refused (ProviderUnavailable)."""
+    ``defaults.allow_cpu_fallback`` applies when the model's config.toml does not set its own: without
+    it, a version that asks for a GPU provider its sessions do not get is refused (ProviderUnavailable)."""
 
     def __init__(
-        self, path: Path, config: ModelConfig, default_max_elements: int, allow_cpu_fallback: bool = False
+        self,
+        path: Path,
+        config: ModelConfig,
+        default_max_elements: int,
+        defaults: SessionDefaults = SessionDefaults(),
     ) -> None:
         rt = config.runtime
         self.path = path
         preload_gpu_libraries(rt.providers)
-        providers = resolve_providers(rt.providers)
+        options = provider_options(rt, lambda: trt_cache_dir(Path(path).parent, defaults.cache_dir))
+        providers = resolve_providers(rt.providers, options)
+        # What the sessions were given, by provider (ONNX Runtime reports only some of it back).
+        self.provider_options: dict[str, dict[str, str]] = dict(providers)
         so = _session_options(rt)
-        self._sessions = [
-            ort.InferenceSession(str(path), sess_options=so, providers=providers) for _ in range(rt.instances)
-        ]
-        allow = rt.allow_cpu_fallback if rt.allow_cpu_fallback is not None else allow_cpu_fallback
+        try:
+            self._sessions = [
+                ort.InferenceSession(str(path), sess_options=so, providers=providers)
+                for _ in range(rt.instances)
+            ]
+        except Exception as e:
+            if self._option(CUDA, "enable_cuda_graph") in _TRUE and "graph" in str(e).lower():
+                raise ValueError(
+                    f"{e} (CUDA graphs need every node on the CUDA provider: set [runtime.provider_options."
+                    f"{CUDA}] enable_cuda_graph = false to pad batches without them)"
+                ) from e
+            raise
+        allow = rt.allow_cpu_fallback if rt.allow_cpu_fallback is not None else defaults.allow_cpu_fallback
         # What the sessions really run on, which ONNX Runtime may have changed without an error.
         self.providers: list[str] = check_sessions(rt.providers, self._sessions, allow_cpu_fallback=allow)
-        self._free: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
-        for s in self._sessions:
-            self._free.put(s)
         inputs, outputs = self._sessions[0].get_inputs(), self._sessions[0].get_outputs()
         # Batchable when every input and output has a dynamic first dimension.
         dynamic_first = all(
@@ -142,6 +166,12 @@ class SessionPool:
             raise ValueError(
                 f"max_batch_size is {max_batch} but not every input and output has a dynamic first dimension"
             )
+        sizes = rt.cuda_graph_batch_sizes
+        if sizes and sizes[-1] > max_batch:
+            raise ValueError(
+                f"[runtime] cuda_graph_batch_sizes: expected sizes <= max_batch_size ({max_batch}"
+                f"{', the model has no batch dimension' if max_batch == 0 else ''}), got {sizes[-1]}"
+            )
         self.signature = Signature(
             inputs=_specs(inputs, config.inputs, max_batch > 0, "input"),
             outputs=_specs(outputs, config.outputs, max_batch > 0, "output"),
@@ -149,39 +179,75 @@ class SessionPool:
             max_input_elements=config.max_input_elements or default_max_elements,
         )
         self.output_names = [s.name for s in self.signature.outputs]
-        self._bf16 = any(a.type == _BF16 for a in [*inputs, *outputs])
+        bf16 = any(a.type == BF16 for a in [*inputs, *outputs])
+        self._runners: list[_Runner] = [
+            BoundRunner(s, self.output_names, *self._binding(s, sizes)) if rt.io_binding
+            else _Plain(s, self.output_names, bf16)
+            for s in self._sessions
+        ]  # fmt: skip
+        self._free: queue.SimpleQueue[_Runner] = queue.SimpleQueue()
+        for r in self._runners:
+            self._free.put(r)
+        self._warm_sizes = sizes if all(d >= 0 for s in self.signature.inputs for d in s.shape[1:]) else ()
+
+    def _option(self, provider: str, key: str) -> str | None:
+        return self.provider_options.get(provider, {}).get(key)
+
+    def _binding(
+        self, session: ort.InferenceSession, sizes: Sequence[int]
+    ) -> tuple[Device, tuple[int, ...], bool]:
+        """Where a session's bound buffers live, its padded sizes, and whether it captures CUDA graphs."""
+        used = session.get_providers()
+        for name in (TENSORRT, CUDA):
+            if name in used:
+                device = Device("cuda", int(self._option(name, "device_id") or 0))
+                graphs = CUDA in used and self._option(CUDA, "enable_cuda_graph") in _TRUE
+                return device, tuple(sizes), bool(sizes) and graphs
+        return Device(), tuple(sizes), False
 
     @property
     def instances(self) -> int:
         return len(self._sessions)
 
+    @property
+    def padded_shapes(self) -> list[int]:
+        """Per instance, the padded shapes that have their own bound buffers (and CUDA graph)."""
+        return [r.shapes if isinstance(r, BoundRunner) else 0 for r in self._runners]
+
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        session = self._free.get()
+        runner = self._free.get()
         try:
-            return self._run(session, feeds)
+            return runner.run(feeds)
         finally:
-            self._free.put(session)
+            self._free.put(runner)
 
-    def _run(self, session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        if self._bf16:
-            return _run_ort_values(session, self.output_names, feeds)
-        return session.run(self.output_names, dict(feeds))
-
-    def warmup(self) -> None:
-        """Run every instance once on a zero-filled request of batch size 1 (dynamic dims: 1)."""
+    def _zeros(self, rows: int) -> dict[str, np.ndarray]:
+        """A zero-filled request of ``rows`` rows (other dynamic dims: 1)."""
         feeds = {}
         for spec in self.signature.inputs:
             shape = tuple(1 if d < 0 else d for d in spec.shape)
+            if self.signature.max_batch_size > 0:
+                shape = (rows, *shape[1:])
             if spec.dtype == "string":
                 feeds[spec.name] = np.full(shape, "", dtype=object)
             else:
                 feeds[spec.name] = np.zeros(shape, dtype=DTYPES[spec.dtype])
-        for session in self._sessions:
+        return feeds
+
+    def warmup(self) -> None:
+        """Run every instance once on a zero-filled request of batch size 1, and, when the inputs'
+        other dims are fixed, twice at each padded size (a CUDA graph is captured on the second run),
+        so that requests do not pay for the buffers and graphs."""
+        runs = [(1, 1)] + [(size, 2) for size in self._warm_sizes]
+        for runner in self._runners:
             try:
-                self._run(session, feeds)
+                for rows, times in runs:
+                    for _ in range(times):
+                        runner.run(self._zeros(rows))
             except Exception as e:  # a model may reject zeros (e.g. indices); serving can still work
                 log.warning("warm-up of %s failed, continuing without it: %s", self.path, e)
                 return
 
     def close(self) -> None:
         self._sessions.clear()
+        self._runners.clear()

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ortserve.core.batcher import Batcher, InferResult
-from ortserve.core.runtime import SessionPool
+from ortserve.core.runtime import SessionDefaults, SessionPool
 from ortserve.core.signature import Signature
 from ortserve.errors import InvalidInput, quoted
 from ortserve.metrics import VersionStats
@@ -21,7 +21,7 @@ from ortserve.repository.manifest import ManifestError, read_manifest, verify_ma
 from ortserve.repository.signing import Verifier
 from ortserve.tensors import Tensor
 
-__all__ = ["Model", "ModelVersion", "open_version"]
+__all__ = ["Model", "ModelVersion", "SessionDefaults", "open_version"]
 
 log = logging.getLogger("ortserve.models")
 
@@ -118,7 +118,7 @@ def open_version(
     verifier: Verifier | None,
     require_manifest: bool,
     max_elements: int,
-    allow_cpu_fallback: bool,
+    defaults: SessionDefaults,
 ) -> tuple[dict | None, SessionPool]:
     """Check a version folder (its signature before any byte of the model is parsed, then its
     manifest) and open its sessions, warmed up when the config asks. Runs off the event loop."""
@@ -132,7 +132,7 @@ def open_version(
         log.warning("%s has no manifest.json: its files are not verified", path)
     else:
         verify_manifest(path, manifest)
-    pool = SessionPool(path / MODEL_FILE, config, max_elements, allow_cpu_fallback)
+    pool = SessionPool(path / MODEL_FILE, config, max_elements, defaults)
     if config.runtime.warmup:
         pool.warmup()
     return manifest, pool

@@ -21,7 +21,7 @@ import grpc
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-from ortserve.core import Hooks, InferenceCore, ModelManager
+from ortserve.core import Hooks, InferenceCore, ModelManager, SessionDefaults
 from ortserve.core.budget import ByteBudget
 from ortserve.edge.health import Health
 from ortserve.edge.inflight import InFlight
@@ -99,7 +99,7 @@ class App:
             drain_timeout=s.grace_period,
             tracing=monitoring.tracing,
             verifier=security.verifier,
-            allow_cpu_fallback=s.allow_cpu_fallback,
+            sessions=SessionDefaults(s.allow_cpu_fallback, s.cache_dir),
         )
         await self.models.sync()
         refused = self.models.provider_refusals()

@@ -75,6 +75,12 @@ class Settings:
         "can be created here (a model's [runtime] allow_cpu_fallback overrides this). Without it such a "
         "version is refused; at startup the server then exits with status 3",
     )
+    cache_dir: Path | None = _opt(
+        None,
+        "folder for caches the execution providers write (TensorRT engines and timing caches) when a "
+        "version folder cannot hold them: read-only or signed (default: $XDG_CACHE_HOME/ortserve or "
+        "~/.cache/ortserve); give it a persistent volume so that engines survive restarts",
+    )
     flags: Path | None = _opt(
         None,
         "OpenFeature flagd JSON file with the routing flags, reloaded when it "

@@ -27,6 +27,14 @@ Every key is optional::
     instances = 1                  # sessions per version, each runs one batch at a time
     warmup = true
     allow_spinning = true          # false: ONNX Runtime's threads sleep instead of spinning between runs
+    io_binding = false             # true: run through IO binding: inputs copied once into the device's
+                                   # buffers, outputs copied back once per batch (any provider)
+    cuda_graph_batch_sizes = []    # with io_binding, e.g. [8, 32]: a batch is padded with zero rows to the
+                                   # next size (larger ones run as they are), so each size has fixed shapes
+                                   # and buffers; on CUDAExecutionProvider each is captured as a CUDA graph
+    [runtime.provider_options.CUDAExecutionProvider]   # per provider, over ortserve's defaults:
+    device_id = 0                  # CUDA: enable_cuda_graph when cuda_graph_batch_sizes are set; TensorRT:
+                                   # engine and timing caches in <version>/trt-cache or under --cache-dir
     [versions]
     policy = "all"                 # or "latest 2", or ["1", "3"]
 
@@ -48,6 +56,7 @@ from ortserve.repository.layout import CONFIG, MODEL_FILE  # MODEL_FILE: re-expo
 from ortserve.schema import from_table, to_toml, toml_value
 
 __all__ = [
+    "MAX_PADDED_SIZES",
     "MODEL_FILE",
     "OPT_LEVELS",
     "BatchingConfig",
@@ -64,6 +73,7 @@ __all__ = [
 ]
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
+MAX_PADDED_SIZES = 16  # each padded size keeps its own buffers (and CUDA graph) per session
 
 
 class ConfigError(ValueError):
@@ -133,6 +143,36 @@ class RuntimeConfig:
     # ONNX Runtime's worker threads spin while waiting for work: fastest when they have the cores
     # to themselves, but on a small machine they take CPU from the gRPC and batching threads.
     allow_spinning: bool = True
+    io_binding: bool = field(
+        default=False,
+        metadata=_help("run through IO binding: inputs copied once into device buffers, outputs back once"),
+    )
+    cuda_graph_batch_sizes: tuple[int, ...] = field(
+        default=(),
+        metadata=_help(
+            "pad batches with zero rows to these sizes (a CUDA graph each on CUDA)", ge=1, le=65536
+        ),
+    )
+    provider_options: dict[str, dict[str, str | int | float | bool]] = field(
+        default_factory=dict, metadata=_help("options per execution provider, over ortserve's defaults")
+    )
+
+    def __post_init__(self) -> None:
+        sizes = tuple(sorted(set(self.cuda_graph_batch_sizes)))
+        object.__setattr__(self, "cuda_graph_batch_sizes", sizes)
+        if sizes and not self.io_binding:
+            raise ValueError(
+                "cuda_graph_batch_sizes needs io_binding = true (padded batches run on bound buffers)"
+            )
+        if len(sizes) > MAX_PADDED_SIZES:
+            raise ValueError(
+                f"cuda_graph_batch_sizes: expected at most {MAX_PADDED_SIZES} sizes, got {len(sizes)}"
+            )
+        for name in self.provider_options:
+            if name not in self.providers:
+                raise ValueError(
+                    f"provider_options: {name!r} is not one of the providers ({', '.join(self.providers)})"
+                )
 
 
 _POLICY = 'expected "all", "latest N" or a list of versions'
@@ -211,6 +251,13 @@ class ModelConfig:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     versions: VersionPolicy = field(default_factory=VersionPolicy)
+
+    def __post_init__(self) -> None:
+        sizes, most = self.runtime.cuda_graph_batch_sizes, self.max_batch_size
+        if sizes and most is not None and sizes[-1] > most:
+            raise ValueError(
+                f"[runtime] cuda_graph_batch_sizes: expected sizes <= max_batch_size ({most}), got {sizes[-1]}"
+            )
 
 
 def parse_model_config(name: str, data: dict[str, Any], where: str = CONFIG) -> ModelConfig:

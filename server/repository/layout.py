@@ -5,6 +5,8 @@
     <repo>/<model>/<version>/model.onnx     MODEL_FILE
     <repo>/<model>/<version>/manifest.json  MANIFEST    (written by optimize, checked by the server)
     <repo>/<model>/<version>/reference.json REFERENCE   (the reference profile drift is measured against)
+    <repo>/<model>/<version>/trt-cache/     TRT_CACHE   (TensorRT engines and timing cache, written by the
+                                                         server when the folder is writable and unsigned)
 
 A version is a folder named by digits. Hidden names (``.staging-…``) are work in progress, never a model
 or a version.
@@ -20,6 +22,7 @@ __all__ = [
     "MANIFEST",
     "MODEL_FILE",
     "REFERENCE",
+    "TRT_CACHE",
     "check_model_name",
     "next_version",
     "version_dirs",
@@ -30,6 +33,7 @@ CONFIG = "config.toml"
 MANIFEST = "manifest.json"
 FLAGS_FILE = "flags.json"
 REFERENCE = "reference.json"
+TRT_CACHE = "trt-cache"
 
 
 def check_model_name(name: str) -> str:
