@@ -19,6 +19,8 @@ Scripts (nothing imports them):
     chaos           (``python -m benchmarks.chaos``) faults and hostile input: SIGTERM, kill -9,
                     version and flag churn, oversized messages; lost requests, health stalls, RSS
                     (chaos.probe: the health probe's process)
+    gpu_check       (``bash benchmarks/gpu_check.sh`` makes its environment) ortserve on a GPU against raw
+                    ONNX Runtime on it: session.run, IO binding, CUDA graphs, FP16; exit 2 without a GPU
     judge_sim       the rollout judge in simulation: false alarms, events to catch a 2x/3x worse candidate
     learning_loop   the demo's continuous-learning loop, timed: drifted traffic to an automatic promotion
     loadgen         (``python -m benchmarks.loadgen``) the load generator on its own
@@ -37,4 +39,5 @@ Libraries (imports point down this list; none imports a script, nor ``tests``):
     peers_report    bench_peers' rows and RESULTS.md section  (common)
     peers           MLServer as a peer and Triton's perf_analyzer, each in its own virtual environment;
                     the grpc.aio floor server
+    minilm_onnx     all-MiniLM-L6-v2 as an ONNX graph built from its weights with numpy (no torch)
 """

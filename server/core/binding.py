@@ -99,9 +99,9 @@ class BoundRunner:
     ) -> None:
         self._session = session
         self._names = list(output_names)
-        self._device = device
+        self._device = self.device = device
         self._sizes = sorted(sizes)
-        self._graphs = graphs
+        self._graphs = self.graphs = graphs
         types = {a.name: a.type for a in [*session.get_inputs(), *session.get_outputs()]}
         strings = [n for n, t in types.items() if t == "tensor(string)"]
         if strings:

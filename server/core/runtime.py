@@ -185,6 +185,12 @@ class SessionPool:
             else _Plain(s, self.output_names, bf16)
             for s in self._sessions
         ]  # fmt: skip
+        first = self._runners[0]
+        if isinstance(first, BoundRunner):
+            where, graphs = f"{first.device.kind}:{first.device.id}", first.graphs
+            log.info("%s: IO binding on %s, batches padded to %s, CUDA graphs %s", path, where,
+                     list(sizes) or "no size", "on" if graphs else "off",
+                     extra={"event": "io_binding", "device": where, "padded_sizes": list(sizes), "cuda_graphs": graphs})  # fmt: skip
         self._free: queue.SimpleQueue[_Runner] = queue.SimpleQueue()
         for r in self._runners:
             self._free.put(r)

@@ -148,6 +148,9 @@ def test_sessions_get_the_options_built_for_their_providers(tmp_path):
     assert p.providers == ["CPUExecutionProvider"]
 
 
+@pytest.mark.skipif(
+    "TensorrtExecutionProvider" in ort.get_available_providers(), reason="needs a build without TensorRT"
+)
 def test_tensorrt_asked_for_on_a_build_without_it_leaves_the_version_folder_alone(tmp_path):
     config = '[runtime]\nproviders = ["TensorrtExecutionProvider", "CPUExecutionProvider"]\n'
     config += "allow_cpu_fallback = true\n"
@@ -208,6 +211,10 @@ def test_concurrent_requests_batched_and_padded_each_get_their_own_rows(served):
     asyncio.run(main())
 
 
-def test_the_served_version_reports_its_providers(served):
+def test_the_served_version_reports_its_providers_and_binding(served):
     with Client(served.target) as c:
         assert list(c.metadata("padded").providers) == ["CPUExecutionProvider"]
+    logged = {e["message"].split("/")[-3]: e for e in served.lines if e.get("event") == "io_binding"}
+    assert set(logged) == {"bound", "bound_types", "padded", "padded_types", "probe"}
+    assert logged["padded"]["padded_sizes"] == [4, 8] and logged["bound"]["padded_sizes"] == []
+    assert all(e["device"] == "cpu:0" and e["cuda_graphs"] is False for e in logged.values())
