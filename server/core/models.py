@@ -19,9 +19,10 @@ from concurrent.futures import Executor
 from pathlib import Path
 
 from ortserve.core.batcher import make_batcher
+from ortserve.core.runtime import SessionDefaults
 from ortserve.core.table import ModelTable
 from ortserve.core.tracing import NO_TRACING, Tracing
-from ortserve.core.version import Model, ModelVersion, SessionDefaults, open_version
+from ortserve.core.version import Model, ModelVersion, open_version
 from ortserve.errors import ModelNotFound, ProviderUnavailable, quoted
 from ortserve.metrics import Metrics
 from ortserve.repository import MODEL_FILE, ConfigError, ModelConfig, ModelEntry, scan_repository

@@ -21,7 +21,7 @@ from ortserve.repository.manifest import ManifestError, read_manifest, verify_ma
 from ortserve.repository.signing import Verifier
 from ortserve.tensors import Tensor
 
-__all__ = ["Model", "ModelVersion", "SessionDefaults", "open_version"]
+__all__ = ["Model", "ModelVersion", "open_version"]
 
 log = logging.getLogger("ortserve.models")
 
