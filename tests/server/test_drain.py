@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
+import urllib.request
 
 import grpc
 import numpy as np
@@ -73,7 +75,9 @@ def test_drain_delay_serves_on_with_health_not_serving_then_refuses(tmp_path, st
     slow = "max_batch_size = 4\n[batching]\nmax_queue_delay_us = 3000000\npreferred_batch_sizes = [4]\n"
     m.publish(tmp_path, "addmul", 1, m.addmul())
     m.publish(tmp_path, "queued", 1, m.addmul(), slow)
-    server = start_server(tmp_path, "--drain-delay", "3", "--grace-period", "20")
+    # The delay is long enough for the steps below on a loaded machine; the queued request must
+    # reach the server before it ends (checked), or it would be refused, not drained.
+    server = start_server(tmp_path, "--drain-delay", "8", "--grace-period", "30")
 
     async def main():
         async with AsyncClient(server.target) as c, grpc.aio.insecure_channel(server.target) as ch:
@@ -88,8 +92,12 @@ def test_drain_delay_serves_on_with_health_not_serving_then_refuses(tmp_path, st
             assert model.status == health_pb2.HealthCheckResponse.NOT_SERVING
             result = await c.predict("addmul", {"a": A, "b": A}, timeout=5)  # still served
             np.testing.assert_array_equal(result["sum"], A * 2)
-            queued = asyncio.ensure_future(c.predict("queued", {"a": A, "b": A}, timeout=20))
-            await asyncio.to_thread(server.wait_log, "new RPCs get UNAVAILABLE", 15)
+            queued = asyncio.ensure_future(c.predict("queued", {"a": A, "b": A}, timeout=30))
+            assert await asyncio.to_thread(_queued, server), "the queued request never reached the server"
+            assert not server.logs("new RPCs get UNAVAILABLE"), (
+                "the drain delay ended before the request came"
+            )
+            await asyncio.to_thread(server.wait_log, "new RPCs get UNAVAILABLE", 20)
             with pytest.raises(grpc.aio.AioRpcError) as e:
                 await c.predict("addmul", {"a": A, "b": A}, timeout=5)
             assert e.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -98,6 +106,17 @@ def test_drain_delay_serves_on_with_health_not_serving_then_refuses(tmp_path, st
 
     asyncio.run(main())
     assert server.proc.wait(30) == 0
+
+
+def _queued(server, timeout: float = 10.0) -> bool:
+    """Whether the "queued" model's queue holds a request within ``timeout`` (its /metrics)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+        if 'ortserve_queue_depth{model="queued",version="1"} 1.0' in text:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _infer(i: int) -> v2pb.ModelInferRequest:
