@@ -8,7 +8,7 @@ REPO ?= models
 SERVE_ARGS ?=
 
 .PHONY: serve test install install-dev demo protos check-protos bench fuzz perf-analyzer lint clean promtool lock \
-	image image-build image-gpu image-tools image-clean checkov deploy-check
+	image image-build image-gpu image-tools image-clean checkov deploy-check docs docs-serve browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,7 @@ demo: $(REPO)/digits/1/model.onnx
 serve: install demo
 	$(BIN)/ortserve --model-repository $(REPO) $(SERVE_ARGS)
 
-test: install-dev promtool checkov
+test: install-dev promtool checkov browser
 	$(BIN)/python -m pytest -q
 
 # promtool (checks and unit-tests deploy/prometheus/): the one on PATH, else taken out of Debian's
@@ -52,10 +52,20 @@ $(PROMTOOL_LOCAL):
 	cd build/prometheus && (apt-get download prometheus || (apt-get update -qq && apt-get download prometheus))
 	dpkg-deb -x build/prometheus/prometheus_*.deb build/prometheus
 	rm -f build/prometheus/prometheus_*.deb
+
 # The property-based tests with their large budget: at least 10,000 cases per target (tests/fuzz;
 # the suite runs the same tests with a small one). Tens of minutes on 2 cores.
 fuzz: install-dev
 	ORTSERVE_FUZZ=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider --timeout 0 tests/fuzz
+
+# Debian's chromium, for the status page's headless-browser test (tests/server/test_status_browser.py).
+# Installed with apt-get when it is missing and this is root; otherwise the test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "make browser: apt-get could not install chromium; the browser test will skip"; \
+	  else echo "make browser: chromium missing and no apt-get as root; the browser test will skip"; fi; }
 
 # Regenerate the gRPC stubs in server/_proto from protos/ (tests fail when they are stale).
 protos: install-dev

@@ -118,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
         "needs ortserve[signing]; an encrypted key's password comes from ORTSERVE_SIGN_KEY_PASSWORD)",
     )
     o.add_argument("--out", help="report folder (default optimize-out)")
+    o.add_argument(
+        "--intended-use", metavar="TEXT", help="what the published versions are for, for their model cards"
+    )
+    o.add_argument(
+        "--limitation",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a known limitation for the model cards (repeatable)",
+    )
     o.add_argument("--write-recipe", type=Path, metavar="FILE", help="write the run as a recipe and exit")
     o.add_argument("--list-steps", action="store_true", help="list the steps and their parameters, then exit")
     o.add_argument("--quiet", "-q", action="store_true", help="no progress output")
@@ -144,6 +154,7 @@ def recipe_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         ("seed", args.seed),
         ("threads", args.threads),
         ("bench_seconds", args.bench_seconds),
+        ("intended_use", args.intended_use),
     ]:
         if value is not None:
             setattr(r, attr, value)
@@ -151,6 +162,8 @@ def recipe_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         r.inputs = [parse_input_spec(s) for s in args.input]
     if args.output_name:
         r.output_names = list(args.output_name)
+    if args.limitation:
+        r.limitations = [*r.limitations, *args.limitation]
     for item in args.dim:
         key, _, value = item.partition("=")
         if not key or not value.isdigit():

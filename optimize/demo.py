@@ -26,6 +26,7 @@ from ortserve.repository import (
     MODEL_FILE,
     REFERENCE,
     BatchingConfig,
+    ModelCard,
     ModelConfig,
     RuntimeConfig,
     config_text,
@@ -145,7 +146,9 @@ def build(repo: Path, force: bool = False, quiet: bool = False) -> Path:
         },
     }
     files = {MODEL_FILE: data, REFERENCE: reference.to_json().encode()}
-    target = publish_version(repo, MODEL, files, extra, version=1, replace=True)
+    target = publish_version(
+        repo, MODEL, files, extra, version=1, replace=True, card=_card(accuracy, len(y_test))
+    )
     if not quiet:
         print(
             json.dumps(
@@ -160,6 +163,41 @@ def build(repo: Path, force: bool = False, quiet: bool = False) -> Path:
             file=sys.stderr,
         )
     return target
+
+
+def _card(accuracy: float, rows: int) -> ModelCard:
+    return ModelCard(
+        MODEL,
+        "the demo MLP (FP32)",
+        "A small multi-layer perceptron (64 hidden units) trained with scikit-learn on its bundled digits data "
+        "set and exported to ONNX with onnx.helper. It is the parent of the variants `make serve` publishes "
+        "(versions 2-4) and the model's default version.",
+        intended_use="Trying ortserve: classify 8x8 images of handwritten digits given as 64 raw pixel values "
+        "0..16 (scikit-learn's `load_digits`). The graph scales the pixels itself.",
+        inputs=[("input", "float32", "[batch, 64]")],
+        outputs=[
+            ("logits", "float32", "[batch, 10]"),
+            ("probabilities", "float32", "[batch, 10]"),
+            ("label", "int64", "[batch]"),
+        ],
+        lineage=[
+            (
+                "source",
+                "sklearn MLPClassifier(hidden_layer_sizes=(64,), max_iter=300), exported with onnx.helper",
+            ),
+            ("parent version", "none"),
+            ("seed", str(SEED)),
+        ],
+        data=[
+            ("training", f"load_digits, a stratified 80% split ({1797 - rows} images)"),
+            ("evaluation", f"the other 20% ({rows} images)"),
+        ],
+        results=[["", "this version"], ["test accuracy", f"{accuracy:.4f}"]],
+        limitations=[
+            "Trained on 1,797 8x8 images of one data set: it is a demo, not a general digit recogniser "
+            "(MNIST's 28x28 images, for one, do not fit its input).",
+        ],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

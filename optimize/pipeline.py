@@ -31,6 +31,7 @@ from ortserve.repository import (
     MANIFEST,
     REFERENCE,
     ConfigError,
+    ModelCard,
     canary_flag,
     flags_document,
     flags_text,
@@ -200,6 +201,9 @@ def run(
             "source_kind": source.kind,
             "reference": reference,
             "eval_data": eval_data.source,
+            "eval_rows": eval_data.rows,
+            "calibration_data": _described(calib),
+            "train_data": _described(train) if train is not None else None,
             "synthetic_data": eval_data.synthetic,
             "seed": seed,
             "cpu": cpu,
@@ -229,6 +233,7 @@ def run(
                 log(
                     "no reference profile (drift baseline) for the published versions: the eval data is synthetic"
                 )
+            cards = [_card(r, info, baseline, recipe, parent) for r in accepted if r.path]
             versions = publish_versions(
                 Path(recipe.repo),
                 recipe.name or "",
@@ -236,6 +241,7 @@ def run(
                 recipe.max_batch_size,
                 references,
                 signer=signer,
+                cards=cards,
             )
             for r, v in zip(accepted, versions, strict=True):
                 r.version = v
@@ -288,6 +294,28 @@ def _parent_version(source: Source) -> str | None:
         if folder.name.isdigit() and (folder / MANIFEST).exists():
             return folder.name
     return None
+
+
+def _described(data: Dataset) -> str:
+    return data.source if "rows" in data.source else f"{data.source} ({data.rows} rows)"
+
+
+def _card(
+    r: VariantResult, info: dict[str, Any], baseline: dict[str, Any], recipe: Recipe, parent: str | None
+) -> ModelCard:
+    from ortserve.optimize.card import model_card
+
+    spec = next(v for v in recipe.variants if v.name == r.name)
+    return model_card(
+        r,
+        info,
+        baseline,
+        recipe.gates.merged(spec.gates),
+        model=recipe.name or "",
+        parent=parent,
+        intended_use=recipe.intended_use,
+        limitations=recipe.limitations,
+    )
 
 
 def _manifest_extra(r: VariantResult, info: dict[str, Any], parent: str | None) -> dict[str, Any]:

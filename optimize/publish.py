@@ -21,6 +21,7 @@ from ortserve.repository import (
     MODEL_FILE,
     REFERENCE,
     ConfigError,
+    ModelCard,
     ModelConfig,
     check_model_name,
     load_model_config,
@@ -62,8 +63,10 @@ def publish_versions(
     max_batch_size: int | None = None,
     references: Sequence[bytes | None] = (),
     signer: Signer | None = None,
+    cards: Sequence[ModelCard | None] = (),
 ) -> list[int]:
     """Publish each ``(model.onnx path, manifest extra)`` as the next version; returns the version numbers.
+    ``cards``: each variant's model card (``MODEL_CARD.md``, listed in its manifest), or None.
     ``references``: each variant's reference profile (``reference.json``, listed in its manifest), or None.
 
     ``config.toml`` is settled first, so that a server polling the repository never takes a new
@@ -90,7 +93,8 @@ def publish_versions(
             if reference is not None:
                 files[REFERENCE] = reference
             sign = signer.sign if signer is not None else None
-            published.append(int(publish_version(Path(repo), name, files, extra, sign=sign).name))
+            card = cards[i] if i < len(cards) else None
+            published.append(int(publish_version(Path(repo), name, files, extra, sign=sign, card=card).name))
     except ConfigError as e:
         raise OptimizeError(f"{e}; fix it before publishing") from e
     except SignatureError as e:

@@ -86,6 +86,9 @@ class Recipe:
     sign_key: str | None = None  # PEM EC private key: published versions get a model.sig
     variants: list[VariantSpec] = field(default_factory=list)
     reference: ReferenceOptions = field(default_factory=ReferenceOptions)
+    # For the model cards of the published versions (MODEL_CARD.md); absent: the card says what it can tell.
+    intended_use: str | None = None
+    limitations: list[str] = field(default_factory=list)
 
     def check(self) -> None:
         """Validate everything that can be checked before loading a model: names, steps, parameters."""
@@ -175,6 +178,12 @@ class RecipeFile:
     max_batch_size: int | None = field(default=None, metadata={"ge": 0})
     parent: str | None = None
     sign_key: str | None = None
+    intended_use: str | None = field(
+        default=None, metadata={"help": "what the published versions are for (their model cards say it)"}
+    )
+    limitations: tuple[str, ...] = field(
+        default=(), metadata={"help": "known limitations, one a string, added to the model cards"}
+    )
     output_names: tuple[str, ...] | None = None
     inputs: tuple[_Input, ...] | None = None
     data: _Data = field(default_factory=_Data)
@@ -226,6 +235,8 @@ def load_recipe(path: Path) -> Recipe:
         parent=f.parent,
         reference=f.reference,
         sign_key=rel(f.sign_key),
+        intended_use=f.intended_use,
+        limitations=list(f.limitations),
         variants=[
             VariantSpec(
                 v.name or f"variant{i + 1}",
@@ -256,6 +267,8 @@ def recipe_to_toml(r: Recipe) -> str:
         max_batch_size=r.max_batch_size,
         parent=r.parent,
         sign_key=absolute(r.sign_key),
+        intended_use=r.intended_use,
+        limitations=tuple(r.limitations),
         output_names=None if r.output_names is None else tuple(r.output_names),
         inputs=None if r.inputs is None else tuple(_Input(s.name, s.dtype, s.dims) for s in r.inputs),
         data=_Data(

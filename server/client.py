@@ -1,21 +1,23 @@
-"""A small client for ``ortserve.v1.Inference``, sync and asyncio.
+"""A small client for ``ortserve.v1.Inference``, sync and asyncio::
 
-from ortserve.client import Client
-with Client("127.0.0.1:8001") as c:
-    result = c.predict("digits", {"input": pixels})   # pixels: float32 [N, 64]
-    print(result["label"], result.version)
+    from ortserve.client import Client
+    with Client("127.0.0.1:8001") as c:
+        result = c.predict("digits", {"input": pixels})   # pixels: float32 [N, 64]
+        print(result["label"], result.version)
+        c.feedback(result.request_id, labels=[7])          # the true class of each row, later
 
-    c.feedback(result.request_id, labels=[7])          # the true class of each row, later
+    async with AsyncClient("127.0.0.1:8001") as c:
+        result = await c.predict("digits", {"input": pixels})
 
-async with AsyncClient("127.0.0.1:8001") as c:
-    result = await c.predict("digits", {"input": pixels})
+Errors come back as ``grpc.RpcError`` (``grpc.aio.AioRpcError`` with AsyncClient): ``e.code()`` is the status
+(``NOT_FOUND``, ``INVALID_ARGUMENT``...) and ``e.details()`` the server's message.
 
 A server with TLS and an auth file (README "Security"): give the CA that signed its certificate, and
 an API key or a JWT (sent as ``authorization: Bearer ...`` with every call); for mTLS, the client's
-own certificate and key. Certificates are PEM bytes or paths to PEM files.
+own certificate and key. Certificates are PEM bytes or paths to PEM files::
 
-Client("server.example:8001", root_certificates="ca.pem", api_key=os.environ["ORTSERVE_API_KEY"])
-Client(target, root_certificates="ca.pem", certificate_chain="client.pem", private_key="client.key")
+    Client("server.example:8001", root_certificates="ca.pem", api_key=os.environ["ORTSERVE_API_KEY"])
+    Client(target, root_certificates="ca.pem", certificate_chain="client.pem", private_key="client.key")
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Any
 import grpc
 import numpy as np
 
+from ortserve._proto.ortserve.v1 import admin_pb2 as admin_pb
+from ortserve._proto.ortserve.v1 import admin_pb2_grpc as admin_grpc
 from ortserve._proto.ortserve.v1 import inference_pb2 as pb
 from ortserve._proto.ortserve.v1 import inference_pb2_grpc as pb_grpc
 from ortserve.edge.codec import from_numpy, to_numpy
@@ -173,6 +177,8 @@ class _Security:
 
 
 class Client:
+    """A blocking client over one channel; use it as a context manager (or call ``close``)."""
+
     def __init__(
         self,
         target: str = "127.0.0.1:8001",
@@ -191,6 +197,7 @@ class Client:
         )
         self.channel = sec.channel(target, max_message_size, server_name)
         self.stub = pb_grpc.InferenceStub(self.channel)
+        self.admin = admin_grpc.AdminStub(self.channel)
 
     def predict(
         self,
@@ -205,6 +212,8 @@ class Client:
         priority: int = 0,
         metadata: list[tuple[str, str]] | None = None,
     ) -> Prediction:
+        """``inputs``: input name -> array. ``version`` "" for the default (or what a flag routes to); ``timeout``
+        (s) is also the deadline in the server's queue; ``priority`` 1 is the highest; ``metadata`` e.g. x-variant."""
         req = build_request(model, inputs, version, outputs, request_id, targeting_key, priority)
         md = self._security.merge(metadata)
         return parse_response(self.stub.Predict(req, timeout=timeout, metadata=md))
@@ -236,11 +245,17 @@ class Client:
         )
 
     def list_models(self) -> pb.ListModelsResponse:
+        """The loaded models with their versions and default version."""
         return self.stub.ListModels(pb.ListModelsRequest(), metadata=self._security.merge(None))
 
     def metadata(self, model: str, version: str = "") -> pb.ModelMetadataResponse:
         request = pb.ModelMetadataRequest(model=model, version=str(version or ""))
         return self.stub.ModelMetadata(request, metadata=self._security.merge(None))
+
+    def model_card(self, model: str, version: str = "") -> str:
+        """A version's MODEL_CARD.md (Markdown; the default version's for ""); NOT_FOUND when it has none."""
+        req = admin_pb.GetModelCardRequest(model=model, version=str(version or ""))
+        return self.admin.GetModelCard(req, metadata=self._security.merge(None)).markdown
 
     def close(self) -> None:
         self.channel.close()
@@ -253,6 +268,8 @@ class Client:
 
 
 class AsyncClient:
+    """The asyncio twin of :class:`Client` (grpc.aio); use it as an async context manager."""
+
     def __init__(
         self,
         target: str = "127.0.0.1:8001",
@@ -271,6 +288,7 @@ class AsyncClient:
         )
         self.channel = sec.aio_channel(target, max_message_size, server_name)
         self.stub = pb_grpc.InferenceStub(self.channel)
+        self.admin = admin_grpc.AdminStub(self.channel)
 
     async def predict(
         self,
@@ -285,6 +303,8 @@ class AsyncClient:
         priority: int = 0,
         metadata: list[tuple[str, str]] | None = None,
     ) -> Prediction:
+        """``inputs``: input name -> array. ``version`` "" for the default (or what a flag routes to); ``timeout``
+        (s) is also the deadline in the server's queue; ``priority`` 1 is the highest; ``metadata`` e.g. x-variant."""
         req = build_request(model, inputs, version, outputs, request_id, targeting_key, priority)
         md = self._security.merge(metadata)
         return parse_response(await self.stub.Predict(req, timeout=timeout, metadata=md))
@@ -322,11 +342,17 @@ class AsyncClient:
         )
 
     async def list_models(self) -> pb.ListModelsResponse:
+        """The loaded models with their versions and default version."""
         return await self.stub.ListModels(pb.ListModelsRequest(), metadata=self._security.merge(None))
 
     async def metadata(self, model: str, version: str = "") -> pb.ModelMetadataResponse:
         request = pb.ModelMetadataRequest(model=model, version=str(version or ""))
         return await self.stub.ModelMetadata(request, metadata=self._security.merge(None))
+
+    async def model_card(self, model: str, version: str = "") -> str:
+        """A version's MODEL_CARD.md (Markdown; the default version's for ""); NOT_FOUND when it has none."""
+        req = admin_pb.GetModelCardRequest(model=model, version=str(version or ""))
+        return (await self.admin.GetModelCard(req, metadata=self._security.merge(None))).markdown
 
     async def close(self) -> None:
         await self.channel.close()

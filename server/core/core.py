@@ -3,6 +3,7 @@
     response = await core.infer(InferRequest(model="digits", inputs={"input": x}, api="v1"))
     core.list_models(); core.version("digits", "2"); core.versions("digits")
     await core.feedback([FeedbackItem(request_id, labels=(3,))])    # ground truth, joined by request id
+    await core.model_card("digits", "2")     # ("2", the version's MODEL_CARD.md)
 
 ``infer`` routes the request (the ``Routing`` strategy), checks it against the version's
 signature from its tensors' headers, takes its bytes from the in-flight budget (``ByteBudget``:
@@ -32,8 +33,9 @@ from ortserve.core.models import ModelManager, ModelVersion
 from ortserve.core.request import Completed, InferRequest, InferResponse, Route
 from ortserve.core.routing import DefaultRouting, Routing
 from ortserve.core.tracing import NO_TRACING, Tracing
-from ortserve.errors import CANCELLED, OK, InternalError, ModelNotFound, ServeError, quoted
+from ortserve.errors import CANCELLED, OK, FailedPrecondition, InternalError, ModelNotFound, ServeError, quoted
 from ortserve.metrics import UNKNOWN_MODEL, Metrics, VersionStats
+from ortserve.repository import MODEL_CARD, ManifestError, read_model_card
 from ortserve.tensors import Tensor, request_nbytes
 
 __all__ = ["InferenceCore", "ModelSummary"]
@@ -194,6 +196,25 @@ class InferenceCore:
     def index(self) -> list[tuple[str, str, str, str]]:
         """Every version in the repository or loaded: (model, version, READY|UNAVAILABLE, reason)."""
         return self.models.index()
+
+    async def model_card(self, model: str, version: str = "") -> tuple[str, str]:
+        """(version, Markdown) of a loaded version's MODEL_CARD.md (the default version when ""), read off the
+        event loop and checked against the version's manifest. ModelNotFound when it has none;
+        FailedPrecondition when it no longer matches the manifest."""
+        mv = self.models.get(model, version)
+        loop = asyncio.get_running_loop()
+        try:
+            text = await loop.run_in_executor(None, read_model_card, mv.path, mv.manifest)
+        except (ManifestError, OSError) as e:
+            raise FailedPrecondition(
+                f"model {quoted(model)} version {mv.version}: model card refused: {e}"
+            ) from None
+        if text is None:
+            raise ModelNotFound(
+                f"model {quoted(model)} version {mv.version} has no {MODEL_CARD} (published without one: "
+                "by hand, or before ortserve-optimize wrote model cards)"
+            )
+        return mv.version, text
 
     async def load(self, model: str) -> None:
         await self.models.load_model(model)

@@ -1,5 +1,5 @@
-"""``ortserve.v1.Admin``: read and replace the routing flags, list the loaded versions, run rollouts
-(start, look, abort, report) through the ``RolloutController``."""
+"""``ortserve.v1.Admin``: read and replace the routing flags, list the loaded versions, read a version's
+model card, run rollouts (start, look, abort, report) through the ``RolloutController``."""
 
 from __future__ import annotations
 
@@ -143,6 +143,13 @@ class AdminServicer(pb_grpc.AdminServicer):
         async with self.edge.call(context, API):
             report = build_report(await self.rollouts.get(_model(request.model)))
             return pb.RolloutReport(report_json=json.dumps(report, separators=(",", ":")))
+
+    async def GetModelCard(
+        self, request: pb.GetModelCardRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetModelCardResponse:
+        async with self.edge.call(context, API):
+            version, markdown = await self.core.model_card(request.model, request.version)
+            return pb.GetModelCardResponse(model=request.model, version=version, markdown=markdown)
 
 
 def add_to_server(

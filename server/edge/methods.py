@@ -4,7 +4,7 @@ cannot go without a group.
 
     inference         Predict, Feedback, ModelInfer (also feedback to ortserve.feedback), ModelStreamInfer
     metadata          ListModels, ModelMetadata, ServerMetadata, ModelConfig, ModelStatistics,
-                      ServerLive, ServerReady, ModelReady, GetRollout, GetRolloutReport
+                      ServerLive, ServerReady, ModelReady, GetRollout, GetRolloutReport, GetModelCard
     model-repository  RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload
     flags             GetFlags, SetFlags, ListVersions, StartRollout, AbortRollout (they move traffic)
     admin             shared memory, trace and log settings (answered UNIMPLEMENTED)
@@ -24,7 +24,7 @@ GROUPS: dict[str, str] = {
     **{_V1 + m: "inference" for m in ("Predict", "Feedback")},
     **{_V1 + m: "metadata" for m in ("ListModels", "ModelMetadata")},
     **{_ADMIN + m: "flags" for m in ("GetFlags", "SetFlags", "ListVersions", "StartRollout", "AbortRollout")},
-    **{_ADMIN + m: "metadata" for m in ("GetRollout", "GetRolloutReport")},
+    **{_ADMIN + m: "metadata" for m in ("GetRollout", "GetRolloutReport", "GetModelCard")},
     **{_V2 + m: "inference" for m in ("ModelInfer", "ModelStreamInfer")},
     **{
         _V2 + m: "metadata"

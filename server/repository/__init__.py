@@ -2,7 +2,7 @@
 
 It owns the file names (:mod:`.layout`), the ``config.toml`` schema with its reader and writer
 (:mod:`.config`), ``manifest.json`` (:mod:`.manifest`), reference profiles
-(:mod:`.reference`, imported by name: it needs numpy, which ``ortserve --help`` must not load), signatures
+(:mod:`.reference`, imported by name: it needs numpy, which ``ortserve --help`` must not load), ``MODEL_CARD.md`` (:mod:`.modelcard`), signatures
 (:mod:`.signing`: ``model.sig``, OpenSSF model signing, imported lazily), publishing a version atomically
 (:mod:`.publish`),
 the flags document as a file (:mod:`.flagsdoc`), discovery of models and versions on disk (:mod:`.scan`)
@@ -41,6 +41,7 @@ from ortserve.repository.layout import (
     CONFIG,
     FLAGS_FILE,
     MANIFEST,
+    MODEL_CARD,
     MODEL_FILE,
     REFERENCE,
     check_model_name,
@@ -54,6 +55,7 @@ from ortserve.repository.manifest import (
     verify_manifest,
     write_manifest,
 )
+from ortserve.repository.modelcard import ModelCard, read_model_card, render_model_card
 from ortserve.repository.publish import publish_version
 from ortserve.repository.scan import ModelEntry, scan_repository
 
@@ -61,12 +63,14 @@ __all__ = [
     "CONFIG",
     "FLAGS_FILE",
     "MANIFEST",
+    "MODEL_CARD",
     "MODEL_FILE",
     "OPT_LEVELS",
     "REFERENCE",
     "BatchingConfig",
     "ConfigError",
     "ManifestError",
+    "ModelCard",
     "ModelConfig",
     "ModelEntry",
     "RuntimeConfig",
@@ -86,6 +90,8 @@ __all__ = [
     "publish_version",
     "read_flags_text",
     "read_manifest",
+    "read_model_card",
+    "render_model_card",
     "scan_repository",
     "set_default_version",
     "verify_manifest",

@@ -5,6 +5,7 @@
     <repo>/<model>/<version>/model.onnx     MODEL_FILE
     <repo>/<model>/<version>/manifest.json  MANIFEST    (written by optimize, checked by the server)
     <repo>/<model>/<version>/reference.json REFERENCE   (the reference profile drift is measured against)
+    <repo>/<model>/<version>/MODEL_CARD.md  MODEL_CARD  (why the version exists; optional, listed in the manifest)
     <repo>/<model>/<version>/trt-cache/     TRT_CACHE   (TensorRT engines and timing cache, written by the
                                                          server when the folder is writable and unsigned)
 
@@ -20,6 +21,7 @@ __all__ = [
     "CONFIG",
     "FLAGS_FILE",
     "MANIFEST",
+    "MODEL_CARD",
     "MODEL_FILE",
     "REFERENCE",
     "TRT_CACHE",
@@ -31,6 +33,7 @@ __all__ = [
 MODEL_FILE = "model.onnx"
 CONFIG = "config.toml"
 MANIFEST = "manifest.json"
+MODEL_CARD = "MODEL_CARD.md"
 FLAGS_FILE = "flags.json"
 REFERENCE = "reference.json"
 TRT_CACHE = "trt-cache"

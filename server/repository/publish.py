@@ -6,6 +6,7 @@ repository sees no version or the whole one. ::
 
     publish_version(Path("models"), "digits", onnx_bytes, {"parent": "1"})         # the next number
     publish_version(Path("models"), "digits", {"model.onnx": path}, version=1, replace=True)
+    publish_version(Path("models"), "digits", path, extra, card=ModelCard("digits", "int8", "..."))
 
 ``sign`` (e.g. :meth:`ortserve.repository.signing.Signer.sign`) signs the staged folder after its manifest
 is written, so the signature covers the files and the manifest, and the manifest names the signature file.
@@ -16,6 +17,7 @@ business (:func:`ortserve.repository.set_default_version`), and routing is the f
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
@@ -24,9 +26,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ortserve.repository.layout import MODEL_FILE, check_model_name, next_version
+from ortserve.repository.layout import MODEL_CARD, MODEL_FILE, check_model_name, next_version
 from ortserve.repository.manifest import write_manifest
 from ortserve.repository.signing import SIGNATURE
+from ortserve.repository.modelcard import ModelCard, render_model_card
 
 __all__ = ["publish_version"]
 
@@ -44,6 +47,7 @@ def publish_version(
     manifest: bool = True,
     replace: bool = False,
     sign: Callable[[Path], object] | None = None,
+    card: ModelCard | None = None,
 ) -> Path:
     """Publish ``files`` as a version of ``model`` in ``repo``; returns the version folder.
 
@@ -54,6 +58,7 @@ def publish_version(
     publisher takes it first; a number that exists is an error (FileExistsError) unless ``replace``.
     ``sign``: called with the staged folder once its files and manifest are in place (a signer writes
     ``model.sig`` there); the manifest then says ``"signature": "model.sig"``.
+    ``card``: written as ``MODEL_CARD.md`` with the version's number, and listed in the manifest.
     Raises OSError when the files cannot be written, ValueError for a bad model name or version.
     """
     model_dir = Path(repo) / check_model_name(model)
@@ -64,8 +69,15 @@ def publish_version(
     try:
         staging.chmod(0o755)  # mkdtemp's 0700 would hide the version from a server running as another user
         names = _write_files(staging, files)
+        if card is not None:
+            if MODEL_CARD in names:
+                raise ValueError(f"{MODEL_CARD} given twice: as a file and as card=")
+            names = sorted([*names, MODEL_CARD])
         number = str(version) if version is not None else str(next_version(model_dir))
         while True:
+            if card is not None:  # (again when the number changed: the card names its version)
+                text = render_model_card(dataclasses.replace(card, version=number))
+                _write_files(staging, {MODEL_CARD: text.encode()})
             if manifest:
                 fields = dict(extra or {}, model=model, version=number)
                 if sign is not None:

@@ -141,3 +141,21 @@ class RolloutReport(_message.Message):
     REPORT_JSON_FIELD_NUMBER: _ClassVar[int]
     report_json: str
     def __init__(self, report_json: _Optional[str] = ...) -> None: ...
+
+class GetModelCardRequest(_message.Message):
+    __slots__ = ("model", "version")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class GetModelCardResponse(_message.Message):
+    __slots__ = ("model", "version", "markdown")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MARKDOWN_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    markdown: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., markdown: _Optional[str] = ...) -> None: ...

@@ -69,6 +69,11 @@ class AdminStub:
                 request_serializer=ortserve_dot_v1_dot_admin__pb2.GetRolloutReportRequest.SerializeToString,
                 response_deserializer=ortserve_dot_v1_dot_admin__pb2.RolloutReport.FromString,
                 _registered_method=True)
+        self.GetModelCard = channel.unary_unary(
+                '/ortserve.v1.Admin/GetModelCard',
+                request_serializer=ortserve_dot_v1_dot_admin__pb2.GetModelCardRequest.SerializeToString,
+                response_deserializer=ortserve_dot_v1_dot_admin__pb2.GetModelCardResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -130,6 +135,17 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetModelCard(self, request, context):
+        """The model card of a loaded version (its MODEL_CARD.md, Markdown, written by
+        ortserve-optimize when it published the version): why it exists, what it was validated
+        and calibrated on, how it compares with its parent, the gates it passed, its known
+        limitations. NOT_FOUND when the version is not loaded or has no card; FAILED_PRECONDITION
+        when the card no longer matches the sha256 in the version's manifest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -167,6 +183,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.GetRolloutReport,
                     request_deserializer=ortserve_dot_v1_dot_admin__pb2.GetRolloutReportRequest.FromString,
                     response_serializer=ortserve_dot_v1_dot_admin__pb2.RolloutReport.SerializeToString,
+            ),
+            'GetModelCard': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelCard,
+                    request_deserializer=ortserve_dot_v1_dot_admin__pb2.GetModelCardRequest.FromString,
+                    response_serializer=ortserve_dot_v1_dot_admin__pb2.GetModelCardResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -358,6 +379,33 @@ class Admin:
             '/ortserve.v1.Admin/GetRolloutReport',
             ortserve_dot_v1_dot_admin__pb2.GetRolloutReportRequest.SerializeToString,
             ortserve_dot_v1_dot_admin__pb2.RolloutReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelCard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ortserve.v1.Admin/GetModelCard',
+            ortserve_dot_v1_dot_admin__pb2.GetModelCardRequest.SerializeToString,
+            ortserve_dot_v1_dot_admin__pb2.GetModelCardResponse.FromString,
             options,
             channel_credentials,
             insecure,
