@@ -67,9 +67,12 @@ go away are removed.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry
+from dataclasses import dataclass
 
-__all__ = ["UNKNOWN_MODEL", "Metrics", "VersionStats"]
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics import MetricWrapperBase
+
+__all__ = ["UNKNOWN_MODEL", "MetricInfo", "Metrics", "VersionStats", "catalogue"]
 
 from ortserve.metrics.monitoring import MonitoringMetrics
 from ortserve.metrics.reliability import ReliabilityMetrics
@@ -98,3 +101,30 @@ class Metrics(ServingMetrics, MonitoringMetrics, SecurityMetrics, ReliabilityMet
 
     def version(self, model: str, version: str, loaded: bool = True) -> VersionStats:
         return VersionStats(self, model, version, loaded=loaded)
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """One metric as a scrape shows it (counters with their ``_total``), for docs and tools."""
+
+    name: str
+    kind: str  # counter, gauge or histogram
+    labels: tuple[str, ...]
+    help: str
+    buckets: tuple[float, ...] = ()  # histograms' upper bounds (+Inf left out)
+
+
+def catalogue(metrics: Metrics | None = None) -> list[MetricInfo]:
+    """Every metric :class:`Metrics` defines, in the order it defines them (the documentation's metrics
+    reference is generated from this list, so a new metric is documented by its help text)."""
+    m = metrics if metrics is not None else Metrics()
+    out = []
+    for value in vars(m).values():
+        if not isinstance(value, MetricWrapperBase):
+            continue
+        (family,) = value.describe()
+        name = family.name + ("_total" if family.type == "counter" else "")
+        bounds = tuple(b for b in getattr(value, "_upper_bounds", ()) if b != float("inf"))
+        labels = tuple(getattr(value, "_labelnames", ()))
+        out.append(MetricInfo(name, family.type, labels, family.documentation, bounds))
+    return out

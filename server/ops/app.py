@@ -14,12 +14,8 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 import grpc
-
-if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
 
 from ortserve.core import Hooks, InferenceCore, ModelManager, SessionDefaults
 from ortserve.core.budget import ByteBudget
@@ -36,6 +32,7 @@ from ortserve.ops.monitoring import Monitoring
 from ortserve.ops.resources import admission_limits, give_back_large_blocks
 from ortserve.ops.security import Security
 from ortserve.ops.settings import Settings
+from ortserve.ops.status import MetricsServer, from_app, on_loop
 from ortserve.rollout import Collector, FlagRouter, FlagSource, RolloutController, RolloutStore, ShadowMirror
 
 __all__ = ["App", "run"]
@@ -67,7 +64,7 @@ class App:
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.metrics_port = 0
-        self._metrics_server: WSGIServer | None = None
+        self._metrics_server: MetricsServer | None = None
         self.security: Security | None = None
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
@@ -77,14 +74,22 @@ class App:
     async def startup(self) -> None:
         s = self.settings
         self.security = security = Security(s, self.metrics)  # TLS, auth and audit files: fatal if bad
-        if s.metrics_port >= 0:
+        if s.metrics_port >= 0:  # /metrics and the status page, in threads of their own (ops.status)
             tls = (
                 {"cert": s.tls_cert, "key": s.tls_key, "client_ca": s.tls_client_ca} if s.metrics_tls else {}
             )
+            state = on_loop(asyncio.get_running_loop(), lambda: from_app(self), timeout=5.0)
             self._metrics_server = start_metrics_server(
-                s.metrics_port, s.metrics_host, self.metrics.registry, metrics=self.metrics, **tls
+                s.metrics_port,
+                s.metrics_host,
+                self.metrics.registry,
+                metrics=self.metrics,
+                state=state if s.status_page else None,
+                interval=s.status_interval,
+                window=s.status_window,
+                **tls,
             )
-            self.metrics_port = self._metrics_server.server_port
+            self.metrics_port = self._metrics_server.port
         threads = s.inference_threads or max(8, os.cpu_count() or 1)
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ort")
         collector = Collector()  # what the arms of each rollout did, in this process

@@ -1,6 +1,7 @@
-"""The Prometheus endpoint, over HTTPS with ``--metrics-tls``.
+"""The metrics port (``/metrics`` and the status page, :mod:`ortserve.ops.status`), over HTTPS with
+``--metrics-tls``.
 
-prometheus_client serves the page; with TLS its socket's context gets a handshake callback that
+With TLS the listening socket's context gets a handshake callback that
 stats the certificate files and, when they changed and check out, hands the handshake a context
 with the new certificate, so rotation needs no restart here either (the listening socket and the
 connections already open are left alone). ``--tls-client-ca`` makes scrapers present a certificate.
@@ -12,16 +13,14 @@ import logging
 import os
 import ssl
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prometheus_client import start_http_server
-
 from ortserve.metrics import Metrics
+from ortserve.ops.status import Guard, MetricsServer, ServerState, serve_metrics_port
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
-
     from prometheus_client.registry import Collector
 
 __all__ = ["start_metrics_server"]
@@ -90,23 +89,28 @@ def start_metrics_server(
     key: Path | None = None,
     client_ca: Path | None = None,
     metrics: Metrics | None = None,
-) -> WSGIServer:
-    """prometheus_client's server on ``host:port``; HTTPS when ``cert`` and ``key`` are given."""
-    if cert is None or key is None:
-        server, _ = start_http_server(port, host, registry=registry)
-        return server
-    server, _ = start_http_server(
-        port,
+    state: Callable[[], ServerState] | None = None,
+    interval: float = 5.0,
+    window: float = 600.0,
+    guard: Guard | None = None,
+    restrict: bool = True,
+) -> MetricsServer:
+    """``/metrics`` and, with ``state``, the status page (:mod:`ortserve.ops.status`) on ``host:port``;
+    HTTPS when ``cert`` and ``key`` are given (``client_ca``: scrapers and browsers present a certificate)."""
+    context = None
+    if cert is not None and key is not None:
+        context = _context(Path(cert), Path(key), client_ca)
+        context.sni_callback = _Rotation(Path(cert), Path(key), client_ca, metrics).on_handshake
+        if metrics is not None:
+            metrics.tls_reloads.labels("metrics", "ok").inc()
+    return serve_metrics_port(
+        registry,  # type: ignore[arg-type]
         host,
-        registry=registry,
-        certfile=str(cert),
-        keyfile=str(key),
-        client_cafile=str(client_ca) if client_ca is not None else None,
-        client_auth_required=client_ca is not None,
-        tls_min_version=ssl.TLSVersion.TLSv1_2,
+        port,
+        state=state,
+        interval=interval,
+        window=window,
+        guard=guard,
+        restrict=restrict,
+        ssl_context=context,
     )
-    rotation = _Rotation(Path(cert), Path(key), client_ca, metrics)
-    server.socket.context.sni_callback = rotation.on_handshake  # type: ignore[attr-defined]
-    if metrics is not None:
-        metrics.tls_reloads.labels("metrics", "ok").inc()
-    return server

@@ -52,6 +52,18 @@ class Settings:
     metrics_port: int = _opt(
         8002, "Prometheus metrics port (0: pick a free one; -1: disabled)", ge=-1, le=65535
     )
+    status_page: bool = _opt(
+        True,
+        "serve the operator's status page on the metrics port (/ and /status; /status.json): models, versions, "
+        "flags, request rate, p99 and errors per variant",
+    )
+    status_interval: float = _opt(
+        5.0,
+        "seconds between the status page's samples of the metrics (its charts' resolution)",
+        ge=0.1,
+        le=60,
+    )
+    status_window: float = _opt(600.0, "seconds of history the status page keeps and charts", ge=10, le=86400)
     poll_interval: float = _opt(
         0.0,
         "seconds between repository rescans that load new versions and "

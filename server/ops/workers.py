@@ -118,6 +118,7 @@ def serve_workers(settings: Settings) -> int:
     from prometheus_client import CollectorRegistry, multiprocess
 
     from ortserve.ops.metrics_http import start_metrics_server
+    from ortserve.ops.status import from_disk, ready_in
 
     ready = 0
     deadline = time.monotonic() + 120
@@ -149,6 +150,18 @@ def serve_workers(settings: Settings) -> int:
                 LiveFilter(multiprocess.MultiProcessCollector(None, path=metrics_dir), Path(metrics_dir))
             )
             registry.register(restarts)
+
+            def state():  # type: ignore[no-untyped-def]
+                # The supervisor has no core: the repository and flags file as on disk, readiness as the
+                # workers report it (ortserve.ops.status.state.from_disk).
+                ready = ready_in(registry)
+                return from_disk(
+                    settings.model_repository,
+                    settings.flags_path,
+                    lambda model, version: (model, version) in ready,
+                    settings.workers,
+                )
+
             tls = settings.metrics_tls
             metrics_server = start_metrics_server(
                 settings.metrics_port,
@@ -157,8 +170,12 @@ def serve_workers(settings: Settings) -> int:
                 cert=settings.tls_cert if tls else None,
                 key=settings.tls_key if tls else None,
                 client_ca=settings.tls_client_ca if tls else None,
+                state=state if settings.status_page else None,
+                interval=settings.status_interval,
+                window=settings.status_window,
+                restrict=False,  # the MultiProcessCollector declares no names: collect it whole
             )
-            metrics_port = metrics_server.server_port
+            metrics_port = metrics_server.port
         log.info(
             "serving gRPC on %s:%d with %d workers, metrics on %s:%d",
             settings.host,

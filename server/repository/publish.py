@@ -28,8 +28,8 @@ from typing import Any
 
 from ortserve.repository.layout import MODEL_CARD, MODEL_FILE, check_model_name, next_version
 from ortserve.repository.manifest import write_manifest
-from ortserve.repository.signing import SIGNATURE
 from ortserve.repository.modelcard import ModelCard, render_model_card
+from ortserve.repository.signing import SIGNATURE
 
 __all__ = ["publish_version"]
 
