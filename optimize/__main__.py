@@ -130,7 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     o.add_argument("--write-recipe", type=Path, metavar="FILE", help="write the run as a recipe and exit")
     o.add_argument("--list-steps", action="store_true", help="list the steps and their parameters, then exit")
-    o.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    o.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="no output but errors: no progress, no summary, and ONNX Runtime's, torch's and transformers' "
+        "own messages silenced (progress is bars on a terminal, plain lines otherwise)",
+    )
     return p
 
 
@@ -261,10 +267,14 @@ def main(argv: list[str] | None = None) -> int:
                 raise OptimizeError(f"--write-recipe {args.write_recipe}: {e.strerror or e}") from e
             print(f"ortserve-optimize: wrote {args.write_recipe}")
             return 0
-        from ortserve.optimize.context import Progress
         from ortserve.optimize.pipeline import run
+        from ortserve.optimize.progress import make_progress
 
-        result = run(recipe, Progress(args.quiet))
+        progress = make_progress(args.quiet)  # bars on a terminal, lines otherwise, nothing with --quiet
+        try:
+            result = run(recipe, progress)
+        finally:
+            progress.close()
     except OptimizeError as e:
         print(f"ortserve-optimize: error: {e}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ the server runs with it)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,39 +56,61 @@ def benchmark(
         name: {"size_bytes": file_size(path), "threads": threads, "batches": {}}
         for name, path in models.items()
     }
-    for bs in batch_sizes:
-        feed = synthetic_inputs(specs, bs, dims, seed).inputs
-        times: dict[str, list[float]] = {name: [] for name in sessions}
-        block: dict[str, int] = {}
-        for name, sess in sessions.items():  # warm-up (allocations, thread pool, caches); sizes the blocks
-            sess.run(None, feed)
-            t = time.perf_counter()
-            sess.run(None, feed)
-            # ~50 ms of timed runs per model per round: long enough that switching costs little
-            block[name] = max(3, min(50, int(0.05 / max(time.perf_counter() - t, 1e-6))))
-        budget = seconds * len(sessions)
-        start = time.perf_counter()
-        rounds = 0
-        while True:
-            for name, sess in sessions.items():
-                # Untimed: the previous model's thread pool stops spinning, caches and threads come back here.
-                sess.run(None, feed)
-                for _ in range(block[name]):
-                    t = time.perf_counter()
-                    sess.run(None, feed)
-                    times[name].append(time.perf_counter() - t)
-            rounds += 1
-            if rounds >= 3 and (time.perf_counter() - start >= budget or rounds >= 200):
-                break
-        for name, ts in times.items():
-            a = np.array(ts) * 1000
-            result[name]["batches"][str(bs)] = {
-                "p50_ms": float(np.percentile(a, 50)),
-                "p90_ms": float(np.percentile(a, 90)),
-                "p99_ms": float(np.percentile(a, 99)),
-                "mean_ms": float(a.mean()),
-                "throughput": float(bs / (a.mean() / 1000)),
-                "runs": len(ts),
-            }
-        log(f"benchmark: batch {bs} done ({rounds} rounds)")
+    task = log.task(
+        f"benchmark ({len(models)} models, batch sizes {', '.join(map(str, batch_sizes))})", len(batch_sizes)
+    )
+    with task:
+        for n, bs in enumerate(batch_sizes):
+            _batch_size(
+                sessions, result, specs, dims, bs, seconds, seed, log, lambda done, n=n: task.update(n + done)
+            )
     return result
+
+
+def _batch_size(
+    sessions: dict[str, Any],
+    result: dict[str, dict[str, Any]],
+    specs: list[TensorSpec],
+    dims: dict[str, int],
+    bs: int,
+    seconds: float,
+    seed: int,
+    log: Progress,
+    done: Callable[[float], None],
+) -> None:
+    """Time every model at batch size ``bs``; ``done(fraction)`` as the time budget runs."""
+    feed = synthetic_inputs(specs, bs, dims, seed).inputs
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    block: dict[str, int] = {}
+    for name, sess in sessions.items():  # warm-up (allocations, thread pool, caches); sizes the blocks
+        sess.run(None, feed)
+        t = time.perf_counter()
+        sess.run(None, feed)
+        # ~50 ms of timed runs per model per round: long enough that switching costs little
+        block[name] = max(3, min(50, int(0.05 / max(time.perf_counter() - t, 1e-6))))
+    budget = seconds * len(sessions)
+    start = time.perf_counter()
+    rounds = 0
+    while True:
+        for name, sess in sessions.items():
+            # Untimed: the previous model's thread pool stops spinning, caches and threads come back here.
+            sess.run(None, feed)
+            for _ in range(block[name]):
+                t = time.perf_counter()
+                sess.run(None, feed)
+                times[name].append(time.perf_counter() - t)
+        rounds += 1
+        done(min(1.0, max(rounds / 200, (time.perf_counter() - start) / budget if budget else 1.0)))
+        if rounds >= 3 and (time.perf_counter() - start >= budget or rounds >= 200):
+            break
+    for name, ts in times.items():
+        a = np.array(ts) * 1000
+        result[name]["batches"][str(bs)] = {
+            "p50_ms": float(np.percentile(a, 50)),
+            "p90_ms": float(np.percentile(a, 90)),
+            "p99_ms": float(np.percentile(a, 99)),
+            "mean_ms": float(a.mean()),
+            "throughput": float(bs / (a.mean() / 1000)),
+            "runs": len(ts),
+        }
+    log(f"benchmark: batch {bs} done ({rounds} rounds)")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ortserve.optimize.artifacts import OnnxArtifact
-from ortserve.optimize.context import Context
+from ortserve.optimize.context import Context, Task
 from ortserve.optimize.errors import OptimizeError
 from ortserve.optimize.steps.onnx_steps import quiet_root_logger, save_model
 from ortserve.optimize.steps.registry import out_file, register
@@ -181,13 +181,17 @@ def _output_heads(model: Any) -> list[str]:
 
 
 class _Reader:
-    """A CalibrationDataReader over batches of the calibration data."""
+    """A CalibrationDataReader over batches of the calibration data; each batch read moves ``task`` on."""
 
-    def __init__(self, batches: list[dict[str, Any]]) -> None:
+    def __init__(self, batches: list[dict[str, Any]], task: Task | None = None) -> None:
         self._it = iter(batches)
+        self._task = task
 
     def get_next(self) -> dict[str, Any] | None:
-        return next(self._it, None)
+        batch = next(self._it, None)
+        if batch is not None and self._task is not None:
+            self._task.advance()
+        return batch
 
 
 @register("quantize-static", QuantizeStatic, "onnx", "static INT8 (QDQ) with calibration")
@@ -223,11 +227,12 @@ def quantize_static(art: OnnxArtifact, cfg: QuantizeStatic, ctx: Context, out_di
             extra["CalibPercentile"] = cfg.percentile
         model = onnx.load(str(src))
         _name_nodes(model)
-        with quiet_root_logger():
+        batches = data.batches(cfg.batch_size)
+        with quiet_root_logger(), ctx.log.task(f"calibration ({cfg.method})", total=len(batches)) as task:
             ort_quantize_static(
                 model,
                 str(Path(tmp) / "q.onnx"),
-                _Reader(data.batches(cfg.batch_size)),
+                _Reader(batches, task),
                 quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=cfg.op_types or None,
                 per_channel=cfg.per_channel,

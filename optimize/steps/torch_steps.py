@@ -138,7 +138,8 @@ def _parity(art: TorchArtifact, path: Path, example: tuple[Any, ...], cfg: Expor
 @register("export", Export, "torch", "torch.onnx.export with dynamic dims and a parity check")
 def export(art: TorchArtifact, cfg: Export, ctx: Context, out_dir: Path) -> OnnxArtifact:
     out = out_file(out_dir)
-    export_module(art, cfg, ctx, out)
+    with ctx.log.task(f"export ({cfg.exporter} exporter, parity check)"):
+        export_module(art, cfg, ctx, out)
     return OnnxArtifact(out)
 
 
@@ -312,18 +313,23 @@ def finetune(art: TorchArtifact, cfg: Finetune, ctx: Context, out_dir: Path) -> 
     rng = np.random.default_rng(ctx.seed)
     n = len(targets)
     module.train()
-    for epoch in range(cfg.epochs):
-        order = torch.from_numpy(rng.permutation(n))
-        total = 0.0
-        for i in range(0, n, cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            opt.zero_grad()
-            out = module(*[x[idx] for x in inputs])
-            out = out[0] if isinstance(out, (tuple, list)) else out
-            loss = loss_fn(out, targets[idx])
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        if cfg.epochs <= 10 or (epoch + 1) % 10 == 0 or epoch + 1 == cfg.epochs:
-            ctx.log(f"finetune: epoch {epoch + 1}/{cfg.epochs} loss {total / n:.4f}")
+    steps = -(-n // cfg.batch_size)
+    with ctx.log.task(
+        f"fine-tuning ({cfg.epochs} epochs x {steps} batches)", total=cfg.epochs * steps
+    ) as task:
+        for epoch in range(cfg.epochs):
+            order = torch.from_numpy(rng.permutation(n))
+            total = 0.0
+            for i in range(0, n, cfg.batch_size):
+                idx = order[i : i + cfg.batch_size]
+                opt.zero_grad()
+                out = module(*[x[idx] for x in inputs])
+                out = out[0] if isinstance(out, (tuple, list)) else out
+                loss = loss_fn(out, targets[idx])
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+                task.advance()
+            if cfg.epochs <= 10 or (epoch + 1) % 10 == 0 or epoch + 1 == cfg.epochs:
+                ctx.log(f"finetune: epoch {epoch + 1}/{cfg.epochs} loss {total / n:.4f}")
     return TorchArtifact(module.eval(), art.specs, art.output_names)

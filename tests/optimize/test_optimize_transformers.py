@@ -102,6 +102,24 @@ def test_transformers_directory_dynamic_int8(tiny_bert, tmp_path):
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-3)  # Normalize module honoured
 
 
+@pytest.mark.timeout(600)
+def test_quiet_silences_transformers_torch_and_onnxruntime(tiny_bert, tmp_path):
+    """Run as a program: without --quiet, transformers and the exporter speak on their own (a weights bar,
+    TracerWarnings); with it, nothing reaches stdout or stderr."""
+    import subprocess
+    import sys
+
+    args = [str(tiny_bert), "--fp32", "--dim", "sequence=16", "--samples", "8"]  # load, export, benchmark
+    args += ["--batch-sizes", "2", "--bench-seconds", "0.02"]
+    cmd = [sys.executable, "-m", "ortserve.optimize", *args]
+    loud = subprocess.run([*cmd, "--out", str(tmp_path / "a")], capture_output=True, text=True, timeout=600)
+    assert loud.returncode == 0 and "Warning" in loud.stderr  # what there is to silence
+    quiet = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "b"), "-q"], capture_output=True, text=True, timeout=600
+    )
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+
+
 def test_residual_add_feeding_layernorm_becomes_sum():
     hidden = 8
     inits = [
