@@ -56,23 +56,47 @@ CANCELLED = "cancelled"
 
 class ServeError(Exception):
     """Base of every error reported to a caller. ``recorded`` is set once the request it ended
-    has been counted, so that the edge does not count it twice."""
+    has been counted, so that the edge does not count it twice.
+
+    Each subclass's docstring says what the error means and, after "What to do:", what a caller or
+    an operator does about it; the documentation's troubleshooting page is generated from them."""
 
     outcome: ClassVar[str] = "error"
     recorded: bool = False
 
 
 class ModelNotFound(ServeError):
+    """No loaded model or version by that name: the model is not in the repository, its versions were all
+    refused at load, the version named is not loaded (the version policy left it out, or it was removed), or
+    the version has no model card. The message names what is loaded.
+
+    What to do: check the name against ListModels (or the status page); if the version should be there,
+    the server log says why it was refused (``model X version N: refused``), and
+    ``ortserve_model_load_failures_total`` counts refusals."""
+
     outcome = "not_found"
 
 
 class InvalidInput(ServeError):
+    """The request does not fit the model's signature: an unknown, missing or repeated input, a wrong
+    dtype, rank or dimension, data whose length is not shape x item size, a batch over max_batch_size, too
+    many elements, an unknown output name. The message names the input with what was expected and what
+    came, e.g. ``input 'input': dimension 1 is 63, expected 64``.
+
+    What to do: fix the request; ModelMetadata (or ``Client.metadata``) gives the signature. The server
+    is unaffected: other requests keep being served."""
+
     outcome = "invalid_input"
 
 
 class FlagsError(InvalidInput):
-    """A flags document that is refused. ``reason`` is a short label for metrics:
-    json, schema, operator, weights, version, size, depth, io."""
+    """A flags document that is refused (from the flags file or Admin SetFlags). ``reason`` is a short
+    label for metrics: json, schema, operator, weights, version, size, depth, io. The last good flags keep
+    routing; nothing changes until a valid document arrives.
+
+    What to do: read the reason in the message (SetFlags answers it; for the file, the server log and
+    Admin GetFlags ``last_error``), fix the document (variants must name loaded versions, fractional
+    weights must sum to 100, operators must be ones the server knows) and write it again."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -80,6 +104,13 @@ class FlagsError(InvalidInput):
 
 
 class QueueFull(ServeError):
+    """The version's batching queue is full (``max_queue_size`` in config.toml): the server is taking more
+    requests than it can run, and refuses at once rather than let latency grow without bound.
+
+    What to do: retry with backoff, or give the version more capacity (``instances``, threads, more
+    workers or replicas) or a larger ``max_queue_size`` if the latency that comes with it is acceptable;
+    ``ortserve_queue_depth`` shows the queue."""
+
     outcome = "queue_full"
 
 
@@ -95,14 +126,33 @@ class Overloaded(ServeError):
 
 
 class DeadlineExceeded(ServeError):
+    """The request's deadline (the gRPC timeout, or the V2 ``timeout`` parameter) passed while it waited
+    in the queue, so it was never run.
+
+    What to do: give a longer timeout, or reduce the load or the batching window
+    (``max_queue_delay_us``); compare ``ortserve_queue_duration_seconds`` with the timeout."""
+
     outcome = "deadline_exceeded"
 
 
 class Unavailable(ServeError):
+    """The server or the version is going away: shutting down (draining after SIGTERM), or the version is
+    being unloaded. Retryable.
+
+    What to do: retry, on another replica if there is one; clients with gRPC retries configured for
+    UNAVAILABLE do this on their own."""
+
     outcome = "unavailable"
 
 
 class FailedPrecondition(ServeError):
+    """The request is valid but not in this server's state: e.g. a repository load/unload under
+    ``--workers`` (each worker has its own view of the repository), or a model card that no longer matches
+    its version's manifest.
+
+    What to do: read the message; for repository changes under ``--workers``, change the repository
+    folder and let ``--poll-interval`` carry it to every worker."""
+
     outcome = "failed_precondition"
 
 
@@ -125,10 +175,22 @@ class ProviderUnavailable(FailedPrecondition):
 
 
 class InferenceFailed(ServeError):
+    """ONNX Runtime failed on the batch this request ran in (a shape the graph cannot handle, an operator
+    error). Only that batch's requests fail; the server goes on.
+
+    What to do: the message carries ONNX Runtime's error; check the input against what the model
+    computes (shapes that differ between inputs, values out of range), and the version with
+    ``onnxruntime`` directly if it persists."""
+
     outcome = "failed"
 
 
 class InternalError(ServeError):
+    """A bug in the server: an exception no part of it expected. It is logged with its traceback and the
+    request answered INTERNAL; the server keeps serving.
+
+    What to do: report it with the log line (it names the request id) and the request that caused it."""
+
     outcome = "internal"
 
 

@@ -176,6 +176,8 @@ class App:
             self._spawn(shadow.run())
         self._spawn(self.rollouts.run())
         monitoring.start(self._spawn, self.core.versions)
+        if self._metrics_server is not None and self._metrics_server.page is not None:
+            self._metrics_server.page.poke()  # the status page shows the loaded models now, not an interval later
         if self._on_ready is not None:  # a worker under the supervisor, which logs the ready event
             log.info(
                 "worker %s serving gRPC on %s:%d, models: %s",

@@ -29,7 +29,12 @@ ENV_PREFIX = "ORTSERVE_"
 
 
 class SettingsError(ValueError):
-    pass
+    """A setting with a bad value, named with where it came from (``--port``, ``ORTSERVE_PORT``, the
+    ``--config`` file), e.g. ``ORTSERVE_PORT: expected an integer from 0 to 65535, got 'eighty'``. The
+    server does not start.
+
+    What to do: fix that one value; ``ortserve --help`` and the settings reference list every setting
+    with its bounds."""
 
 
 def _opt(

@@ -77,7 +77,13 @@ MAX_PADDED_SIZES = 16  # each padded size keeps its own buffers (and CUDA graph)
 
 
 class ConfigError(ValueError):
-    """A config.toml that cannot be read or does not fit the schema (one line: file, key, expected, got)."""
+    """A config.toml that cannot be read or does not fit the schema (one line: file, key, expected, got,
+    e.g. ``models/digits/config.toml [batching] max_queue_delay_us: expected an integer >= 0, got -1``; a
+    misspelt key gets a "did you mean"). At start the model is not loaded; while serving, the change is
+    refused and the previous config keeps serving.
+
+    What to do: fix the key the message names (the repository page lists every key), save the file; with
+    ``--poll-interval`` the server picks it up."""
 
 
 def _help(text: str, **bounds: Any) -> dict[str, Any]:

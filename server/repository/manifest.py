@@ -26,7 +26,13 @@ __all__ = ["MANIFEST", "ManifestError", "file_digest", "read_manifest", "verify_
 
 
 class ManifestError(Exception):
-    """A version's files do not match its manifest, or the manifest is unreadable."""
+    """A version's files do not match its manifest (a file missing, another size or sha256), or the
+    manifest is unreadable. The version is refused at load (``model X version N: refused``, counted in
+    ``ortserve_model_load_failures_total``); the other versions keep serving.
+
+    What to do: a version folder is immutable once published: publish a new version (``ortserve-optimize``
+    or ``ortserve.repository.publish_version``) instead of editing files in place; if the files were
+    damaged, restore them from where they came from."""
 
 
 def file_digest(path: Path) -> str:

@@ -45,6 +45,7 @@ class StatusPage:
         self.state: ServerState | None = None  # replaced whole, never changed: readers need no lock
         self._cached: tuple[tuple[int, int], str] | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
@@ -71,12 +72,18 @@ class StatusPage:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.tick()
-            self._stop.wait(self.interval)
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+    def poke(self) -> None:
+        """Sample now rather than at the next interval (e.g. once the server has loaded its models)."""
+        self._wake.set()
 
     def stop(self) -> None:
         """Stop sampling. Not joined: the thread may be waiting for a snapshot from the event loop that is
         calling this; it is a daemon and ends at its next wake-up."""
         self._stop.set()
+        self._wake.set()
 
     def html(self) -> str:
         """The page, rendered again only when a sample or a snapshot came in since the last rendering (many

@@ -1,0 +1,220 @@
+"""The generators: each takes the marker's argument text and returns Markdown."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import shlex
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+__all__ = ["GENERATORS", "error_tree", "generate", "split_doc"]
+
+
+def _cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows])
+
+
+def split_doc(obj: object) -> tuple[str, str]:
+    """(what it means, what to do) from a docstring whose advice starts with "What to do:"."""
+    doc = inspect.cleandoc(obj.__doc__ or "")
+    meaning, _, advice = doc.partition("What to do:")
+    return " ".join(meaning.split()), " ".join(advice.split())
+
+
+# -- settings ---------------------------------------------------------------------------------------------
+def settings(_: str = "") -> str:
+    from ortserve.ops.settings import ENV_PREFIX, Settings
+    from ortserve.schema import field_type
+
+    rows = []
+    for f in dataclasses.fields(Settings):
+        kind = field_type(Settings, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        how = f"`{flag}` / `--no-{flag[2:]}`" if kind is bool else f"`{flag} {f.name.upper()}`"
+        how += f"<br>`{ENV_PREFIX}{f.name.upper()}`"
+        if f.metadata.get("table", True):
+            how += f"<br>`{f.name} = …` in the file"
+        meta = f.metadata
+        allowed = {bool: "true or false", int: "integer", float: "number", str: "text", Path: "path"}.get(
+            kind, getattr(kind, "__name__", str(kind))
+        )
+        if meta.get("choices"):
+            allowed = "one of " + ", ".join(f"`{c}`" for c in meta["choices"])
+        bounds = [
+            f">= {meta['ge']:g}" if meta.get("ge") is not None else "",
+            f"<= {meta['le']:g}" if meta.get("le") is not None else "",
+        ]
+        allowed += (", " + " and ".join(b for b in bounds if b)) if any(bounds) else ""
+        default = "none" if f.default is None else f"`{f.default}`"
+        rows.append([f"**{f.name}**", how, allowed, default, meta["help"]])
+    return _table(["setting", "flag, environment, file", "value", "default", "what"], rows)
+
+
+# -- metrics ----------------------------------------------------------------------------------------------
+def metrics(_: str = "") -> str:
+    from ortserve.metrics import catalogue
+
+    rows = [
+        [f"`{m.name}`", m.kind, ", ".join(f"`{x}`" for x in m.labels) or "–", m.help] for m in catalogue()
+    ]
+    hist = [m for m in catalogue() if m.buckets]
+    buckets = "\n".join(f"- `{m.name}`: {', '.join(f'{b:g}' for b in m.buckets)}" for m in hist)
+    return (
+        _table(["metric", "type", "labels", "what"], rows)
+        + "\n\nHistogram buckets (upper bounds; `+Inf` as well):\n\n"
+        + buckets
+    )
+
+
+def error_tree() -> Iterator[tuple[int, type]]:
+    """(depth, class) for ServeError and every subclass, depth first, in definition order."""
+    from ortserve.errors import ServeError
+
+    def walk(cls: type, depth: int) -> Iterator[tuple[int, type]]:
+        yield depth, cls
+        for sub in cls.__subclasses__():
+            yield from walk(sub, depth + 1)
+
+    yield from walk(ServeError, 0)
+
+
+def outcomes(_: str = "") -> str:
+    from ortserve.errors import CANCELLED, OK
+
+    rows = [[f"`{OK}`", "answered"]]
+    seen = {OK}
+    for _, cls in error_tree():
+        if cls.outcome not in seen and cls.__name__ != "ServeError":
+            seen.add(cls.outcome)
+            rows.append([f"`{cls.outcome}`", f"[{cls.__name__}](troubleshooting.md#{cls.__name__.lower()})"])
+    rows.append([f"`{CANCELLED}`", "the caller cancelled or went away before the answer"])
+    return _table(["outcome", "when"], rows)
+
+
+# -- errors -------------------------------------------------------------------------------------------------
+def errors(_: str = "") -> str:
+    from ortserve.edge.status import status_for
+
+    parts = []
+    for depth, cls in error_tree():
+        if depth == 0:
+            continue
+        meaning, advice = split_doc(cls)
+        code = status_for(cls.__new__(cls)).name
+        parent = cls.__mro__[1].__name__
+        kind = f" (a kind of {parent})" if depth > 1 else ""
+        parts.append(
+            f"### {cls.__name__}\n\n**gRPC status `{code}`**, outcome `{cls.outcome}`{kind}.\n\n{meaning}\n\n"
+            f"**What to do:** {advice or 'see the message.'}\n"
+        )
+    return "\n".join(parts)
+
+
+def other_errors(_: str = "") -> str:
+    from ortserve.ops.settings import SettingsError
+    from ortserve.optimize.errors import OptimizeError
+    from ortserve.repository import ConfigError, ManifestError
+
+    where = {
+        SettingsError: "starting the server (`ortserve`)",
+        ConfigError: "reading a model's `config.toml` (server and optimize)",
+        ManifestError: "loading a version (server)",
+        OptimizeError: "`ortserve-optimize` (exit status 2)",
+    }
+    parts = []
+    for cls, when in where.items():
+        meaning, advice = split_doc(cls)
+        parts.append(f"### {cls.__name__}\n\nRaised when {when}.\n\n{meaning}\n\n**What to do:** {advice}\n")
+    return "\n".join(parts)
+
+
+# -- optimize steps -------------------------------------------------------------------------------------------
+def steps(_: str = "") -> str:
+    from ortserve.optimize.steps import REGISTRY, _load_all
+
+    _load_all()
+    parts = []
+    for name in sorted(REGISTRY):
+        step = REGISTRY[name]
+        rows = []
+        for f in dataclasses.fields(step.config):
+            if f.default is not dataclasses.MISSING:
+                default = f"`{f.default!r}`"
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f"`{f.default_factory()!r}`"
+            else:
+                default = "required"
+            rows.append([f"`{f.name}`", f"`{f.type}`", default])
+        doc = inspect.cleandoc(step.config.__doc__ or "")
+        table = _table(["parameter", "type", "default"], rows) if rows else "No parameters."
+        parts.append(
+            f"### {name}\n\n*{step.summary}.* Takes {'an ONNX model' if step.accepts == 'onnx' else 'a PyTorch model' if step.accepts == 'torch' else 'either'}."
+            f' In a recipe: `{{step = "{name}", ...}}`.\n\n{doc}\n\n{table}\n'
+        )
+    return "\n".join(parts)
+
+
+# -- command line ---------------------------------------------------------------------------------------------
+def cli(arg: str) -> str:
+    old = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = (
+        "100"  # argparse wraps at the terminal's width: fix it, for the same page every build
+    )
+    try:
+        if arg == "ortserve":
+            from ortserve.ops.settings import build_parser
+
+            text = build_parser().format_help()
+        elif arg == "ortserve-optimize":
+            from ortserve.optimize.__main__ import build_parser as optimize_parser
+
+            text = optimize_parser().format_help()
+        else:
+            raise ValueError(f"cli: unknown program {arg!r}")
+    finally:
+        if old is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = old
+    return f"```text\n{text.rstrip()}\n```"
+
+
+def _protos(arg: str) -> str:
+    from docsgen.protos import render
+
+    return render()
+
+
+def _include(arg: str) -> str:
+    from docsgen.files import include
+
+    args = shlex.split(arg)
+    return include(args[0], args[1] if len(args) > 1 else None)
+
+
+GENERATORS: dict[str, Callable[[str], str]] = {
+    "settings": settings,
+    "metrics": metrics,
+    "outcomes": outcomes,
+    "steps": steps,
+    "errors": errors,
+    "other-errors": other_errors,
+    "protos": _protos,
+    "cli": cli,
+    "include": _include,
+}
+
+
+def generate(name: str, arg: str = "") -> str:
+    if name not in GENERATORS:
+        raise KeyError(f"no generator {name!r}; generators: {', '.join(sorted(GENERATORS))}")
+    return GENERATORS[name](arg)
