@@ -23,6 +23,10 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[demo,optimize,dev,tracing]'
 	touch $@ $(VENV)/.installed
 
+$(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[docs]'
+	touch $@
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
@@ -67,6 +71,15 @@ browser:
 	      || echo "make browser: apt-get could not install chromium; the browser test will skip"; \
 	  else echo "make browser: chromium missing and no apt-get as root; the browser test will skip"; fi; }
 
+# The documentation site, built strictly (a broken link, a missing anchor or a reference page that cannot be
+# generated from the code fails it) into build/site/ (open build/site/index.html). Not part of `make test`
+# (CI runs it after the suite); the snippets of docs/getting-started.md are tested by the suite.
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8000
+
 # Regenerate the gRPC stubs in server/_proto from protos/ (tests fail when they are stale).
 protos: install-dev
 	$(BIN)/python scripts/gen_protos.py
@@ -95,8 +108,8 @@ bench: install-dev perf-analyzer
 # mypy does not follow setuptools' editable import hook, so it checks a tree of links laid out as
 # the installed package is (server/ -> ortserve, optimize/ -> ortserve.optimize).
 lint: install-dev
-	$(BIN)/ruff check server scripts tests benchmarks optimize setup.py
-	$(BIN)/ruff format --check server scripts tests benchmarks optimize setup.py
+	$(BIN)/ruff check server scripts tests benchmarks optimize docsgen setup.py
+	$(BIN)/ruff format --check server scripts tests benchmarks optimize docsgen setup.py
 	rm -rf build/typecheck && mkdir -p build/typecheck/ortserve
 	cp -rs $(CURDIR)/server/. build/typecheck/ortserve/ && ln -s $(CURDIR)/optimize build/typecheck/ortserve/optimize
 	cd build/typecheck && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p ortserve

@@ -2,6 +2,7 @@
 
 - ``on_page_markdown``: each ``<!-- ortserve:generate NAME ARGS -->`` marker becomes what the generator NAME
   (:mod:`docsgen.reference`) returns; a generator that fails fails the build, naming the page.
+- ``on_config``: a source tree named ``ortserve`` for mkdocstrings (the package's folder is ``server/``).
 - ``on_files``: the benchmark plots (benchmarks/plots/*.png) join the site as ``assets/benchmarks/``.
 """
 
@@ -16,11 +17,25 @@ if str(ROOT) not in sys.path:  # mkdocs loads this file by path; the generators 
     sys.path.insert(0, str(ROOT))
 
 from mkdocs.exceptions import PluginError  # noqa: E402
+from mkdocs.plugins import event_priority  # noqa: E402
 from mkdocs.structure.files import File, Files  # noqa: E402
 
-from docsgen.reference import generate  # noqa: E402
+from docsgen.reference import MARKER, generate  # noqa: E402
 
-MARKER = re.compile(r"<!--\s*ortserve:generate\s+([\w-]+)(?:\s+(.*?))?\s*-->")
+SOURCES = ROOT / "build" / "docs-src"
+
+
+@event_priority(100)  # before mkdocstrings' own on_config, which looks for the paths
+def on_config(config):  # type: ignore[no-untyped-def]
+    """mkdocstrings reads the package's source by its import name, ``ortserve``, but its folder is ``server/``
+    (setup.py maps them): give it a tree of that name to read (mkdocs.yml's ``paths: [build/docs-src]``)."""
+    SOURCES.mkdir(parents=True, exist_ok=True)
+    link = SOURCES / "ortserve"
+    if not link.is_symlink() or link.resolve() != (ROOT / "server").resolve():
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(ROOT / "server", target_is_directory=True)
+    return config
 
 
 def on_files(files: Files, config) -> Files:  # type: ignore[no-untyped-def]

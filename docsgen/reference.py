@@ -5,13 +5,15 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import re
 import shlex
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+MARKER = re.compile(r"<!--\s*ortserve:generate\s+([\w-]+)(?:\s+(.*?))?\s*-->")
 
-__all__ = ["GENERATORS", "error_tree", "generate", "split_doc"]
+__all__ = ["GENERATORS", "MARKER", "error_tree", "generate", "split_doc", "text"]
 
 
 def _cell(value: object) -> str:
@@ -23,11 +25,17 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows])
 
 
+def text(value: str) -> str:
+    """Prose for Markdown: ``<`` and ``>`` escaped outside code spans (help texts say ``<model>``)."""
+    parts = re.split(r"(`+[^`]*`+)", value)
+    return "".join(p if p.startswith("`") else p.replace("<", "&lt;").replace(">", "&gt;") for p in parts)
+
+
 def split_doc(obj: object) -> tuple[str, str]:
     """(what it means, what to do) from a docstring whose advice starts with "What to do:"."""
     doc = inspect.cleandoc(obj.__doc__ or "")
     meaning, _, advice = doc.partition("What to do:")
-    return " ".join(meaning.split()), " ".join(advice.split())
+    return text(" ".join(meaning.split())), text(" ".join(advice.split()))
 
 
 # -- settings ---------------------------------------------------------------------------------------------
@@ -35,28 +43,48 @@ def settings(_: str = "") -> str:
     from ortserve.ops.settings import ENV_PREFIX, Settings
     from ortserve.schema import field_type
 
-    rows = []
+    summary, parts = [], []
     for f in dataclasses.fields(Settings):
         kind = field_type(Settings, f.name)
-        flag = "--" + f.name.replace("_", "-")
-        how = f"`{flag}` / `--no-{flag[2:]}`" if kind is bool else f"`{flag} {f.name.upper()}`"
-        how += f"<br>`{ENV_PREFIX}{f.name.upper()}`"
-        if f.metadata.get("table", True):
-            how += f"<br>`{f.name} = …` in the file"
         meta = f.metadata
-        allowed = {bool: "true or false", int: "integer", float: "number", str: "text", Path: "path"}.get(
-            kind, getattr(kind, "__name__", str(kind))
-        )
+        flag = "--" + f.name.replace("_", "-")
+        how = [f"`{flag}` / `--no-{flag[2:]}`" if kind is bool else f"`{flag} {f.name.upper()}`"]
+        how.append(f"`{ENV_PREFIX}{f.name.upper()}`")
+        if meta.get("table", True):
+            value = (
+                str(f.default).lower()
+                if kind is bool
+                else repr(str(f.default))
+                if kind in (str, Path)
+                else f.default
+            )
+            how.append(
+                f"`{f.name} = {value}` in the file"
+                if f.default is not None
+                else f"`{f.name} = ...` in the file"
+            )
+        allowed = {
+            bool: "true or false",
+            int: "an integer",
+            float: "a number",
+            str: "text",
+            Path: "a path",
+        }.get(kind, getattr(kind, "__name__", str(kind)))
         if meta.get("choices"):
             allowed = "one of " + ", ".join(f"`{c}`" for c in meta["choices"])
-        bounds = [
-            f">= {meta['ge']:g}" if meta.get("ge") is not None else "",
-            f"<= {meta['le']:g}" if meta.get("le") is not None else "",
-        ]
-        allowed += (", " + " and ".join(b for b in bounds if b)) if any(bounds) else ""
+        if meta.get("ge") is not None and meta.get("le") is not None:
+            allowed += f" from {meta['ge']:g} to {meta['le']:g}"
+        elif meta.get("ge") is not None:
+            allowed += f" >= {meta['ge']:g}"
+        elif meta.get("le") is not None:
+            allowed += f" <= {meta['le']:g}"
         default = "none" if f.default is None else f"`{f.default}`"
-        rows.append([f"**{f.name}**", how, allowed, default, meta["help"]])
-    return _table(["setting", "flag, environment, file", "value", "default", "what"], rows)
+        summary.append([f"[`{f.name}`](#{f.name})", default, text(meta["help"])])
+        parts.append(
+            f"### {f.name}\n\n{text(meta['help'][0].upper() + meta['help'][1:])}.\n\n"
+            f"- set with: {' · '.join(how)}\n- value: {allowed}; default: {default}\n"
+        )
+    return _table(["setting", "default", "what"], summary) + "\n\n" + "\n".join(parts)
 
 
 # -- metrics ----------------------------------------------------------------------------------------------
@@ -95,7 +123,9 @@ def outcomes(_: str = "") -> str:
     for _, cls in error_tree():
         if cls.outcome not in seen and cls.__name__ != "ServeError":
             seen.add(cls.outcome)
-            rows.append([f"`{cls.outcome}`", f"[{cls.__name__}](troubleshooting.md#{cls.__name__.lower()})"])
+            rows.append(
+                [f"`{cls.outcome}`", f"[{cls.__name__}](@root/troubleshooting.md#{cls.__name__.lower()})"]
+            )
     rows.append([f"`{CANCELLED}`", "the caller cancelled or went away before the answer"])
     return _table(["outcome", "when"], rows)
 
