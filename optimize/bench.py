@@ -61,9 +61,11 @@ def benchmark(
     )
     with task:
         for n, bs in enumerate(batch_sizes):
-            _batch_size(
-                sessions, result, specs, dims, bs, seconds, seed, log, lambda done, n=n: task.update(n + done)
-            )
+
+            def done(fraction: float, n: int = n) -> None:
+                task.update(n + fraction)
+
+            _batch_size(sessions, result, specs, dims, bs, seconds, seed, log, done)
     return result
 
 

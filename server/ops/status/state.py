@@ -124,7 +124,8 @@ def describe_flags(text: str) -> tuple[FlagState, ...]:
     for key, spec in sorted(flags.items()) if isinstance(flags, dict) else ():
         if not isinstance(spec, dict):
             continue
-        variants = spec.get("variants") if isinstance(spec.get("variants"), dict) else {}
+        raw = spec.get("variants")
+        variants: dict[str, Any] = raw if isinstance(raw, dict) else {}
         targeting = spec.get("targeting") or {}
         splits: tuple[Split, ...] = ()
         rules = ""
