@@ -32,7 +32,7 @@ from ortserve.ops.monitoring import Monitoring
 from ortserve.ops.resources import admission_limits, give_back_large_blocks
 from ortserve.ops.security import Security
 from ortserve.ops.settings import Settings
-from ortserve.ops.status import MetricsServer, from_app, on_loop
+from ortserve.ops.status import Guard, MetricsServer, from_app, on_loop
 from ortserve.rollout import Collector, FlagRouter, FlagSource, RolloutController, RolloutStore, ShadowMirror
 
 __all__ = ["App", "run"]
@@ -47,9 +47,11 @@ class App:
         on_ready: Callable[[App], None] | None = None,
         worker: int | None = None,
         links: Sequence[Interceptor] = (),
+        metrics_guard: Guard | None = None,
     ) -> None:
         self.settings = settings
         self.links = list(links)  # the interceptor chain
+        self.metrics_guard = metrics_guard  # wraps the metrics port's WSGI app (/metrics, status page): auth
         self._on_ready = on_ready
         self.worker = worker
         self.metrics = Metrics()
@@ -87,6 +89,7 @@ class App:
                 state=state if s.status_page else None,
                 interval=s.status_interval,
                 window=s.status_window,
+                guard=self.metrics_guard,
                 **tls,
             )
             self.metrics_port = self._metrics_server.port

@@ -209,3 +209,30 @@ def test_the_supervisors_page_under_workers(repo, start_server):
     assert [f["key"] for f in doc["state"]["flags"]][:2] == ["<script>alert(1)</script>", "addmul"]
     assert sum(t["requests_in_window"] for t in doc["traffic"]) == 10
     assert "supervisor of 2 workers" in get(base + "/")[2].decode()
+
+
+def test_a_guard_wraps_the_whole_port():
+    """Where authentication plugs in: a WSGI middleware around every path of the metrics port."""
+    from ortserve.ops.metrics_http import start_metrics_server
+    from ortserve.ops.status import ServerState
+
+    def guard(app):
+        def checked(environ, start_response):
+            if environ.get("HTTP_AUTHORIZATION") != "Bearer let-me-in":
+                start_response("401 Unauthorized", [("WWW-Authenticate", "Bearer")])
+                return [b"no\n"]
+            return app(environ, start_response)
+
+        return checked
+
+    server = start_metrics_server(
+        0, "127.0.0.1", Metrics().registry, state=lambda: ServerState("server"), guard=guard
+    )
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        assert get(base + "/")[0] == 401 and get(base + "/metrics")[0] == 401
+        request = urllib.request.Request(base + "/status", headers={"Authorization": "Bearer let-me-in"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            assert r.status == 200 and b"ortserve status" in r.read()
+    finally:
+        server.shutdown()
