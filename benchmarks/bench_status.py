@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -169,11 +170,16 @@ def main(argv: list[str] | None = None) -> int:
 Measured {time.strftime("%Y-%m-%d")} on {machine()}; load average {load:.1f} at the start;
 {args.renders} renders each.
 
-    {command("benchmarks.bench_status", argv if argv is not None else [])}
+    {command("benchmarks.bench_status", argv if argv is not None else sys.argv[1:])}
 
 | what | p50 | p99 | max |
 |---|---|---|---|
 {table}
+
+The in-process rows are the worst case a page has to draw (600 charts); CPU time is what the rendering costs,
+the wall clock what it took on the shared machine at that load. A server renders the page at most once per
+sample and serves that rendering until the next one, so most real-server requests (the p50) are answered from
+it; the p99 and max there are the renderings themselves.
 """
     print(section)
     if args.write_results:

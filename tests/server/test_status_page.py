@@ -72,7 +72,7 @@ def test_history_rate_errors_and_p99_per_variant():
     series = history.series()
     assert set(series) == {("addmul", "1", "stable"), ("addmul", "2", "canary")}
     s = series[("addmul", "1", "stable")]
-    assert len(s.points) == 10 and s.points[-1].t == 0.0 and s.points[0].t == 90.0
+    assert len(s.points) == 10 and s.now - s.points[-1].t == 0.0 and s.now - s.points[0].t == 90.0
     assert s.last.rate == pytest.approx(2.0) and s.last.error_ratio == 0.0
     assert 0.0025 < s.last.p99_s <= 0.005  # within the bucket holding 3 ms
     assert s.requests == 200  # the 10 steps the window holds

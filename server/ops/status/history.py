@@ -45,18 +45,20 @@ SAMPLED = (
 Key = tuple[str, str, str]  # (model, version, variant)
 
 
-class Point(NamedTuple):  # a tuple: tens of thousands are made per page, and cheaply
-    t: float  # seconds before now (0 is the latest sample)
+class Point(NamedTuple):  # a tuple: tens of thousands are kept, made once each, at sample time
+    t: float  # when the step ended, on the history's clock (``Series.now - t``: seconds before now)
     rate: float  # requests per second
     error_ratio: float | None  # None: no request in the step
     p99_s: float | None
+    requests: float = 0.0  # in the step
 
 
 @dataclass(frozen=True)
 class Series:
-    points: tuple[Point, ...]
+    points: tuple[Point, ...]  # oldest first, within the window
     last: Point  # over the last minute (or what the history holds of it)
     requests: float  # in the whole window
+    now: float  # the latest sample's time
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ def _step(old: _Sample, new: _Sample, key: Key) -> tuple[float, float, dict[floa
 def _point(t: float, dt: float, step: tuple[float, float, dict[float, float]]) -> Point:
     n, errors, buckets = step
     return Point(
-        t, n / dt if dt > 0 else 0.0, errors / n if n else None, quantile(0.99, buckets) if n else None
+        t, n / dt if dt > 0 else 0.0, errors / n if n else None, quantile(0.99, buckets) if n else None, n
     )
 
 
@@ -166,7 +168,7 @@ class MetricsHistory:
         self._keep = max(2, math.ceil(window / interval) + 1)
         self._recent: deque[_Sample] = deque(maxlen=min(self._keep, math.ceil(LAST / interval) + 2))
         self._shadows: deque[tuple[float, dict[Key, dict[str, float]]]] = deque(maxlen=self._keep)
-        self._points: dict[Key, deque[tuple[float, Point, float]]] = {}  # (time, point, requests in the step)
+        self._points: dict[Key, deque[Point]] = {}
         self._lock = threading.Lock()
         self.samples = 0  # taken so far: what a cached rendering is keyed on
 
@@ -210,8 +212,8 @@ class MetricsHistory:
                         points = self._points.get(key)
                         if points is None:
                             points = self._points[key] = deque(maxlen=self._keep - 1)
-                        points.append((new.t, _point(0.0, new.t - old.t, step), step[0]))
-                for key in [k for k, v in self._points.items() if v and new.t - v[-1][0] > self.window]:
+                        points.append(_point(new.t, new.t - old.t, step))
+                for key in [k for k, v in self._points.items() if v and new.t - v[-1].t > self.window]:
                     del self._points[key]  # a series that stopped (a version unloaded) ages out whole
             self._recent.append(new)
             self._shadows.append((new.t, shadow))
@@ -227,15 +229,17 @@ class MetricsHistory:
         older = [s for s in recent[:-1] if now - s.t >= LAST]
         base = older[-1] if older else recent[0]  # the sample a minute ago, or the oldest there is
         out = {}
+        since = now - self.window
         for key in sorted(points):
-            held = [(now - t, p, n) for t, p, n in points[key] if now - t <= self.window]
+            held = tuple(p for p in points[key] if p.t >= since)
             if not held:
                 continue
             last = _step(base, recent[-1], key) if key in recent[-1].counts else None
             out[key] = Series(
-                tuple(Point(age, p.rate, p.error_ratio, p.p99_s) for age, p, _ in held),
-                _point(0.0, now - base.t, last) if last else Point(0.0, 0.0, None, None),
-                sum(n for _, _, n in held),
+                held,
+                _point(now, now - base.t, last) if last else Point(now, 0.0, None, None),
+                sum(p.requests for p in held),
+                now,
             )
         return out
 

@@ -119,9 +119,9 @@ class StatusPage:
                     "model": model,
                     "version": version,
                     "variant": variant,
-                    "last_minute": points_json((s.last,))[0],
+                    "last_minute": points_json((s.last,), s.now)[0],
                     "requests_in_window": s.requests,
-                    "points": points_json(s.points),
+                    "points": points_json(s.points, s.now),
                 }
                 for (model, version, variant), s in series.items()
             ],

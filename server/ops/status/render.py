@@ -135,7 +135,7 @@ def _traffic(series: dict[Key, Series], window: float) -> str:
     minutes = _span(window)
     for i, ((model, version, variant), s) in enumerate(series.items()):
         color = COLORS[i % len(COLORS)]
-        pts = s.points
+        pts = [(s.now - p.t, p) for p in s.points]
         err = s.last.error_ratio
         rows.append(
             "<tr>"
@@ -143,9 +143,9 @@ def _traffic(series: dict[Key, Series], window: float) -> str:
             f"<td>{escape(variant) or '<span class=dim>–</span>'}</td>"
             f'<td class="num">{_num(s.last.rate)}</td><td class="num">{_num(s.last.p99_s, "ms")}</td>'
             f'<td class="num {"bad" if err else ""}">{_num(err, "%")}</td>'
-            f"<td>{spark(((p.t, p.rate) for p in pts), window, color, f'requests/s over {minutes}')}</td>"
-            f"<td>{spark(((p.t, p.p99_s) for p in pts), window, color, f'p99 latency over {minutes}')}</td>"
-            f"<td>{spark(((p.t, p.error_ratio) for p in pts), window, '#dc2626', f'error ratio over {minutes}')}</td>"
+            f"<td>{spark(((age, p.rate) for age, p in pts), window, color, f'requests/s over {minutes}')}</td>"
+            f"<td>{spark(((age, p.p99_s) for age, p in pts), window, color, f'p99 latency over {minutes}')}</td>"
+            f"<td>{spark(((age, p.error_ratio) for age, p in pts), window, '#dc2626', f'error ratio over {minutes}')}</td>"
             "</tr>"
         )
     head = (
@@ -250,7 +250,7 @@ def render_page(
 ) -> str:
     started = time.perf_counter()
     state = state or ServerState("server", notes=("starting",))
-    held = max((p.t for s in series.values() for p in s.points), default=0.0)
+    held = max((s.now - s.points[0].t for s in series.values() if s.points), default=0.0)
     span = min(window, max(60.0, held))  # the charts span what the history holds (a minute at least)
     taken = time.strftime("%H:%M:%S UTC", time.gmtime(state.taken))
     sections = [
@@ -278,5 +278,15 @@ def render_page(
     return f"{head}{''.join(sections)}</main><footer>rendered in {took:.1f} ms</footer></body></html>"
 
 
-def points_json(points: tuple[Point, ...]) -> list[dict[str, float | None]]:
-    return [{"t": -p.t, "rate": p.rate, "error_ratio": p.error_ratio, "p99_s": p.p99_s} for p in points]
+def points_json(points: tuple[Point, ...], now: float) -> list[dict[str, float | None]]:
+    """Points for JSON: ``t`` in seconds relative to the latest sample (<= 0)."""
+    return [
+        {
+            "t": p.t - now,
+            "rate": p.rate,
+            "error_ratio": p.error_ratio,
+            "p99_s": p.p99_s,
+            "requests": p.requests,
+        }
+        for p in points
+    ]
