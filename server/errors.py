@@ -157,13 +157,21 @@ class FailedPrecondition(ServeError):
 
 
 class Unauthenticated(ServeError):
-    """No credentials, or credentials that do not verify (unknown API key, bad or expired JWT)."""
+    """No credentials, or credentials that do not verify (unknown API key, bad or expired JWT), on a
+    server with an auth file.
+
+    What to do: send an API key or a JWT as ``authorization: Bearer ...`` (``Client(..., api_key=...)``),
+    or a client certificate under mTLS; ``ortserve auth check`` says whether a key is in the file. Every
+    denial is counted in ``ortserve_auth_denied_total`` and written to the audit log."""
 
     outcome = "unauthenticated"
 
 
 class PermissionDenied(ServeError):
-    """An authenticated caller whose roles do not grant the RPC (or the model it names)."""
+    """An authenticated caller whose roles do not grant the RPC's group (or the model it names).
+
+    What to do: give the principal a role that grants the group (``ortserve auth list`` shows the roles;
+    the README's Security table which group each RPC is in), or a model pattern that covers the model."""
 
     outcome = "permission_denied"
 

@@ -41,6 +41,7 @@ MODEL_FIELD: dict[str, str] = {
     **{_ADMIN + m: "model" for m in ("StartRollout", "GetRollout", "AbortRollout", "GetRolloutReport")},
     _V1 + "Predict": "model",
     _V1 + "ModelMetadata": "model",
+    "/ortserve.v1.Admin/GetModelCard": "model",
     **{_V2 + m: "model_name" for m in ("ModelInfer", "ModelStreamInfer")},
     **{_V2 + m: "model_name" for m in ("RepositoryModelLoad", "RepositoryModelUnload")},
     **{_V2 + m: "name" for m in ("ModelReady", "ModelMetadata", "ModelConfig", "ModelStatistics")},

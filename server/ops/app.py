@@ -77,9 +77,7 @@ class App:
         s = self.settings
         self.security = security = Security(s, self.metrics)  # TLS, auth and audit files: fatal if bad
         if s.metrics_port >= 0:  # /metrics and the status page, in threads of their own (ops.status)
-            tls = (
-                {"cert": s.tls_cert, "key": s.tls_key, "client_ca": s.tls_client_ca} if s.metrics_tls else {}
-            )
+            tls = s.metrics_tls
             state = on_loop(asyncio.get_running_loop(), lambda: from_app(self), timeout=5.0)
             self._metrics_server = start_metrics_server(
                 s.metrics_port,
@@ -90,7 +88,9 @@ class App:
                 interval=s.status_interval,
                 window=s.status_window,
                 guard=self.metrics_guard,
-                **tls,
+                cert=s.tls_cert if tls else None,
+                key=s.tls_key if tls else None,
+                client_ca=s.tls_client_ca if tls else None,
             )
             self.metrics_port = self._metrics_server.port
         threads = s.inference_threads or max(8, os.cpu_count() or 1)

@@ -236,3 +236,19 @@ def test_a_guard_wraps_the_whole_port():
             assert r.status == 200 and b"ortserve status" in r.read()
     finally:
         server.shutdown()
+
+
+def test_drift_per_version_from_the_monitors_gauges():
+    now = [0.0]
+    metrics = Metrics()
+    history = MetricsHistory(metrics.registry, interval=5, window=60, clock=lambda: now[0])
+    metrics.feature_psi.labels("digits", "2", "input[3]").set(0.04)
+    metrics.feature_psi.labels("digits", "2", "input[9]").set(0.31)  # the largest one is shown
+    metrics.prediction_psi.labels("digits", "2", "label").set(0.12)
+    history.sample()
+    assert history.drift == {
+        ("digits", "2"): {"ortserve_feature_drift_psi": 0.31, "ortserve_prediction_drift_psi": 0.12}
+    }
+    models = (ModelState("digits", "1", (VersionState("1", True, True), VersionState("2", True))),)
+    html = render_page(ServerState("server", models), {}, window=60, refresh=5, drift=history.drift)
+    assert 'inputs <span class="bad">0.310</span> · predictions <span class="warn">0.120</span>' in html

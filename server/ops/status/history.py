@@ -8,7 +8,7 @@ histograms a Prometheus scrape reads.
     history.series()                       # {("digits", "2", "int8"): Series(points, last_minute)}
 
 p99 is estimated from the histogram buckets' increase between two samples, interpolated within a bucket as
-Prometheus' ``histogram_quantile`` does. An error is any outcome but ``ok`` and ``cancelled`` (a caller that gave
+Prometheus' ``histogram_quantile`` does. Drift is the drift monitor's latest PSI gauges per version. An error is any outcome but ``ok`` and ``cancelled`` (a caller that gave
 up is not the server's error).
 """
 
@@ -32,6 +32,8 @@ REQUESTS = "ortserve_requests"  # family names as collect() gives them (a counte
 DURATION = "ortserve_request_duration_seconds"
 LAST = 60.0  # seconds summarised in the table's columns
 _NOT_ERRORS = (OK, CANCELLED)
+# The drift monitor's gauges (ortserve.monitor): the page shows each version's largest value of each.
+DRIFT = ("ortserve_feature_drift_psi", "ortserve_prediction_drift_psi")
 SAMPLED = (
     "ortserve_requests_total",
     "ortserve_request_duration_seconds_bucket",
@@ -40,6 +42,7 @@ SAMPLED = (
     "ortserve_shadow_top1_agreements_total",
     "ortserve_shadow_cosine_similarity_sum",
     "ortserve_shadow_cosine_similarity_count",
+    *DRIFT,
 )
 
 Key = tuple[str, str, str]  # (model, version, variant)
@@ -171,11 +174,14 @@ class MetricsHistory:
         self._points: dict[Key, deque[Point]] = {}
         self._lock = threading.Lock()
         self.samples = 0  # taken so far: what a cached rendering is keyed on
+        # (model, version) -> {gauge: its largest value now}: drift as the monitor last exported it
+        self.drift: dict[tuple[str, str], dict[str, float]] = {}
 
     def sample(self) -> None:
         counts: dict[Key, list[float]] = {}
         buckets: dict[Key, dict[float, float]] = {}
         shadow: dict[Key, dict[str, float]] = {}
+        drift: dict[tuple[str, str], dict[str, float]] = {}
         for family in self._source.collect():
             if family.name == REQUESTS:
                 for s in family.samples:
@@ -202,6 +208,11 @@ class MetricsHistory:
                         per[bound] = per.get(bound, 0.0) + s.value
             elif family.name == "ortserve_shadow_requests" or family.name in _SHADOW:
                 _shadow_sample(family, shadow)
+            elif family.name in DRIFT:
+                for sample in family.samples:
+                    key2 = (sample.labels.get("model", ""), sample.labels.get("version", ""))
+                    gauges = drift.setdefault(key2, {})
+                    gauges[family.name] = max(gauges.get(family.name, 0.0), sample.value)
         new = _Sample(self._clock(), counts, buckets, shadow)
         with self._lock:
             old = self._recent[-1] if self._recent else None
@@ -217,6 +228,7 @@ class MetricsHistory:
                     del self._points[key]  # a series that stopped (a version unloaded) ages out whole
             self._recent.append(new)
             self._shadows.append((new.t, shadow))
+            self.drift = drift
             self.samples += 1
 
     def series(self) -> dict[Key, Series]:

@@ -103,6 +103,7 @@ class StatusPage:
             window=self.window,
             refresh=self.refresh,
             shadow=self.history.shadow(),
+            drift=self.history.drift,
             panels=self.panels,
         )
 
@@ -124,6 +125,10 @@ class StatusPage:
                     "points": points_json(s.points, s.now),
                 }
                 for (model, version, variant), s in series.items()
+            ],
+            "drift": [
+                {"model": model, "version": version, **values}
+                for (model, version), values in sorted(self.history.drift.items())
             ],
             "shadow": [
                 {

@@ -31,7 +31,8 @@ table{border-collapse:collapse;background:#fff;border:1px solid #e2e8f0;margin-b
 th,td{padding:.3em .7em;border-bottom:1px solid #eef2f7;text-align:left;vertical-align:middle}
 th{background:#f1f5f9;font-weight:600;font-size:.85em;color:#475569}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-.ok{color:#047857;font-weight:600}.bad{color:#b91c1c;font-weight:600}.dim{color:#94a3b8}
+.ok{color:#047857;font-weight:600}.bad{color:#b91c1c;font-weight:600}.warn{color:#b45309;font-weight:600}
+.dim{color:#94a3b8}
 .pill{display:inline-block;padding:0 .5em;border-radius:9px;background:#e0e7ff;color:#3730a3;font-size:.8em;margin:1px}
 code{font-family:"DejaVu Sans Mono",monospace;font-size:.85em}
 .note{color:#475569;margin:.3em 0}.hint{color:#64748b;font-size:.85em;margin:.2em 0 .6em}
@@ -155,7 +156,23 @@ def _traffic(series: dict[Key, Series], window: float) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
-def _models(models: tuple[ModelState, ...]) -> str:
+def _psi(value: float | None) -> str:
+    if value is None:
+        return '<span class="dim">–</span>'
+    kind = "bad" if value > 0.25 else "warn" if value > 0.1 else ""
+    return f'<span class="{kind}">{value:.3f}</span>'
+
+
+def _drift(values: dict[str, float] | None) -> str:
+    """PSI rules of thumb: under 0.1 stable, 0.1-0.25 moderate, over 0.25 a shift."""
+    if not values:
+        return '<span class="dim">–</span>'
+    features = values.get("ortserve_feature_drift_psi")
+    predictions = values.get("ortserve_prediction_drift_psi")
+    return f"inputs {_psi(features)} · predictions {_psi(predictions)}"
+
+
+def _models(models: tuple[ModelState, ...], drift: dict[tuple[str, str], dict[str, float]]) -> str:
     if not models:
         return '<p class="note">No model in the repository.</p>'
     out = []
@@ -178,9 +195,13 @@ def _models(models: tuple[ModelState, ...]) -> str:
             routes = "".join(f'<span class="pill">{escape(r)}</span>' for r in v.routes)
             rows.append(
                 f"<tr><td>{escape(v.version)}</td><td>{state}</td><td>{'default' if v.default else ''}</td>"
-                f"<td>{sha}</td><td>{signed}</td><td>{'yes' if v.card else ''}</td><td>{routes}</td></tr>"
+                f"<td>{sha}</td><td>{signed}</td><td>{'yes' if v.card else ''}</td>"
+                f"<td>{_drift(drift.get((m.name, v.version)))}</td><td>{routes}</td></tr>"
             )
-        head = "<tr><th>version</th><th>state</th><th></th><th>sha256</th><th>signed</th><th>card</th><th>flag variants</th></tr>"
+        head = (
+            "<tr><th>version</th><th>state</th><th></th><th>sha256</th><th>signed</th><th>card</th>"
+            "<th>drift (PSI, largest)</th><th>flag variants</th></tr>"
+        )
         default = f" · default version {escape(m.default_version)}" if m.default_version else ""
         out.append(
             f"<h3>{escape(m.name)}<span class=dim>{default}</span></h3><table>{head}{''.join(rows)}</table>"
@@ -246,6 +267,7 @@ def render_page(
     window: float,
     refresh: int,
     shadow: dict[Key, Shadow] | None = None,
+    drift: dict[tuple[str, str], dict[str, float]] | None = None,
     panels: Iterable[Panel] = (),
 ) -> str:
     started = time.perf_counter()
@@ -259,7 +281,7 @@ def render_page(
         f"<section><h2>Traffic</h2><p class=hint>per model version and flag variant: the last minute, and charts "
         f"over the last {_span(span)} (kept: {_span(window)}; errors: outcomes other than ok and cancelled)</p>"
         f"{_traffic(series, span)}</section>",
-        f"<section><h2>Models</h2>{_models(state.models)}</section>",
+        f"<section><h2>Models</h2>{_models(state.models, drift or {})}</section>",
         f"<section><h2>Flags</h2>{_flags(state)}{_shadows(shadow or {}, _span(span))}</section>",
     ]
     for panel in panels:
