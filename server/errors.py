@@ -115,8 +115,16 @@ class QueueFull(ServeError):
 
 
 class Overloaded(ServeError):
-    """Refused at once because the server holds as much as it may (request bytes or RPCs in
-    flight); ``reason`` ("bytes", "rpcs") labels the metric that counts it."""
+    """Refused at once because the server holds as much as it may (admission control): the inputs of the
+    requests in flight would hold more than ``--max-inflight-bytes`` once decoded ("server busy: requests in
+    flight hold ..."; "request too large" when this request alone is over the bound), or more than
+    ``--max-concurrent-rpcs`` RPCs are in flight. ``reason`` ("bytes", "rpcs") labels the metric that counts
+    it, ``ortserve_admission_rejected_total{reason}``. Nothing of the request was decoded or queued.
+
+    What to do: retry with backoff (another replica can take it). If refusals are frequent, compare
+    ``ortserve_inflight_request_bytes`` with the bound: add replicas or workers, or raise the bound where the
+    memory allows (its default is 1/16 of the memory the server may use). A "request too large" is never
+    going to fit: split the batch into smaller requests, or raise ``--max-inflight-bytes``."""
 
     outcome = "overloaded"
 
@@ -136,11 +144,15 @@ class DeadlineExceeded(ServeError):
 
 
 class Unavailable(ServeError):
-    """The server or the version is going away: shutting down (draining after SIGTERM), or the version is
-    being unloaded. Retryable.
+    """The server or the version is going away: the server is draining after SIGTERM ("the server is shutting
+    down; retry, ..."; health already says NOT_SERVING and every RPC received before it runs to its answer),
+    or the version is being unloaded (removed from the repository, or replaced by a model reload). Retryable:
+    nothing of the request ran.
 
     What to do: retry, on another replica if there is one; clients with gRPC retries configured for
-    UNAVAILABLE do this on their own."""
+    UNAVAILABLE do this on their own. If clients see it at every rollout, let the load balancer take the
+    server out of rotation first: ``--drain-delay`` (or Kubernetes' preStop wait) keeps it serving while
+    health says NOT_SERVING."""
 
     outcome = "unavailable"
 
@@ -179,7 +191,13 @@ class PermissionDenied(ServeError):
 class ProviderUnavailable(FailedPrecondition):
     """A model version asks for a GPU (or other accelerator) execution provider that ONNX Runtime cannot
     create on this machine, and CPU fallback is not allowed for it. Raised when its sessions are created;
-    the version is refused, and a server that meets one at startup exits (status 3)."""
+    the version is refused, and a server that meets one at startup exits (status 3). The log line
+    (``"event": "startup_refused"``) names the model, version and provider and why ONNX Runtime could not
+    create it.
+
+    What to do: run the version where its provider exists (the GPU image, a node with the GPU and driver),
+    install the GPU build of ONNX Runtime, or let it run on the CPU: ``--allow-cpu-fallback``, or
+    ``[runtime] allow_cpu_fallback = true`` in the model's config.toml (served much slower, with a warning)."""
 
 
 class InferenceFailed(ServeError):
