@@ -33,7 +33,15 @@ from ortserve.core.models import ModelManager, ModelVersion
 from ortserve.core.request import Completed, InferRequest, InferResponse, Route
 from ortserve.core.routing import DefaultRouting, Routing
 from ortserve.core.tracing import NO_TRACING, Tracing
-from ortserve.errors import CANCELLED, OK, FailedPrecondition, InternalError, ModelNotFound, ServeError, quoted
+from ortserve.errors import (
+    CANCELLED,
+    OK,
+    FailedPrecondition,
+    InternalError,
+    ModelNotFound,
+    ServeError,
+    quoted,
+)
 from ortserve.metrics import UNKNOWN_MODEL, Metrics, VersionStats
 from ortserve.repository import MODEL_CARD, ManifestError, read_model_card
 from ortserve.tensors import Tensor, request_nbytes
