@@ -254,10 +254,17 @@ class App:
             await self.shutdown()
 
     # -- signals -------------------------------------------------------------------------------
+    @property
+    def draining(self) -> bool:
+        """A SIGTERM/SIGINT came: the drain has started (the status page says so)."""
+        return self._stop.is_set()
+
     def handle_exit(self) -> None:
         if self._stop.is_set():
             self._force.set()
         self._stop.set()
+        if self._metrics_server is not None and self._metrics_server.page is not None:
+            self._metrics_server.page.poke()  # the status page shows the drain at once
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)

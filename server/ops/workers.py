@@ -118,7 +118,8 @@ def serve_workers(settings: Settings) -> int:
     from prometheus_client import CollectorRegistry, multiprocess
 
     from ortserve.ops.metrics_http import start_metrics_server
-    from ortserve.ops.status import from_disk, ready_in
+    from ortserve.ops.resources import admission_limits
+    from ortserve.ops.status import Admission, from_disk, ready_in
 
     ready = 0
     deadline = time.monotonic() + 120
@@ -151,6 +152,11 @@ def serve_workers(settings: Settings) -> int:
             )
             registry.register(restarts)
 
+            limits = admission_limits(settings)  # each worker's; the page shows the workers' sums
+            bounds = Admission(
+                limits.inflight_bytes * settings.workers, limits.concurrent_rpcs * settings.workers
+            )
+
             def state():  # type: ignore[no-untyped-def]
                 # The supervisor has no core: the repository and flags file as on disk, readiness as the
                 # workers report it (ortserve.ops.status.state.from_disk).
@@ -160,6 +166,7 @@ def serve_workers(settings: Settings) -> int:
                     settings.flags_path,
                     lambda model, version: (model, version) in ready,
                     settings.workers,
+                    dataclasses.replace(bounds, draining=stopping),
                 )
 
             tls = settings.metrics_tls

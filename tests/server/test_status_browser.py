@@ -99,6 +99,8 @@ def test_status_page_in_headless_chromium(tmp_path, repo, start_server):
                 "stable 90%, canary 10%",
                 "off 50%, int8 50%",
                 "Shadow",
+                "Admission and reliability",
+                "refused RESOURCE_EXHAUSTED, over the bytes bound",
             ):
                 assert expected in text, expected
             data = shot.read_bytes()

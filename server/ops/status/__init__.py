@@ -25,9 +25,10 @@ from prometheus_client import CollectorRegistry
 from ortserve.ops.status.http import Guard, MetricsServer, WSGIApp, status_app
 from ortserve.ops.status.page import StatusPage
 from ortserve.ops.status.render import Panel
-from ortserve.ops.status.state import ServerState, from_app, from_disk, ready_in
+from ortserve.ops.status.state import Admission, ServerState, from_app, from_disk, ready_in
 
 __all__ = [
+    "Admission",
     "Guard",
     "MetricsServer",
     "Panel",

@@ -34,6 +34,16 @@ LAST = 60.0  # seconds summarised in the table's columns
 _NOT_ERRORS = (OK, CANCELLED)
 # The drift monitor's gauges (ortserve.monitor): the page shows each version's largest value of each.
 DRIFT = ("ortserve_feature_drift_psi", "ortserve_prediction_drift_psi")
+# Admission and reliability figures (family as collect() names it -> the label it is shown by): the page's
+# "Admission and reliability" table; the worker families exist in the --workers supervisor's registry only.
+LEVELS = {
+    "ortserve_inflight_request_bytes": "",
+    "ortserve_admission_rejected": "reason",
+    "ortserve_flags_evaluation_errors": "",
+    "ortserve_model_files_changed": "model",
+    "ortserve_workers": "state",
+    "ortserve_worker_restarts": "",
+}
 SAMPLED = (
     "ortserve_requests_total",
     "ortserve_request_duration_seconds_bucket",
@@ -43,7 +53,12 @@ SAMPLED = (
     "ortserve_shadow_cosine_similarity_sum",
     "ortserve_shadow_cosine_similarity_count",
     *DRIFT,
+    "ortserve_inflight_request_bytes",
+    "ortserve_admission_rejected_total",
+    "ortserve_flags_evaluation_errors_total",
+    "ortserve_model_files_changed_total",
 )
+Level = tuple[str, str]  # (family, label value): "model" is shown as "<model> v<version>"
 
 Key = tuple[str, str, str]  # (model, version, variant)
 
@@ -81,6 +96,7 @@ class _Sample:
     counts: dict[Key, list[float]]  # [requests, errors]
     buckets: dict[Key, dict[float, float]]  # upper bound -> cumulative count (summed over APIs)
     shadow: dict[Key, dict[str, float]]  # (model, primary, shadow) -> counter -> value
+    levels: dict[Level, float]  # LEVELS' values, summed by their label
 
 
 _SHADOW = {  # family -> (sample suffix, field; outcome label picks the field for requests)
@@ -182,8 +198,18 @@ class MetricsHistory:
         buckets: dict[Key, dict[float, float]] = {}
         shadow: dict[Key, dict[str, float]] = {}
         drift: dict[tuple[str, str], dict[str, float]] = {}
+        levels: dict[Level, float] = {}
         for family in self._source.collect():
-            if family.name == REQUESTS:
+            if family.name in LEVELS:
+                by = LEVELS[family.name]
+                for s in family.samples:
+                    if s.name.endswith(("_created", "_gcount", "_gsum")):
+                        continue
+                    label = s.labels.get(by, "")
+                    if by == "model":
+                        label = f"{label} v{s.labels.get('version', '')}"
+                    levels[(family.name, label)] = levels.get((family.name, label), 0.0) + s.value
+            elif family.name == REQUESTS:
                 for s in family.samples:
                     if s.name.endswith("_total"):
                         key = (
@@ -213,7 +239,7 @@ class MetricsHistory:
                     key2 = (sample.labels.get("model", ""), sample.labels.get("version", ""))
                     gauges = drift.setdefault(key2, {})
                     gauges[family.name] = max(gauges.get(family.name, 0.0), sample.value)
-        new = _Sample(self._clock(), counts, buckets, shadow)
+        new = _Sample(self._clock(), counts, buckets, shadow, levels)
         with self._lock:
             old = self._recent[-1] if self._recent else None
             if old is not None:
@@ -254,6 +280,18 @@ class MetricsHistory:
                 now,
             )
         return out
+
+    def levels(self) -> tuple[dict[Level, float], dict[Level, float]]:
+        """The admission and reliability figures (``LEVELS``): their latest values, and each one's increase
+        over the last minute (for the counters; what the history holds of it; 0 after a reset)."""
+        with self._lock:
+            if not self._recent:
+                return {}, {}
+            recent = list(self._recent)
+        now = recent[-1]
+        older = [s for s in recent[:-1] if now.t - s.t >= LAST]
+        base = older[-1] if older else recent[0]
+        return dict(now.levels), {k: max(0.0, v - base.levels.get(k, 0.0)) for k, v in now.levels.items()}
 
     def shadow(self) -> dict[Key, Shadow]:
         """(model, primary version, shadow version) -> what was mirrored over the history held."""

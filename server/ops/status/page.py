@@ -105,6 +105,7 @@ class StatusPage:
             shadow=self.history.shadow(),
             drift=self.history.drift,
             panels=self.panels,
+            levels=self.history.levels(),
         )
 
     def json(self) -> str:
@@ -126,6 +127,7 @@ class StatusPage:
                 }
                 for (model, version, variant), s in series.items()
             ],
+            "reliability": dict(zip(("now", "last_minute"), map(_levels_json, self.history.levels()))),
             "drift": [
                 {"model": model, "version": version, **values}
                 for (model, version), values in sorted(self.history.drift.items())
@@ -141,3 +143,8 @@ class StatusPage:
             ],
         }
         return json.dumps(doc, separators=(",", ":"))
+
+
+def _levels_json(levels: dict[tuple[str, str], float]) -> dict[str, float]:
+    """``{"ortserve_admission_rejected{bytes}": 3.0, "ortserve_inflight_request_bytes": 0.0, ...}``"""
+    return {f"{family}{{{label}}}" if label else family: v for (family, label), v in sorted(levels.items())}

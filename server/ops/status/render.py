@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable, Iterable
 from html import escape
 
-from ortserve.ops.status.history import Key, Point, Series, Shadow
+from ortserve.ops.status.admission import admission_section, alerts
+from ortserve.ops.status.history import Key, Level, Point, Series, Shadow
 from ortserve.ops.status.state import FlagState, ModelState, ServerState
 
 __all__ = ["Panel", "render_page"]
@@ -269,7 +270,9 @@ def render_page(
     shadow: dict[Key, Shadow] | None = None,
     drift: dict[tuple[str, str], dict[str, float]] | None = None,
     panels: Iterable[Panel] = (),
+    levels: tuple[dict[Level, float], dict[Level, float]] = ({}, {}),
 ) -> str:
+    """``levels``: ``MetricsHistory.levels()`` (latest values, last minute's increases)."""
     started = time.perf_counter()
     state = state or ServerState("server", notes=("starting",))
     held = max((s.now - s.points[0].t for s in series.values() if s.points), default=0.0)
@@ -277,10 +280,12 @@ def render_page(
     taken = time.strftime("%H:%M:%S UTC", time.gmtime(state.taken))
     sections = [
         f'<section class="tiles">{_tiles(state, series)}</section>',
+        *(f'<p class="note bad">{escape(a)}</p>' for a in alerts(state.admission, levels[0])),
         *(f'<p class="note">{escape(n)}</p>' for n in state.notes),
         f"<section><h2>Traffic</h2><p class=hint>per model version and flag variant: the last minute, and charts "
         f"over the last {_span(span)} (kept: {_span(window)}; errors: outcomes other than ok and cancelled)</p>"
         f"{_traffic(series, span)}</section>",
+        f"<section><h2>Admission and reliability</h2>{admission_section(state.admission, *levels)}</section>",
         f"<section><h2>Models</h2>{_models(state.models, drift or {})}</section>",
         f"<section><h2>Flags</h2>{_flags(state)}{_shadows(shadow or {}, _span(span))}</section>",
     ]

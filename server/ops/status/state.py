@@ -25,6 +25,7 @@ from ortserve.repository import (
 )
 
 __all__ = [
+    "Admission",
     "FlagState",
     "ModelState",
     "ServerState",
@@ -80,6 +81,17 @@ class FlagState:
 
 
 @dataclass(frozen=True)
+class Admission:
+    """The admission bounds and what is held against them now (``ortserve.ops.resources``; 0: no bound or not
+    known). Under ``--workers``: the sums over the workers."""
+
+    inflight_bytes: int = 0  # --max-inflight-bytes as in force
+    rpcs: int = 0  # --max-concurrent-rpcs as in force
+    rpcs_in_flight: int | None = None  # None where not known (the supervisor)
+    draining: bool = False  # SIGTERM came: health NOT_SERVING, new RPCs refused UNAVAILABLE
+
+
+@dataclass(frozen=True)
 class ServerState:
     mode: str  # "server", or "supervisor of N workers"
     models: tuple[ModelState, ...] = ()
@@ -88,6 +100,7 @@ class ServerState:
     flags_revision: int | None = None  # accepted documents (None: not known here)
     flags_error: str = ""
     notes: tuple[str, ...] = ()
+    admission: Admission = field(default_factory=Admission)
     taken: float = field(default_factory=time.time)
 
 
@@ -195,6 +208,7 @@ def from_app(app: Any) -> ServerState:
             )
         )
     models = tuple(ModelState(n, defaults.get(n, ""), tuple(v)) for n, v in sorted(by_model.items()))
+    inflight = app.inflight
     return ServerState(
         "server" if app.worker is None else f"worker {app.worker}",
         models,
@@ -202,12 +216,21 @@ def from_app(app: Any) -> ServerState:
         str(source.path),
         source.revision,
         source.last_error,
+        admission=Admission(
+            core.budget.limit, inflight.limit, inflight.count, bool(getattr(app, "draining", inflight.closed))
+        ),
     )
 
 
-def from_disk(repo: Path, flags_file: Path, ready: Callable[[str, str], bool], workers: int) -> ServerState:
+def from_disk(
+    repo: Path,
+    flags_file: Path,
+    ready: Callable[[str, str], bool],
+    workers: int,
+    admission: Admission | None = None,
+) -> ServerState:
     """The repository and flags file as the supervisor sees them; ``ready(model, version)`` from the workers'
-    metrics. Off the event loop (the supervisor has none)."""
+    metrics; ``admission``: the workers' bounds summed. Off the event loop (the supervisor has none)."""
     flags_text = read_flags_text(flags_file) or ""
     flags = describe_flags(flags_text)
     routes = _routes(flags)
@@ -242,7 +265,12 @@ def from_disk(repo: Path, flags_file: Path, ready: Callable[[str, str], bool], w
         "repository and the flags file, readiness and traffic from the workers' summed metrics"
     )
     return ServerState(
-        f"supervisor of {workers} workers", tuple(models), flags, str(flags_file), notes=(note,)
+        f"supervisor of {workers} workers",
+        tuple(models),
+        flags,
+        str(flags_file),
+        notes=(note,),
+        admission=admission or Admission(),
     )
 
 
