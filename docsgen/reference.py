@@ -103,6 +103,21 @@ def metrics(_: str = "") -> str:
     )
 
 
+def supervisor_metrics(_: str = "") -> str:
+    """The ``--workers`` supervisor's own metrics (``ortserve.ops.restarts.Restarts``, a collector of its own,
+    not part of ``Metrics``)."""
+    from ortserve.ops.restarts import Restarts
+
+    rows = []
+    for family in Restarts(1, 1).collect():
+        labels = sorted({k for s in family.samples for k in s.labels})
+        name = family.name + ("_total" if family.type == "counter" else "")
+        rows.append(
+            [f"`{name}`", family.type, ", ".join(f"`{x}`" for x in labels) or "–", family.documentation]
+        )
+    return _table(["metric", "type", "labels", "what"], rows)
+
+
 def error_tree() -> Iterator[tuple[int, type]]:
     """(depth, class) for ServeError and every subclass, depth first, in definition order."""
     from ortserve.errors import ServeError
@@ -234,6 +249,7 @@ def _include(arg: str) -> str:
 GENERATORS: dict[str, Callable[[str], str]] = {
     "settings": settings,
     "metrics": metrics,
+    "supervisor-metrics": supervisor_metrics,
     "outcomes": outcomes,
     "steps": steps,
     "errors": errors,

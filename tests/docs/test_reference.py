@@ -40,6 +40,9 @@ def test_every_metric_is_documented():
     assert names == exported  # the catalogue is every metric the registry has
     for m in catalogue():
         assert f"| `{m.name}` | {m.kind} |" in page and m.help, m.name
+    supervisor = generate("supervisor-metrics")  # the --workers supervisor's own collector
+    assert "| `ortserve_worker_restarts_total` | counter | `worker` |" in supervisor
+    assert "| `ortserve_workers` | gauge | `state` |" in supervisor
 
 
 def test_every_step_is_documented():
