@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from ortserve.optimize.context import Progress, Task
@@ -76,12 +77,11 @@ class RichProgress(Progress):
 
 
 def make_progress(quiet: bool = False, stream: TextIO | None = None) -> Progress:
-    """Nothing with ``quiet``; bars when ``stream`` (stderr) is a terminal and rich is installed; lines
-    otherwise (a log file, CI, a pipe)."""
+    """Nothing with ``quiet`` (the libraries quieted until ``close()``); bars when ``stream`` (stderr) is a
+    terminal and rich is installed; lines otherwise (a log file, CI, a pipe)."""
     stream = stream if stream is not None else sys.stderr
     if quiet:
-        quiet_libraries()
-        return Progress(quiet=True)
+        return _Quiet()
     if stream.isatty() and os.environ.get("TERM") != "dumb":
         try:
             return RichProgress(stream)
@@ -90,24 +90,69 @@ def make_progress(quiet: bool = False, stream: TextIO | None = None) -> Progress
     return Progress()
 
 
-def quiet_libraries() -> None:
+class _Quiet(Progress):
+    """``--quiet``: nothing of its own, and the libraries quieted until ``close()`` puts them back, so that a
+    caller of ``main([... "--quiet"])`` in its own process (a test, a notebook) keeps its logging."""
+
+    def __init__(self) -> None:
+        super().__init__(quiet=True)
+        self._restore: Callable[[], None] | None = quiet_libraries()
+
+    def close(self) -> None:
+        super().close()
+        if self._restore is not None:
+            self._restore()
+            self._restore = None
+
+
+_LOGGERS = ("", "torch", "torch.onnx", "onnxscript", "transformers", "onnxruntime")
+_ENVIRONMENT = {
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TQDM_DISABLE": "1",
+}
+_ORT_WARNING = 2  # ONNX Runtime's default logger severity (it has no getter)
+
+
+def quiet_libraries() -> Callable[[], None]:
     """Silence what the steps' libraries print on their own: ONNX Runtime's warnings (its default logger,
     used by every session the steps open), transformers' and huggingface_hub's logging and download bars,
     torch's exporter warnings (Python warnings) and the root logger's. Errors still reach stderr as this
-    command's one-line message."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TQDM_DISABLE", "1")
+    command's one-line message. Returns what puts it all back as it was."""
+    environment = {k: os.environ.get(k) for k in _ENVIRONMENT}
+    levels = {name: logging.getLogger(name).level for name in _LOGGERS}
+    caught = warnings.catch_warnings()  # its __exit__ puts the warning filters back
+    caught.__enter__()
+    for key, value in _ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
     warnings.simplefilter("ignore")
-    logging.getLogger().setLevel(logging.ERROR)
-    for name in ("torch", "torch.onnx", "onnxscript", "transformers", "onnxruntime"):
+    for name in _LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
         import onnxruntime
-
-        onnxruntime.set_default_logger_severity(3)  # errors only
     except ImportError:  # pragma: no cover - a dependency
-        pass
-    if "transformers" in sys.modules:  # already imported: its verbosity was read at import
-        sys.modules["transformers"].logging.set_verbosity_error()
+        ort = None
+    else:
+        ort = onnxruntime
+        ort.set_default_logger_severity(3)  # errors only
+    transformers = sys.modules.get("transformers")  # already imported: its verbosity was read at import
+    verbosity = transformers.logging.get_verbosity() if transformers is not None else None
+    if transformers is not None:
+        transformers.logging.set_verbosity_error()
+
+    def restore() -> None:
+        for key, value in environment.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        caught.__exit__(None, None, None)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        if ort is not None:
+            ort.set_default_logger_severity(_ORT_WARNING)
+        if transformers is not None and verbosity is not None:
+            transformers.logging.set_verbosity(verbosity)
+
+    return restore

@@ -4,8 +4,10 @@ recipe) as one line and exit status 2 before anything is built or published."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -44,8 +46,9 @@ def test_list_steps(capsys):
         assert step in out
 
 
-def test_seed_threads_graph_optimize_and_quiet_flags(mlp, tmp_path, capsys):
+def test_seed_threads_graph_optimize_and_quiet_flags(mlp, tmp_path, capsys, caplog):
     out = tmp_path / "r"
+    root, filters = logging.getLogger().level, list(warnings.filters)
     args = [
         str(mlp["model"]),
         "--graph-optimize",
@@ -62,6 +65,10 @@ def test_seed_threads_graph_optimize_and_quiet_flags(mlp, tmp_path, capsys):
     ]
     assert main([*args, "--quiet"]) == 0
     assert capsys.readouterr().err == ""
+    # --quiet quiets the libraries for the run only: a caller in the same process keeps its logging
+    assert (logging.getLogger().level, list(warnings.filters)) == (root, filters)
+    logging.getLogger("ortserve.runtime").warning("still heard")
+    assert "still heard" in caplog.text
     report = json.loads((out / "report.json").read_text())
     assert report["info"]["seed"] == 7 and report["baseline"]["benchmark"]["threads"] == 1
     assert [v["name"] for v in report["variants"]] == ["fp32-optimized"]
