@@ -106,6 +106,10 @@ _SHADOW = {  # family -> (sample suffix, field; outcome label picks the field fo
 }
 
 
+def _key(labels: dict[str, str]) -> Key:
+    return labels.get("model", ""), labels.get("version", ""), labels.get("variant", "")
+
+
 def _shadow_sample(family: Any, out: dict[Key, dict[str, float]]) -> None:
     for s in family.samples:
         key = (
@@ -212,24 +216,14 @@ class MetricsHistory:
             elif family.name == REQUESTS:
                 for s in family.samples:
                     if s.name.endswith("_total"):
-                        key = (
-                            s.labels.get("model", ""),
-                            s.labels.get("version", ""),
-                            s.labels.get("variant", ""),
-                        )
-                        c = counts.setdefault(key, [0.0, 0.0])
+                        c = counts.setdefault(_key(s.labels), [0.0, 0.0])
                         c[0] += s.value
                         if s.labels.get("outcome") not in _NOT_ERRORS:
                             c[1] += s.value
             elif family.name == DURATION:
                 for s in family.samples:
                     if s.name.endswith("_bucket"):
-                        key = (
-                            s.labels.get("model", ""),
-                            s.labels.get("version", ""),
-                            s.labels.get("variant", ""),
-                        )
-                        per = buckets.setdefault(key, {})
+                        per = buckets.setdefault(_key(s.labels), {})
                         bound = float(s.labels["le"])
                         per[bound] = per.get(bound, 0.0) + s.value
             elif family.name == "ortserve_shadow_requests" or family.name in _SHADOW:
