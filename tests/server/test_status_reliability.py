@@ -4,9 +4,7 @@ registries, and a real server refusing a request and draining)."""
 
 from __future__ import annotations
 
-import json
 import signal
-import time
 
 import grpc
 import numpy as np
@@ -116,12 +114,9 @@ def test_the_supervisor_shows_its_workers_and_summed_bounds(tmp_path, start_serv
     m.publish(tmp_path, "addmul", 1, m.addmul())
     server = start_server(tmp_path, "--workers", "2", "--max-inflight-bytes", str(1 << 20))
     base = f"http://127.0.0.1:{server.metrics_port}"
-    end = time.monotonic() + 30
-    while True:
-        doc = json.loads(get(base + "/status.json")[2])
-        if doc["reliability"]["now"].get("ortserve_workers{running}") == 2 or time.monotonic() > end:
-            break
-        time.sleep(0.2)
+    doc = wait_status(
+        base + "/status.json", lambda d: d["reliability"]["now"].get("ortserve_workers{running}") == 2
+    )
     assert doc["reliability"]["now"]["ortserve_workers{given_up}"] == 0
     assert doc["reliability"]["now"]["ortserve_worker_restarts"] == 0
     assert doc["state"]["admission"]["inflight_bytes"] == 2 << 20  # the two workers' bounds
