@@ -71,8 +71,9 @@ def test_with_a_drain_delay_the_whole_burst_is_served(tmp_path, start_server):
 
 def test_drain_delay_serves_on_with_health_not_serving_then_refuses(tmp_path, start_server):
     """During --drain-delay health says NOT_SERVING and requests are served; then, while a request
-    received earlier is still queued (a 3 s batching window), a new one gets UNAVAILABLE."""
-    slow = "max_batch_size = 4\n[batching]\nmax_queue_delay_us = 3000000\npreferred_batch_sizes = [4]\n"
+    received earlier is still queued (a 13 s batching window: it outlasts the 8 s delay by 5 s, so the
+    server cannot stop before the new request comes, even on a busy machine), a new one gets UNAVAILABLE."""
+    slow = "max_batch_size = 4\n[batching]\nmax_queue_delay_us = 13000000\npreferred_batch_sizes = [4]\n"
     m.publish(tmp_path, "addmul", 1, m.addmul())
     m.publish(tmp_path, "queued", 1, m.addmul(), slow)
     # The delay is long enough for the steps below on a loaded machine; the queued request must
