@@ -32,7 +32,7 @@ from ortserve.ops.monitoring import Monitoring
 from ortserve.ops.resources import admission_limits, give_back_large_blocks
 from ortserve.ops.security import Security
 from ortserve.ops.settings import Settings
-from ortserve.ops.status import Guard, MetricsServer, from_app, on_loop
+from ortserve.ops.status import Guard, MetricsServer, from_app, on_loop, with_rollouts
 from ortserve.rollout import Collector, FlagRouter, FlagSource, RolloutController, RolloutStore, ShadowMirror
 
 __all__ = ["App", "run"]
@@ -78,7 +78,9 @@ class App:
         self.security = security = Security(s, self.metrics)  # TLS, auth and audit files: fatal if bad
         if s.metrics_port >= 0:  # /metrics and the status page, in threads of their own (ops.status)
             tls = s.metrics_tls
-            state = on_loop(asyncio.get_running_loop(), lambda: from_app(self), timeout=5.0)
+            state = with_rollouts(  # the rollouts from their folder, read in the page's thread
+                on_loop(asyncio.get_running_loop(), lambda: from_app(self), timeout=5.0), s.rollout_path
+            )
             self._metrics_server = start_metrics_server(
                 s.metrics_port,
                 s.metrics_host,

@@ -119,7 +119,7 @@ def serve_workers(settings: Settings) -> int:
 
     from ortserve.ops.metrics_http import start_metrics_server
     from ortserve.ops.resources import admission_limits
-    from ortserve.ops.status import Admission, from_disk, ready_in
+    from ortserve.ops.status import Admission, from_disk, read_rollouts, ready_in
 
     ready = 0
     deadline = time.monotonic() + 120
@@ -161,12 +161,15 @@ def serve_workers(settings: Settings) -> int:
                 # The supervisor has no core: the repository and flags file as on disk, readiness as the
                 # workers report it (ortserve.ops.status.state.from_disk).
                 ready = ready_in(registry)
-                return from_disk(
-                    settings.model_repository,
-                    settings.flags_path,
-                    lambda model, version: (model, version) in ready,
-                    settings.workers,
-                    dataclasses.replace(bounds, draining=stopping),
+                return dataclasses.replace(
+                    from_disk(
+                        settings.model_repository,
+                        settings.flags_path,
+                        lambda model, version: (model, version) in ready,
+                        settings.workers,
+                        dataclasses.replace(bounds, draining=stopping),
+                    ),
+                    rollouts=read_rollouts(settings.rollout_path),
                 )
 
             tls = settings.metrics_tls

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from ortserve.ops.status.http import Guard, MetricsServer, WSGIApp, status_app
 from ortserve.ops.status.page import StatusPage
 from ortserve.ops.status.render import Panel
+from ortserve.ops.status.rollouts import read_rollouts, with_rollouts
 from ortserve.ops.status.state import Admission, ServerState, from_app, from_disk, ready_in
 
 __all__ = [
@@ -38,8 +39,10 @@ __all__ = [
     "from_app",
     "from_disk",
     "on_loop",
+    "read_rollouts",
     "ready_in",
     "serve_metrics_port",
+    "with_rollouts",
 ]
 
 

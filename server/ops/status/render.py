@@ -11,6 +11,7 @@ from html import escape
 
 from ortserve.ops.status.admission import admission_section, alerts
 from ortserve.ops.status.history import Key, Level, Point, Series, Shadow
+from ortserve.ops.status.rollouts import rollouts_section
 from ortserve.ops.status.state import FlagState, ModelState, ServerState
 
 __all__ = ["Panel", "render_page"]
@@ -285,6 +286,7 @@ def render_page(
         f"<section><h2>Traffic</h2><p class=hint>per model version and flag variant: the last minute, and charts "
         f"over the last {_span(span)} (kept: {_span(window)}; errors: outcomes other than ok and cancelled)</p>"
         f"{_traffic(series, span)}</section>",
+        rollouts_section(state.rollouts, state.taken),
         f"<section><h2>Admission and reliability</h2>{admission_section(state.admission, *levels)}</section>",
         f"<section><h2>Models</h2>{_models(state.models, drift or {})}</section>",
         f"<section><h2>Flags</h2>{_flags(state)}{_shadows(shadow or {}, _span(span))}</section>",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ortserve.ops.status.rollouts import RolloutState
 from ortserve.repository import (
     MODEL_CARD,
     MODEL_FILE,
@@ -101,6 +102,7 @@ class ServerState:
     flags_error: str = ""
     notes: tuple[str, ...] = ()
     admission: Admission = field(default_factory=Admission)
+    rollouts: tuple[RolloutState, ...] = ()  # ortserve.ops.status.rollouts.with_rollouts adds them
     taken: float = field(default_factory=time.time)
 
 
