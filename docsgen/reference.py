@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
+import io
 import os
 import re
 import shlex
@@ -210,26 +212,31 @@ def steps(_: str = "") -> str:
 
 # -- command line ---------------------------------------------------------------------------------------------
 def cli(arg: str) -> str:
+    """The ``--help`` of a command line: ``ortserve``, ``ortserve-optimize``, or a subcommand of either
+    (``ortserve rollout start``, ``ortserve-optimize retrain``), as the program prints it."""
+    program, *sub = arg.split()
+    if program == "ortserve":
+        from ortserve.__main__ import main
+    elif program == "ortserve-optimize":
+        from ortserve.optimize.__main__ import main
+    else:
+        raise ValueError(f"cli: unknown program {program!r}")
     old = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = (
         "100"  # argparse wraps at the terminal's width: fix it, for the same page every build
     )
+    out = io.StringIO()
     try:
-        if arg == "ortserve":
-            from ortserve.ops.settings import build_parser
-
-            text = build_parser().format_help()
-        elif arg == "ortserve-optimize":
-            from ortserve.optimize.__main__ import build_parser as optimize_parser
-
-            text = optimize_parser().format_help()
-        else:
-            raise ValueError(f"cli: unknown program {arg!r}")
+        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+            main([*sub, "--help"])
     finally:
         if old is None:
             os.environ.pop("COLUMNS", None)
         else:
             os.environ["COLUMNS"] = old
+    text = out.getvalue()
+    if not text.startswith("usage: "):
+        raise ValueError(f"cli: {arg} --help printed no usage")
     return f"```text\n{text.rstrip()}\n```"
 
 

@@ -83,6 +83,23 @@ def test_every_rpc_is_documented():
 def test_cli_help():
     assert "--status-interval" in generate("cli", "ortserve")
     assert "--intended-use" in generate("cli", "ortserve-optimize")
+    assert "--payload-log PAYLOAD_LOG" in generate("cli", "ortserve-optimize retrain")
+    assert "--candidate CANDIDATE" in generate("cli", "ortserve rollout start")
+    with pytest.raises(ValueError, match="unknown program"):
+        generate("cli", "tritonserver")
+
+
+def test_every_subcommand_has_its_help_in_the_cli_reference():
+    """Subcommands are read from each command's own usage line ({start,status,...}), so a new one without
+    its section in docs/reference/cli.md fails here."""
+    page = (DOCS / "reference" / "cli.md").read_text()
+    for command in ("ortserve rollout", "ortserve auth", "ortserve audit"):
+        assert f"<!-- ortserve:generate cli {command} -->" in page, command
+        usage = generate("cli", command).splitlines()[1]
+        subcommands = re.search(r"\{([\w,-]+)\}", usage).group(1).split(",")
+        for sub in subcommands:
+            assert f"<!-- ortserve:generate cli {command} {sub} -->" in page, f"{command} {sub}"
+    assert "<!-- ortserve:generate cli ortserve-optimize retrain -->" in page
 
 
 def test_includes_rewrite_links_for_the_site():
