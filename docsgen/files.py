@@ -33,8 +33,11 @@ def section(text: str, heading: str | None) -> str:
         return "\n".join(lines).strip() + "\n"
     out: list[str] = []
     level = 0
+    fenced = False  # inside a ``` code block, where "# comment" is no heading
     for line in lines:
-        m = HEADING.match(line)
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        m = None if fenced else HEADING.match(line)
         if level and m and len(m.group(1)) <= level:
             break
         if level:

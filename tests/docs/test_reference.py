@@ -110,6 +110,8 @@ def test_includes_rewrite_links_for_the_site():
     with pytest.raises(KeyError, match="no heading 'Nope'"):
         section("# T\n## A\ntext\n", "Nope")
     assert section("# T\n## A\none\n### B\ntwo\n## C\nthree\n", "A") == "one\n### B\ntwo\n"
+    # a shell comment in a code block is no heading: the section goes on past it
+    assert section("## A\n```sh\n# run it\nx\n```\nafter\n## B\n", "A") == "```sh\n# run it\nx\n```\nafter\n"
 
 
 def test_every_marker_in_the_pages_generates():
@@ -117,7 +119,10 @@ def test_every_marker_in_the_pages_generates():
     found = 0
     for page in pages:
         for m in MARKER.finditer(page.read_text()):
-            assert generate(m.group(1), m.group(2) or ""), f"{page}: {m.group(0)}"
+            text = generate(m.group(1), m.group(2) or "")
+            assert text, f"{page}: {m.group(0)}"
+            fences = sum(1 for line in text.splitlines() if line.lstrip().startswith("```"))
+            assert fences % 2 == 0, f"{page}: {m.group(0)} leaves a code block open"
             found += 1
     assert found >= 15
 
