@@ -25,8 +25,8 @@ from prometheus_client import CollectorRegistry
 from ortserve.ops.status.http import Guard, MetricsServer, WSGIApp, status_app
 from ortserve.ops.status.page import StatusPage
 from ortserve.ops.status.render import Panel
-from ortserve.ops.status.rollouts import read_rollouts, with_rollouts
-from ortserve.ops.status.state import Admission, ServerState, from_app, from_disk, ready_in
+from ortserve.ops.status.rollouts import read_rollouts
+from ortserve.ops.status.state import Admission, ServerState, from_app, from_disk, ready_in, with_rollouts
 
 __all__ = [
     "Admission",

@@ -4,25 +4,20 @@ where the leader saves its record at every look. Read in the page's own thread, 
 ``--workers`` the supervisor reads the same folder (as JSON: importing the rollout package would load ONNX
 Runtime into the supervisor).
 
-    state = with_rollouts(source, settings.rollout_path)   # a state source whose snapshots carry them
+    state = with_rollouts(source, settings.rollout_path)   # (ortserve.ops.status.state) snapshots with them
     rollouts_section(state.rollouts, now=state.taken)      # -> HTML
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ortserve.ops.status.state import ServerState
-
-__all__ = ["RolloutState", "read_rollouts", "rollouts_section", "with_rollouts"]
+__all__ = ["RolloutState", "read_rollouts", "rollouts_section"]
 
 _STATES = {  # state -> CSS class
     "progressing": "ok",
@@ -86,16 +81,6 @@ def read_rollouts(root: Path) -> tuple[RolloutState, ...]:
         except (OSError, ValueError, TypeError, AttributeError):
             continue
     return tuple(out)
-
-
-def with_rollouts(source: Callable[[], ServerState], root: Path) -> Callable[[], ServerState]:
-    """``source``'s snapshots with the rollouts of ``root`` added (read where the snapshot is asked for: the
-    page's thread)."""
-
-    def snapshot() -> ServerState:
-        return dataclasses.replace(source(), rollouts=read_rollouts(root))
-
-    return snapshot
 
 
 def _ago(seconds: float) -> str:

@@ -8,6 +8,7 @@ ready when a worker reports it ready in ``ortserve_model_ready``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ortserve.ops.status.rollouts import RolloutState
+from ortserve.ops.status.rollouts import RolloutState, read_rollouts
 from ortserve.repository import (
     MODEL_CARD,
     MODEL_FILE,
@@ -37,6 +38,7 @@ __all__ = [
     "from_disk",
     "ready_in",
     "signed",
+    "with_rollouts",
 ]
 
 # The rollout layer's convention (ortserve.rollout.SHADOW_SUFFIX), read here from the document's text.
@@ -284,3 +286,13 @@ def ready_in(registry: Any) -> set[tuple[str, str]]:
         if family.name == "ortserve_model_ready":
             ready |= {(s.labels["model"], s.labels["version"]) for s in family.samples if s.value > 0}
     return ready
+
+
+def with_rollouts(source: Callable[[], ServerState], root: Path) -> Callable[[], ServerState]:
+    """``source``'s snapshots with the rollouts of the folder ``root`` added, read where the snapshot is asked
+    for (the page's thread, never the event loop)."""
+
+    def snapshot() -> ServerState:
+        return dataclasses.replace(source(), rollouts=read_rollouts(root))
+
+    return snapshot
