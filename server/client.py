@@ -176,8 +176,11 @@ class _Security:
         return self.metadata + list(metadata or ())
 
 
-class Client:
-    """A blocking client over one channel; use it as a context manager (or call ``close``)."""
+class _Connected:
+    """What both clients hold: one channel to ``target`` (TLS and credentials as given: README "Security"),
+    the Inference stub and the Admin stub (for the model card)."""
+
+    _aio = False
 
     def __init__(
         self,
@@ -195,9 +198,14 @@ class Client:
         self._security = sec = _Security(
             tls, root_certificates, certificate_chain, private_key, api_key, token
         )
-        self.channel = sec.channel(target, max_message_size, server_name)
+        connect = sec.aio_channel if self._aio else sec.channel
+        self.channel: Any = connect(target, max_message_size, server_name)
         self.stub = pb_grpc.InferenceStub(self.channel)
         self.admin = admin_grpc.AdminStub(self.channel)
+
+
+class Client(_Connected):
+    """A blocking client over one channel; use it as a context manager (or call ``close``)."""
 
     def predict(
         self,
@@ -267,28 +275,10 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(_Connected):
     """The asyncio twin of :class:`Client` (grpc.aio); use it as an async context manager."""
 
-    def __init__(
-        self,
-        target: str = "127.0.0.1:8001",
-        *,
-        max_message_size: int = 64 * _MB,
-        tls: bool = False,
-        root_certificates: Pem = None,
-        certificate_chain: Pem = None,
-        private_key: Pem = None,
-        server_name: str | None = None,
-        api_key: str | None = None,
-        token: str | None = None,
-    ) -> None:
-        self._security = sec = _Security(
-            tls, root_certificates, certificate_chain, private_key, api_key, token
-        )
-        self.channel = sec.aio_channel(target, max_message_size, server_name)
-        self.stub = pb_grpc.InferenceStub(self.channel)
-        self.admin = admin_grpc.AdminStub(self.channel)
+    _aio = True
 
     async def predict(
         self,
@@ -321,25 +311,17 @@ class AsyncClient:
         """Ground truth for the request ``request_id``: the true class of each of its rows (``labels``)
         or their true values (``targets``). The result's ``status`` says whether it joined (correct,
         incorrect, scored) or not (unknown, duplicate, invalid: counted by the server, not raised)."""
-        return (
-            await self.stub.Feedback(
-                _one(request_id, labels, targets, reward),
-                timeout=timeout,
-                metadata=self._security.merge(None),
-            )
-        ).results[0]
+        request = _one(request_id, labels, targets, reward)
+        response = await self.stub.Feedback(request, timeout=timeout, metadata=self._security.merge(None))
+        return response.results[0]
 
     async def feedback_many(
         self, items: Iterable[Feedback], timeout: float | None = None
     ) -> list[pb.FeedbackResult]:
         """Several at once: (request id, labels, targets, reward) each; at most 10000 per call."""
-        return list(
-            (
-                await self.stub.Feedback(
-                    build_feedback(items), timeout=timeout, metadata=self._security.merge(None)
-                )
-            ).results
-        )
+        request = build_feedback(items)
+        response = await self.stub.Feedback(request, timeout=timeout, metadata=self._security.merge(None))
+        return list(response.results)
 
     async def list_models(self) -> pb.ListModelsResponse:
         """The loaded models with their versions and default version."""
