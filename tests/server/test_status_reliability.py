@@ -90,8 +90,13 @@ def test_a_real_server_shows_its_refusals_bounds_and_drain(tmp_path, start_serve
     with Client(server.target) as c, pytest.raises(grpc.RpcError) as refused:
         c.predict("addmul", AB)
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    doc = wait_status(
-        base + "/status.json", lambda d: d["reliability"]["now"].get("ortserve_admission_rejected{bytes}")
+    doc = wait_status(  # the refusal sampled, and a snapshot of the loaded server (not the starting one)
+        base + "/status.json",
+        lambda d: (
+            d["reliability"]["now"].get("ortserve_admission_rejected{bytes}")
+            and d["state"] is not None
+            and d["state"]["admission"]["rpcs"] == 7
+        ),
     )
     assert doc["reliability"]["now"]["ortserve_admission_rejected{bytes}"] == 1
     assert doc["reliability"]["last_minute"]["ortserve_admission_rejected{bytes}"] == 1
@@ -114,8 +119,13 @@ def test_the_supervisor_shows_its_workers_and_summed_bounds(tmp_path, start_serv
     m.publish(tmp_path, "addmul", 1, m.addmul())
     server = start_server(tmp_path, "--workers", "2", "--max-inflight-bytes", str(1 << 20))
     base = f"http://127.0.0.1:{server.metrics_port}"
-    doc = wait_status(
-        base + "/status.json", lambda d: d["reliability"]["now"].get("ortserve_workers{running}") == 2
+    doc = (
+        wait_status(  # a sample and a state snapshot both taken (the page's thread takes one after the other)
+            base + "/status.json",
+            lambda d: (
+                d["state"] is not None and d["reliability"]["now"].get("ortserve_workers{running}") == 2
+            ),
+        )
     )
     assert doc["reliability"]["now"]["ortserve_workers{given_up}"] == 0
     assert doc["reliability"]["now"]["ortserve_worker_restarts"] == 0

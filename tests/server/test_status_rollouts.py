@@ -24,7 +24,7 @@ def test_a_real_rollout_on_the_page(tmp_path, start_server):
     base = f"http://127.0.0.1:{server.metrics_port}"
     with AdminClient(server.target) as admin:
         admin.start_rollout("clf", "2", spec=SLOW, reason="try v2")
-        doc = wait_status(base + "/status.json", lambda d: d["state"]["rollouts"])
+        doc = wait_status(base + "/status.json", lambda d: d["state"] and d["state"]["rollouts"])
         (r,) = doc["state"]["rollouts"]
         assert (r["model"], r["baseline"], r["candidate"]) == ("clf", "1", "2")
         assert (r["state"], r["phase"], r["step"], r["weight"]) == (
