@@ -97,6 +97,7 @@ bench: install-dev perf-analyzer
 	$(BIN)/python -m benchmarks.bench_peers --write-results
 	$(BIN)/python -m benchmarks.bench_batching --write-results
 	$(BIN)/python -m benchmarks.bench_workers --write-results
+	$(BIN)/python -m benchmarks.bench_loop_lag --write-results
 	$(BIN)/python -m benchmarks.bench_compare --write-results --profile
 	$(BIN)/python -m benchmarks.bench_optimize digits
 	$(BIN)/python -m benchmarks.bench_monitoring --write-results

@@ -289,3 +289,23 @@ def test_unknown_models_add_no_readiness_or_queue_series(tmp_path, start_server)
         "ortserve_request_duration_seconds_sum",
         "ortserve_request_duration_seconds_created",
     }
+
+
+def test_startup_objects_are_frozen_out_of_the_garbage_collector(tmp_path):
+    """A full collection walking what startup made stalled the loop 200-500 ms under load
+    (benchmarks.bench_loop_lag): the app freezes it once the models are loaded."""
+    import gc
+
+    from ortserve.ops.settings import Settings
+    from tests.server.inprocess import run_in_app
+
+    m.publish(tmp_path, "addmul", 1, m.addmul())
+    gc.unfreeze()
+
+    async def body(app, target):
+        assert gc.get_freeze_count() > 1000
+
+    try:
+        run_in_app(Settings(model_repository=tmp_path, port=0, metrics_port=-1), body)
+    finally:
+        gc.unfreeze()
