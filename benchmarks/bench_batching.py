@@ -121,9 +121,9 @@ def markdown(results: dict[str, Any]) -> str:
             "One-row v1 Predict requests at concurrency 32 (closed loop, the same client), each arm "
             "its own server, arms interleaved round by round (each round's throughput in brackets). "
             "Raw: one in-process ONNX Runtime session with the same threads at its best batch size "
-            "(the CNN only: the demo MLP is overhead-bound, its arms are compared with each other). Adaptive: the default "
-            "(`[batching] adaptive = true`, batches sized from the learnt cost per batch size and the "
-            "arrival rate); fixed window: `adaptive = false` (a batch waits for max_batch_size rows "
+            "(the CNN only: the demo MLP is overhead-bound, its arms are compared with each other). Adaptive: "
+            "`[batching] adaptive = true` (, batches sized from the learnt cost per batch size and the "
+            "arrival rate); fixed window: `adaptive = false`, the default (a batch waits for max_batch_size rows "
             "or the window's end). Targets: CNN server/raw >= 0.9x at 1 thread, >= 0.8x at 2; no "
             "loss on digits.",
             "",

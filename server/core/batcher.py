@@ -4,7 +4,7 @@
 A single loop task forms batches: it waits for a free instance, then for the first queued
 request, then until the batch is full (``max_batch_size`` rows or the largest preferred
 size) or ``max_queue_delay_us`` has passed since that request was queued. With ``adaptive``
-sizing (the default when no preferred sizes are given) it stops waiting as soon as more rows
+sizing (``[batching] adaptive = true``, without preferred sizes) it stops waiting as soon as more rows
 would not raise throughput, judged from the cost per batch size learnt from the batches run
 and the rows' arrival rate (``ortserve.core.costs``). Only requests whose non-batch dims and
 dtypes match the first one join its batch; the others wait for the next one. Cancelled and

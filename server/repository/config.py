@@ -15,7 +15,7 @@ Every key is optional::
     max_queue_delay_us = 500
     preferred_batch_sizes = [8, 16]   # run as soon as reached (absent: adaptive sizing)
     max_queue_size = 256
-    adaptive = true                # wait for more rows only while the measured costs say it pays
+    adaptive = false               # true: wait for more rows only while the measured costs say it pays
     inline_max_us = 200            # batches expected to take less run on the event loop's thread
     [runtime]
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]   # in order; CPU runs what the GPU cannot
@@ -110,7 +110,7 @@ class BatchingConfig:
     )
     max_queue_size: int = field(default=256, metadata=_help("requests waiting; more are refused", ge=1))
     adaptive: bool = field(
-        default=True,
+        default=False,
         metadata=_help(
             "wait for more rows only while the measured cost per batch size and the arrival rate say "
             "it raises throughput (within max_queue_delay_us); preferred_batch_sizes turn it off"
