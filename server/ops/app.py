@@ -216,9 +216,11 @@ class App:
         )
 
     async def _sync_models(self) -> None:
-        before = self.models.loaded_versions()
-        await self.models.sync()
-        if self.models.loaded_versions() != before:
+        models = self.models
+        assert models is not None  # started
+        before = models.loaded_versions()
+        await models.sync()
+        if models.loaded_versions() != before:
             gc.freeze()  # the new version's objects join the startup ones, out of the collector's way
 
     async def main_loop(self) -> None:

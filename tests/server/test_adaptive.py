@@ -169,7 +169,9 @@ def test_a_lone_tiny_request_runs_at_once_without_queueing_and_a_late_one_is_ref
     async def go():
         runner = SleepRunner(0, 0)
         stats = Stats()
-        b = make_batcher(runner, ThreadPoolExecutor(1), 64, BatchingConfig(max_queue_delay_us=2000, adaptive=True), stats)
+        b = make_batcher(
+            runner, ThreadPoolExecutor(1), 64, BatchingConfig(max_queue_delay_us=2000, adaptive=True), stats
+        )
         assert isinstance(b, DynamicBatcher)
         for rows in [1, 2, 4, 8] * 3:  # a tiny model, all of its cost per row
             b.costs.observe(rows, 1e-6 * rows)
