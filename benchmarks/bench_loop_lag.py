@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import os
 import sys
 import tempfile
 import time
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write-results", action="store_true")
     p.add_argument("--results", type=Path, help="the RESULTS.md to update (implies --write-results)")
     args = p.parse_args(argv)
-    load_average = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    load_average = common.load_average()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp)
@@ -98,12 +97,9 @@ def main(argv: list[str] | None = None) -> int:
             for frozen in (True, False) if r % 2 == 0 else (False, True):
                 print(f"[bench_loop_lag] round {r + 1}, frozen={frozen}", file=sys.stderr)
                 rows.append((frozen, run_async(_arm(repo, frozen, args.duration))))
+    argv = argv if argv is not None else sys.argv[1:]
     lines = [
-        HEAD,
-        "",
-        f"Machine: {common.machine()}. Load average before: {load_average} (1, 5, 15 min). Date: {time.strftime('%Y-%m-%d')}.",
-        f"Command: `{common.command('benchmarks.bench_loop_lag', argv if argv is not None else sys.argv[1:])}`.",
-        "",
+        *common.section_header(HEAD, "benchmarks.bench_loop_lag", argv, load_average),
         "The demo MLP served in process (App), one-row v1 Predict at concurrency 32 from a subprocess, "
         f"{args.duration:g} s per arm, {args.rounds} interleaved rounds. Loop lag: how late a 10 ms timer on "
         "the server's event loop fired. Full collection: a generation-2 garbage collection (all on the loop).",

@@ -16,7 +16,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, help="the RESULTS.md to update (implies --write-results)")
     args = p.parse_args(argv)
     load = Load(32, args.duration, 2.0)
-    load_average = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    load_average = common.load_average()
     arms = [(pinned, workers) for pinned in (True, False) for workers in (1, 2)]
     figures: dict[tuple[bool, int], list[dict[str, Any]]] = {a: [] for a in arms}
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,13 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             for pinned, workers in arms if r % 2 == 0 else arms[::-1]:
                 print(f"[bench_workers] round {r + 1}: pinned={pinned} workers={workers}", file=sys.stderr)
                 figures[(pinned, workers)].append(_arm(repo, workers, pinned, load))
+    argv = argv if argv is not None else sys.argv[1:]
     lines = [
-        HEAD,
-        "",
-        f"Machine: {common.machine()}. Load average before: {load_average} (1, 5, 15 min). "
-        f"Date: {time.strftime('%Y-%m-%d')}.",
-        f"Command: `{common.command('benchmarks.bench_workers', argv if argv is not None else sys.argv[1:])}`.",
-        "",
+        *common.section_header(HEAD, "benchmarks.bench_workers", argv, load_average),
         "The demo MLP (untrained stand-in, the demo's config.toml), one-row v1 Predict at concurrency 32, "
         f"{args.duration:g} s per arm after 2 s of warm-up, {args.rounds} interleaved rounds (mean; each round's "
         "req/s in brackets). Pinned: the load generator on one core, the server (all its processes and "

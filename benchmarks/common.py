@@ -39,10 +39,12 @@ __all__ = [
     "command",
     "cpu_ms_per_run",
     "digits_stand_in",
+    "load_average",
     "machine",
     "no_batching",
     "publish",
     "raw_onnxruntime",
+    "section_header",
     "session",
     "small_cnn",
     "tree_cpu_seconds",
@@ -295,6 +297,21 @@ def versions() -> dict[str, str]:
 def command(module: str, argv: Sequence[str]) -> str:
     """The command line that reproduces a run, as RESULTS.md quotes it."""
     return " ".join(["python -m", module, *argv])
+
+
+def section_header(head: str, module: str, argv: Sequence[str], load_average: str) -> list[str]:
+    """The first lines of a RESULTS.md section: its head, the machine, the load, the date, the command."""
+    return [
+        head,
+        "",
+        f"Machine: {machine()}. Load average before: {load_average} (1, 5, 15 min). Date: {time.strftime('%Y-%m-%d')}.",
+        f"Command: `{command(module, argv)}`.",
+        "",
+    ]
+
+
+def load_average() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def write_section(section: str, head: str, path: Path = RESULTS) -> None:

@@ -55,16 +55,12 @@ class DynamicBatcher(BatcherBase):
             self._queue = [r for r in self._queue if not r.future.done()]
         self._admit(len(self._queue))
         now = time.monotonic()
-        if self._adaptive and not self._queue:
-            self._arrivals.arrived(rows, now)
-            # Alone, and company is not worth waiting for: run it now if it is tiny.
-            if self._goal(rows, self._delay) <= rows:
-                done = self._run_now(inputs, rows, deadline)
-                if done is not None:
-                    return done
-            arrived = True
-        else:
-            arrived = False
+        self._arrivals.arrived(rows, now)
+        # Alone, and company is not worth waiting for: run it now if it is tiny.
+        if self._adaptive and not self._queue and self._goal(rows, self._delay) <= rows:
+            done = self._run_now(inputs, rows, deadline)
+            if done is not None:
+                return done
         loop = asyncio.get_running_loop()
         # Triton's priority levels: 1 is the highest, 0 means the default (here: after all explicit levels).
         level = priority if priority > 0 else 1 << 31
@@ -74,13 +70,11 @@ class DynamicBatcher(BatcherBase):
             shape_key(inputs),
             deadline,
             (level, next(self._seq)),
-            time.monotonic(),
+            now,
             loop.create_future(),
             link=self._tracing.link(),
         )
         bisect.insort(self._queue, request)
-        if not arrived:
-            self._arrivals.arrived(rows, request.enqueued)
         self._stats.queue_depth(len(self._queue))
         self._wakeup.set()
         return await self._await(request)
