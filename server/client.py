@@ -22,6 +22,7 @@ own certificate and key. Certificates are PEM bytes or paths to PEM files::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,13 +109,24 @@ def _one(request_id: str, labels: Any, targets: Any, reward: float | None) -> pb
     )
 
 
-def _options(max_message_size: int, server_name: str | None = None) -> list[tuple[str, Any]]:
+# Client-side health checking (gRFC A17): the channel watches grpc.health.v1 ("" = the whole server)
+# on every address of the target and sends only to those SERVING, round-robin among them.
+HEALTH_CHECKED = json.dumps(
+    {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
+)
+
+
+def _options(
+    max_message_size: int, server_name: str | None = None, health_check: bool = False
+) -> list[tuple[str, Any]]:
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", max_message_size),
         ("grpc.max_send_message_length", max_message_size),
     ]
     if server_name:  # the name the server's certificate is for, when it is not the target's host
         options.append(("grpc.ssl_target_name_override", server_name))
+    if health_check:
+        options.append(("grpc.service_config", HEALTH_CHECKED))
     return options
 
 
@@ -156,16 +168,20 @@ class _Security:
         secret = api_key or token
         self.metadata: list[tuple[str, str]] = [("authorization", f"Bearer {secret}")] if secret else []
 
-    def channel(self, target: str, max_message_size: int, server_name: str | None) -> grpc.Channel:
+    def channel(
+        self, target: str, max_message_size: int, server_name: str | None, health_check: bool = False
+    ) -> grpc.Channel:
         """A channel to ``target``: TLS with these credentials, else plaintext."""
-        options = _options(max_message_size, server_name)
+        options = _options(max_message_size, server_name, health_check)
         if self.credentials is not None:
             return grpc.secure_channel(target, self.credentials, options=options)
         return grpc.insecure_channel(target, options=options)
 
-    def aio_channel(self, target: str, max_message_size: int, server_name: str | None) -> grpc.aio.Channel:
+    def aio_channel(
+        self, target: str, max_message_size: int, server_name: str | None, health_check: bool = False
+    ) -> grpc.aio.Channel:
         """``channel`` for grpc.aio."""
-        options = _options(max_message_size, server_name)
+        options = _options(max_message_size, server_name, health_check)
         if self.credentials is not None:
             return grpc.aio.secure_channel(target, self.credentials, options=options)
         return grpc.aio.insecure_channel(target, options=options)
@@ -178,7 +194,13 @@ class _Security:
 
 class _Connected:
     """What both clients hold: one channel to ``target`` (TLS and credentials as given: README "Security"),
-    the Inference stub and the Admin stub (for the model card)."""
+    the Inference stub and the Admin stub (for the model card).
+
+    ``health_check=True`` turns on gRPC's client-side health checking: the channel watches each
+    server's health and stops sending to one that turned NOT_SERVING (a server draining on SIGTERM
+    does so first), round-robin over the target's addresses that are SERVING; a call while none is
+    fails at once with UNAVAILABLE, never sent. A server that refuses the watch (an auth file
+    without ``open_health``) would look unhealthy for good: give the server ``--open-health`` then."""
 
     _aio = False
 
@@ -194,12 +216,13 @@ class _Connected:
         server_name: str | None = None,
         api_key: str | None = None,
         token: str | None = None,
+        health_check: bool = False,
     ) -> None:
         self._security = sec = _Security(
             tls, root_certificates, certificate_chain, private_key, api_key, token
         )
         connect = sec.aio_channel if self._aio else sec.channel
-        self.channel: Any = connect(target, max_message_size, server_name)
+        self.channel: Any = connect(target, max_message_size, server_name, health_check)
         self.stub = pb_grpc.InferenceStub(self.channel)
         self.admin = admin_grpc.AdminStub(self.channel)
 

@@ -8,7 +8,8 @@ Scenarios, each against its own server under paced load (Predict, one row, a few
 second) while a separate process checks health every 10 ms:
 
     sigterm     SIGTERM in the middle of a burst of 48 concurrent 64-row requests (one process,
-                then --workers 2)
+                then --workers 2), with clients that watch the server's health, then with
+                clients that ignore it
     kill        kill -9 of a worker, repeatedly (--workers 2)
     versions    versions published and removed while requests name none (--poll-interval)
     flags       the flags document replaced every 0.2 s, every other one invalid
@@ -17,7 +18,8 @@ second) while a separate process checks health every 10 ms:
                 bytes that are no message, absurd shapes
 
 Each request ends in one of: answered (its status), refused by the drain (UNAVAILABLE saying the
-server is shutting down), never connected (UNAVAILABLE before reaching the server), or lost:
+server is shutting down), not sent (a health-checking client's UNAVAILABLE: the server was
+NOT_SERVING), never connected (UNAVAILABLE before reaching the server), or lost:
 CANCELLED by the server, its connection dropped while it was in flight, or no answer within the
 client's 30 s deadline. Reported per scenario: sent, answered by status, lost, the longest health
 check latency, and the server's RSS before, at peak and after.

@@ -20,8 +20,9 @@ async def run(names: list[str], cfg: Config) -> list[scenarios.Outcome]:
     for name in names:
         print(f"chaos: {name} ...", file=sys.stderr, flush=True)
         if name == "sigterm":
-            out.append(await scenarios.sigterm(cfg, workers=1))
-            out.append(await scenarios.sigterm(cfg, workers=2))
+            for health_check in (True, False):
+                out.append(await scenarios.sigterm(cfg, workers=1, health_check=health_check))
+                out.append(await scenarios.sigterm(cfg, workers=2, health_check=health_check))
         elif name == "kill":
             out.append(await scenarios.kill_workers(cfg))
         elif name == "versions":

@@ -46,6 +46,8 @@ def classify(error: BaseException | None) -> str:
             return "UNAVAILABLE (drain)"
         if "failed to connect" in details or "Connection refused" in details:
             return "UNAVAILABLE (not connected)"
+        if "backend unhealthy" in details:  # client-side health checking: never sent
+            return "UNAVAILABLE (not sent: NOT_SERVING)"
         return "lost: connection dropped"
     return code.name
 
@@ -102,14 +104,16 @@ async def paced(
     stop: asyncio.Event,
     request: Callable[[Any], Awaitable[Any]],
     tally: Tally,
+    health_check: bool = False,
 ) -> None:
     """``rate`` requests a second (each ``request(client)``) until ``stop`` is set; returns once
-    every request sent has ended. A fresh channel replaces one whose server went away."""
+    every request sent has ended. ``health_check``: the client's channel watches the server's
+    health and sends nothing once it is NOT_SERVING (``AsyncClient(health_check=True)``)."""
     from ortserve.client import AsyncClient
 
     loop = asyncio.get_running_loop()
     running: set[asyncio.Task] = set()
-    async with AsyncClient(target) as client:
+    async with AsyncClient(target, health_check=health_check) as client:
         next_at = loop.time()
         while not stop.is_set():
             task = asyncio.ensure_future(tally.call(request(client)))

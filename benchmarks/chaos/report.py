@@ -13,7 +13,7 @@ from benchmarks.common import command, machine, write_section
 __all__ = ["HEAD", "section", "table"]
 
 HEAD = "## Chaos: faults and hostile input"
-_REFUSED = ("UNAVAILABLE (drain)", "UNAVAILABLE (not connected)")
+_REFUSED = ("UNAVAILABLE (drain)", "UNAVAILABLE (not connected)", "UNAVAILABLE (not sent: NOT_SERVING)")
 
 
 def _statuses(outcomes: dict[str, int]) -> str:
@@ -25,8 +25,9 @@ def _statuses(outcomes: dict[str, int]) -> str:
 
 def table(results: Sequence[Outcome]) -> str:
     rows = [
-        "| scenario | sent | OK | other answers | refused by the drain | not connected | lost | longest health check (ms) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| scenario | sent | OK | other answers | refused by the drain | not sent (NOT_SERVING) | not connected "
+        "| lost | longest health check (ms) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         o = r.load.outcomes
@@ -74,8 +75,15 @@ Command: `{command("benchmarks.chaos", argv)}` ({seconds:.0f} s). Load average a
 Each scenario runs its own server (digits, one-row Predict at a paced rate) with a process checking
 health every 10 ms. *Lost* is a request the server received and did not answer: CANCELLED by the
 server, its connection dropped while it was in flight, or no answer within 30 s. *Refused by the
-drain* is UNAVAILABLE from a server shutting down (clients retry it); *not connected* is a request
-sent after the server had gone. The longest health check is the longest a probe waited for its
+drain* is UNAVAILABLE from a server shutting down (clients retry it); *not sent (NOT_SERVING)* is a
+request a health-checking client did not send because the server's health had turned NOT_SERVING
+(UNAVAILABLE at the client at once); *not connected* is a request sent after the server had gone.
+SIGTERM runs twice per layout: with clients that watch the server's health (gRPC client-side health
+checking, `AsyncClient(health_check=True)`: what a load balancer or a health-checking channel does)
+and with clients that ignore it and keep sending to a server that refuses them. With the latter,
+gRPC core cancels the calls that reach it in the instant the drained server stops (those it has
+received but not handed to a handler, and those sent before the client read its GOAWAY:
+grpc/grpc#41785, open), so a few can end CANCELLED. The longest health check is the longest a probe waited for its
 answer (sent every 10 ms), over the scenario (for the hostile messages: while they were sent).
 
 {table(results)}

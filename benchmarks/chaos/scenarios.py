@@ -95,8 +95,9 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-async def sigterm(cfg: Config, workers: int) -> Outcome:
-    """SIGTERM 2 ms after a burst of 48 concurrent 64-row requests, under paced load."""
+async def sigterm(cfg: Config, workers: int, health_check: bool) -> Outcome:
+    """SIGTERM 2 ms after a burst of 48 concurrent 64-row requests, under paced load; the clients
+    watch the server's health (``health_check``, gRPC client-side health checking) or not."""
     from ortserve.client import AsyncClient
 
     load, stalls, codes = Tally(), [], []
@@ -105,10 +106,11 @@ async def sigterm(cfg: Config, workers: int) -> Outcome:
             server = _start(_repo(Path(d)), "--workers", str(workers), "--grace-period", "20")
             probe = Probe(server.target)
             stop = asyncio.Event()
-            task = asyncio.ensure_future(paced(server.target, cfg.rate, stop, _one_row, load))
-            await asyncio.sleep(cfg.settle_s)  # a server that has served a while
-            start = time.monotonic()
-            async with AsyncClient(server.target) as c:
+            task = asyncio.ensure_future(paced(server.target, cfg.rate, stop, _one_row, load, health_check))
+            async with AsyncClient(server.target, health_check=health_check) as c:
+                await c.predict("digits", ONE, timeout=DEADLINE_S)  # connected (and SERVING) before the burst
+                await asyncio.sleep(cfg.settle_s)  # a server that has served a while
+                start = time.monotonic()
                 burst = [
                     asyncio.ensure_future(load.call(c.predict("digits", ROWS64, timeout=DEADLINE_S)))
                     for _ in range(48)
@@ -121,8 +123,12 @@ async def sigterm(cfg: Config, workers: int) -> Outcome:
             await task
             stalls.append(longest_stall(probe.stop(), start - cfg.settle_s, time.monotonic()))
     layout = f"--workers {workers}" if workers > 1 else "one process"
-    what = f"{cfg.sigterm_runs} runs ({layout}): SIGTERM 2 ms after a burst of 48 x 64 rows, {cfg.rate:.0f} req/s"
-    return Outcome(f"sigterm ({layout})", what, load, max(stalls), {"exit codes": codes})
+    clients = "clients watch health" if health_check else "clients ignore health"
+    what = (
+        f"{cfg.sigterm_runs} runs ({layout}, {clients}): SIGTERM 2 ms after a burst of 48 x 64 rows, "
+        f"{cfg.rate:.0f} req/s"
+    )
+    return Outcome(f"sigterm ({layout}, {clients})", what, load, max(stalls), {"exit codes": codes})
 
 
 async def kill_workers(cfg: Config) -> Outcome:

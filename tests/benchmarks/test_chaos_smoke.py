@@ -24,8 +24,10 @@ def test_the_chaos_suite_runs_every_scenario_and_accounts_for_every_request(tmp_
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = {r["scenario"]: r for r in json.loads(out.read_text())}
     assert set(results) == {
-        "sigterm (one process)",
-        "sigterm (--workers 2)",
+        "sigterm (one process, clients watch health)",
+        "sigterm (--workers 2, clients watch health)",
+        "sigterm (one process, clients ignore health)",
+        "sigterm (--workers 2, clients ignore health)",
         "kill -9 workers",
         "version churn",
         "flags churn",
@@ -36,7 +38,13 @@ def test_the_chaos_suite_runs_every_scenario_and_accounts_for_every_request(tmp_
         assert load["sent"] == sum(load["outcomes"].values()) > 0
         assert load["outcomes"].get("OK", 0) > 0, r
         assert r["stall_ms"] >= 0
-    assert results["sigterm (one process)"]["extra"]["exit codes"] == [0]
+    for name in (
+        "sigterm (one process, clients watch health)",
+        "sigterm (one process, clients ignore health)",
+    ):
+        assert results[name]["extra"]["exit codes"] == [0]
+    watched = results["sigterm (one process, clients watch health)"]["load"]["outcomes"]
+    assert not any(k.startswith("lost") for k in watched), watched
     assert results["kill -9 workers"]["extra"]["supervisor alive"] is True
     flags = results["flags churn"]["extra"]
     assert flags["taken"] > 0 and flags["refused"] > 0

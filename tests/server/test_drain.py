@@ -69,6 +69,47 @@ def test_with_a_drain_delay_the_whole_burst_is_served(tmp_path, start_server):
     assert codes == ["OK"] * 48, codes
 
 
+def test_a_health_checking_client_sending_all_along_loses_nothing(tmp_path, start_server):
+    """A client that keeps sending through SIGTERM, with gRPC client-side health checking
+    (``AsyncClient(health_check=True)``): it stops sending once health is NOT_SERVING, so the
+    server stops with nothing on its way and no request ends CANCELLED or with its connection
+    dropped; those after the turn fail at the client, never sent (or, for the few on their way,
+    are refused by the drain)."""
+    m.publish(tmp_path, "addmul", 1, m.addmul())
+    server = start_server(tmp_path, "--grace-period", "20")
+
+    async def main():
+        outcomes: list[str] = []
+        async with AsyncClient(server.target, health_check=True) as c:
+
+            async def one() -> None:
+                try:
+                    await c.predict("addmul", {"a": A, "b": A}, timeout=30)
+                    outcomes.append("OK")
+                except grpc.aio.AioRpcError as e:
+                    outcomes.append(f"{e.code().name}: {e.details()}")
+
+            running = set()
+            for i in range(400):  # ~2 s at 200 a second, SIGTERM after 0.5 s
+                if i == 100:
+                    server.proc.send_signal(signal.SIGTERM)
+                task = asyncio.ensure_future(one())
+                running.add(task)
+                task.add_done_callback(running.discard)
+                await asyncio.sleep(0.005)
+            await asyncio.gather(*running)
+        return outcomes
+
+    outcomes = asyncio.run(main())
+    assert server.proc.wait(40) == 0
+    assert outcomes.count("OK") >= 100, outcomes[:5]
+    never_sent = ("backend unhealthy", "Connection refused")  # NOT_SERVING, then the server gone
+    for outcome in set(outcomes) - {"OK"}:
+        assert outcome.startswith("UNAVAILABLE"), outcome  # never CANCELLED
+        assert "shutting down" in outcome or any(why in outcome for why in never_sent), outcome
+    assert any("backend unhealthy" in o for o in outcomes), "the client never saw NOT_SERVING"
+
+
 def test_drain_delay_serves_on_with_health_not_serving_then_refuses(tmp_path, start_server):
     """During --drain-delay health says NOT_SERVING and requests are served; then, while a request
     received earlier is still queued (a 13 s batching window: it outlasts the 8 s delay by 5 s, so the
