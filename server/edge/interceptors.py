@@ -7,7 +7,8 @@ Authentication, authorization, audit and tracing plug in here as links::
             if rpc.group == "flags":
                 raise FailedPrecondition("flags are read-only here")   # -> FAILED_PRECONDITION
 
-    server = grpc.aio.server(interceptors=chain([Deny()]))
+    server = grpc.aio.server()
+    add_InferenceServicer_to_server(servicer, chained(server, [Deny()]))
 
 ``enter`` runs inside the RPC's own task before its handler (once per stream, not per message),
 with the servicer context at hand (metadata, peer, TLS auth context); a ``ServeError`` it raises
@@ -20,7 +21,11 @@ what came before). Only links that override it are called, so the hot path pays 
 it only when a link needs the message (e.g. the model a request names, for model-scoped roles).
 ``requests`` may wrap the raw request stream of a request-streaming RPC: a ServeError it raises
 ends the stream the same way (the drain cuts open streams so, ``ortserve.edge.inflight``).
-The chain is built once at start-up; with no links gRPC runs without an interceptor at all.
+The chain is built once at start-up and wraps each method's handler as the services are added
+(``chained``), not as a ``grpc.aio.ServerInterceptor``: gRPC runs an interceptor through a
+coroutine pipeline on every call, which cost ~30-45 us of CPU per request on a bare server
+(benchmarks/RESULTS.md); a wrapped handler costs only what its links do. With no links the
+handlers are added unchanged.
 
 The chain also answers a message that does not parse as its protobuf type with INVALID_ARGUMENT
 (``InvalidInput``) instead of gRPC's own UNKNOWN: it is the client's mistake.
@@ -40,7 +45,7 @@ from ortserve.edge.methods import group_of
 from ortserve.edge.status import status_for
 from ortserve.errors import InvalidInput, ServeError
 
-__all__ = ["Interceptor", "Rpc", "chain", "unary_request"]
+__all__ = ["Interceptor", "Rpc", "chained", "unary_request"]
 
 _REQUEST: contextvars.ContextVar[Any] = contextvars.ContextVar("ortserve_unary_request", default=None)
 
@@ -100,18 +105,15 @@ def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], An
     return parse
 
 
-class _Chain(grpc.aio.ServerInterceptor):
+class _Chain:
     def __init__(self, links: Sequence[Interceptor]) -> None:
         self._links = tuple(links)
         self.inspectors = tuple(x for x in self._links if type(x).inspect is not Interceptor.inspect)
         self.stream_links = tuple(x for x in self._links if type(x).requests is not Interceptor.requests)
         self._wrapped: dict[str, tuple[Any, Any]] = {}  # method -> (handler, wrapped handler)
 
-    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        method = details.method
+    def wrapped(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """``handler`` of ``method`` running the chain (made once per method and handler)."""
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
@@ -249,6 +251,45 @@ def _wrap(handler: grpc.RpcMethodHandler, rpc: Rpc, chain: _Chain) -> grpc.RpcMe
     )
 
 
-def chain(links: Sequence[Interceptor]) -> list[grpc.aio.ServerInterceptor]:
-    """The interceptors to give ``grpc.aio.server``: none when there are no links."""
-    return [_Chain(links)] if links else []
+class _ChainedHandler(grpc.GenericRpcHandler):
+    """A generic handler whose method handlers run the chain."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, chain: _Chain) -> None:
+        self._inner = inner
+        self._chain = chain
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = self._inner.service(handler_call_details)
+        if handler is None:
+            return None
+        return self._chain.wrapped(handler_call_details.method, handler)
+
+
+class _Chained:
+    """What the services' ``add_*_to_server`` functions are given in place of the server: the
+    handlers they add run the chain; anything else goes to the server."""
+
+    def __init__(self, server: grpc.aio.Server, chain: _Chain) -> None:
+        self._server = server
+        self._chain = chain
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(
+            tuple(_ChainedHandler(h, self._chain) for h in generic_rpc_handlers)
+        )
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: dict[str, Any]) -> None:
+        wrapped = {
+            name: self._chain.wrapped(f"/{service_name}/{name}", handler)
+            for name, handler in method_handlers.items()
+        }
+        self._server.add_registered_method_handlers(service_name, wrapped)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._server, name)
+
+
+def chained(server: grpc.aio.Server, links: Sequence[Interceptor]) -> Any:
+    """``server`` for adding services to: their handlers run ``links`` (``server`` itself when
+    there are none). Pass it to every ``add_*_to_server`` of the services to guard."""
+    return _Chained(server, _Chain(links)) if links else server

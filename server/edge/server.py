@@ -1,4 +1,4 @@
-"""The gRPC server: every service on one port, the interceptor chain, reflection.
+"""The gRPC server: every service on one port, their handlers running the interceptor chain, reflection.
 
 server, port = build_server(core, flags, health, address="127.0.0.1:0", links=[...], rollouts=controller)
 await server.start()
@@ -14,14 +14,14 @@ from collections.abc import Sequence
 import grpc
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2
-from grpc_reflection.v1alpha import reflection, reflection_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from ortserve._proto._pool import POOL
 from ortserve.core import InferenceCore
 from ortserve.edge import admin, v1, v2
 from ortserve.edge.call import Edge
 from ortserve.edge.health import Health
-from ortserve.edge.interceptors import Interceptor, chain
+from ortserve.edge.interceptors import Interceptor, chained
 from ortserve.rollout import FlagSource, RolloutController
 
 __all__ = ["build_health_server", "build_server"]
@@ -63,16 +63,21 @@ def build_server(
         # (--workers N: every worker binds the same port on purpose.)
         ("grpc.so_reuseport", 1 if workers > 1 else 0),
     ]
-    server = grpc.aio.server(options=options, interceptors=[*interceptors, *chain(links)])
+    server = grpc.aio.server(options=options, interceptors=list(interceptors) or None)
+    guarded = chained(server, links)  # every service's handlers run the chain
     edge = Edge(core)
     names = [
-        v1.add_to_server(core, edge, server),
-        admin.add_to_server(core, flags, edge, server, rollouts),
-        v2.add_to_server(core, edge, server, workers=workers),
-        health.add_to_server(server),
+        v1.add_to_server(core, edge, guarded),
+        admin.add_to_server(core, flags, edge, guarded, rollouts),
+        v2.add_to_server(core, edge, guarded, workers=workers),
+        health.add_to_server(guarded),
         reflection.SERVICE_NAME,
     ]
-    reflection.enable_server_reflection(names, server, pool=_reflection_pool())
+    # What reflection.enable_server_reflection adds for a grpc.aio server (it tells one by its class,
+    # which ``guarded`` is not), added here so that reflection runs the chain like every service.
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer(names, pool=_reflection_pool()), guarded
+    )
     return server, _bind(server, address, credentials)
 
 
