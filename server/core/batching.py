@@ -30,6 +30,9 @@ class Runner(Protocol):
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
 
+    # Optional: the threads a run's CPU work spreads over (a runner on the CPU only; absent or None
+    # when a run's time is spent elsewhere, e.g. waiting for a GPU).
+
 
 class BatchStats(Protocol):
     """Told about every batch run and queue change (metrics, V2 statistics)."""
@@ -115,6 +118,8 @@ class BatcherBase:
         self._instances = runner.instances
         self._running = 0  # batches running now, each on its own session
         self._inline_s = config.inline_max_us / 1e6
+        # The threads a run's CPU work spreads over; None when its time is not the CPU's (a GPU).
+        self._cpu_threads: int | None = getattr(runner, "cpu_threads", None)
 
     def _admit(self, depth: int) -> None:
         if self._closed:
@@ -139,9 +144,8 @@ class BatcherBase:
             raise DeadlineExceeded("the deadline passed before the request ran")
         try:
             with self._tracing.batch([self._tracing.link()], rows):
-                t0 = time.perf_counter()
-                outputs = self._runner.run(inputs)
-                self.costs.observe(rows, time.perf_counter() - t0)
+                outputs, seconds = self._timed(inputs)
+                self.costs.observe(rows, seconds)
         except Exception as e:  # ONNX Runtime's errors: this request only
             raise InferenceFailed(f"inference failed: {e}") from e
         compute = time.monotonic() - start
@@ -207,19 +211,27 @@ class BatcherBase:
         less than ``inline_max_us`` (then the hop to a thread and back costs more than the run)."""
         expected = self.costs.predict(rows)
         if expected is not None and expected < self._inline_s:
-            start = time.perf_counter()
-            outputs = self._runner.run(feeds)
-            self.costs.observe(rows, time.perf_counter() - start)
-            return outputs
-        outputs, seconds = await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._timed, feeds
-        )
+            outputs, seconds = self._timed(feeds)
+        else:
+            outputs, seconds = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._timed, feeds
+            )
         self.costs.observe(rows, seconds)
         return outputs
 
     def _timed(self, feeds: Mapping[str, np.ndarray]) -> tuple[list[np.ndarray], float]:
-        start = time.perf_counter()
-        return self._runner.run(feeds), time.perf_counter() - start
+        """Run a batch; its outputs and its compute seconds: the wall time, but for a run on the
+        CPU no more than the calling thread's CPU time times the threads the run spreads over. In
+        the thread pool, the wall time also holds the wait to take the GIL back from a busy event
+        loop once ONNX Runtime returns (up to the 5 ms switch interval): learnt as compute, it made
+        batches of the demo's ~20 us model look too slow to run on the loop, so they kept paying
+        the thread hop (measured: 14% more CPU per request, benchmarks/RESULTS.md)."""
+        wall, cpu = time.perf_counter(), time.thread_time()
+        outputs = self._runner.run(feeds)
+        seconds = time.perf_counter() - wall
+        if self._cpu_threads:
+            seconds = min(seconds, (time.thread_time() - cpu) * self._cpu_threads)
+        return outputs, seconds
 
     def _deliver(
         self, live: list[Pending], outputs: list[np.ndarray], rows: int, start: float, compute: float

@@ -5,6 +5,7 @@ with ``session.run`` or through IO binding (``core.binding``)."""
 from __future__ import annotations
 
 import logging
+import os
 import queue
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -132,6 +133,7 @@ class SessionPool:
     ) -> None:
         rt = config.runtime
         self.path = path
+        self._threads = rt.intra_op_threads
         preload_gpu_libraries(rt.providers)
         options = provider_options(rt, lambda: trt_cache_dir(Path(path).parent, defaults.cache_dir))
         providers = resolve_providers(rt.providers, options)
@@ -214,6 +216,15 @@ class SessionPool:
     @property
     def instances(self) -> int:
         return len(self._sessions)
+
+    @property
+    def cpu_threads(self) -> int | None:
+        """The threads one run's CPU work spreads over (its intra-op threads; ONNX Runtime's default,
+        0, is one per core), None when a provider other than the CPU's runs the sessions: then a
+        run's time is not the calling thread's CPU time (``ortserve.core.batching``)."""
+        if self.providers != ["CPUExecutionProvider"]:
+            return None
+        return self._threads or os.cpu_count() or 1
 
     @property
     def padded_shapes(self) -> list[int]:

@@ -5,6 +5,7 @@ a batch runs, with real runners (one of them a real ONNX Runtime session)."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -163,6 +164,68 @@ def test_tiny_batches_run_on_the_event_loop_thread_once_known_to_be_tiny():
             assert (runner.threads[-1] == loop_thread) is expect_inline
 
     asyncio.run(asyncio.wait_for(go(), 20))
+
+
+def test_waiting_for_the_gil_does_not_make_tiny_batches_look_slow():
+    """A run's wall time also holds the wait to take the GIL back once ONNX Runtime returns (in
+    the pool, from a busy event loop); a runner on the CPU is learnt at its thread's CPU time
+    instead, so a tiny model still moves to the loop's thread under load (it stayed in the pool for
+    good, paying the thread hop for every batch). Here a thread holds the GIL all along, with a
+    20 ms switch interval: every run waits for it."""
+
+    async def go():
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        session = ort.InferenceSession(m.addmul().SerializeToString(), options)
+        x = np.zeros((1, 4), np.float32)
+        session.run(["sum"], {"a": x, "b": x})  # warm, as the server's sessions are before serving
+
+        class Session:
+            output_names: ClassVar[list[str]] = ["sum"]
+            instances = 1
+            cpu_threads = 1  # what SessionPool says of a session on the CPU with one intra-op thread
+            threads: ClassVar[list[int]] = []
+            walls: ClassVar[list[float]] = []
+
+            def run(self, feeds):
+                start = time.perf_counter()
+                self.threads.append(threading.get_ident())
+                # The GIL let go long enough for the other thread to take it (ONNX Runtime lets it
+                # go while it runs; this tiny model's run is often over before anyone takes it).
+                time.sleep(0.0005)
+                try:
+                    return session.run(["sum"], {"a": feeds["x"], "b": feeds["x"]})
+                finally:
+                    self.walls.append(time.perf_counter() - start)
+
+        loop_thread = threading.get_ident()
+        runner = Session()
+        b = _batcher(runner, delay_us=0, inline_max_us=2000)
+        for i in range(16):
+            out = await b.submit({"x": np.full((1, 4), i, np.float32)}, 1)
+            assert np.array_equal(out.outputs["sum"], np.full((1, 4), 2 * i, np.float32))
+        await b.close(1.0)
+        pooled = sorted(w for w, t in zip(runner.walls, runner.threads) if t != loop_thread)
+        assert len(pooled) >= 8 and pooled[len(pooled) // 2] > 0.002  # the pool's runs waited for the GIL
+        assert b.costs.predict(1) < 0.002, b.costs.predict(1)
+        assert runner.threads[-1] == loop_thread
+
+    stop = threading.Event()
+
+    def hog() -> None:  # pure Python: holds the GIL but at forced switches
+        while not stop.is_set():
+            pass
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.02)
+    hogging = threading.Thread(target=hog, daemon=True)
+    hogging.start()
+    try:
+        asyncio.run(asyncio.wait_for(go(), 60))
+    finally:
+        stop.set()
+        hogging.join()
+        sys.setswitchinterval(switch)
 
 
 def test_a_lone_tiny_request_runs_at_once_without_queueing_and_a_late_one_is_refused():
