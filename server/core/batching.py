@@ -209,8 +209,7 @@ class BatcherBase:
     async def _compute(self, feeds: Mapping[str, np.ndarray], rows: int) -> list[np.ndarray]:
         """Run the batch: in the thread pool, or on this thread when the batch is expected to take
         less than ``inline_max_us`` (then the hop to a thread and back costs more than the run)."""
-        expected = self.costs.predict(rows)
-        if expected is not None and expected < self._inline_s:
+        if self._inline(rows):
             outputs, seconds = self._timed(feeds)
         else:
             outputs, seconds = await asyncio.get_running_loop().run_in_executor(
@@ -218,6 +217,12 @@ class BatcherBase:
             )
         self.costs.observe(rows, seconds)
         return outputs
+
+    def _inline(self, rows: int) -> bool:
+        """Whether a batch of ``rows`` runs on the event loop's thread (expected to take less than
+        ``inline_max_us``)."""
+        expected = self.costs.predict(rows)
+        return expected is not None and expected < self._inline_s
 
     def _timed(self, feeds: Mapping[str, np.ndarray]) -> tuple[list[np.ndarray], float]:
         """Run a batch; its outputs and its compute seconds: the wall time, but for a run on the

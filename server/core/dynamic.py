@@ -180,8 +180,11 @@ class DynamicBatcher(BatcherBase):
             # as Triton forms it; at the window's end, the largest preferred size that is available.
             batch = self._take(first.key, self._limit(available) if timed_out else self._target)
             if batch:
-                self._spawn(batch)  # the batch task releases the slot
-                spawned = True
+                spawned = True  # the batch's run releases the slot
+                if self._inline(sum(r.rows for r in batch)):
+                    await self._run(batch)  # on this thread, without suspending: no task for it
+                else:
+                    self._spawn(batch)
         finally:
             if not spawned:
                 self._slots.release()
