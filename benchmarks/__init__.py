@@ -12,6 +12,7 @@ Scripts (nothing imports them):
                     setting of its performance knobs (best marked), server CPU per request
     bench_batching  adaptive batching against the raw limit (CNN at 1 and 2 threads) and the window
     bench_workers   --workers 2 against one process, client and server pinned to separate cores or not
+    bench_ab        before/after of code changes: the server at git revisions, interleaved rounds
     bench_optimize  the optimize toolchain's targets (pruned CNN, MiniLM INT8, the demo recipe)
     bench_flags     what flag evaluation adds to a request
     bench_monitoring  what drift sampling, the payload log and the feedback index add per request

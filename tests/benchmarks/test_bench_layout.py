@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
 # Run as programs, imported by nothing: ``python -m benchmarks.<name>``, or locust's ``-f``.
 SCRIPTS = {
+    "benchmarks.bench_ab",
     "benchmarks.bench_compare",
     "benchmarks.chaos.__main__",
     "benchmarks.chaos.probe",

@@ -233,3 +233,31 @@ def test_bench_security_smoke_runs_every_arm_without_errors():
     assert all(r[-1].strip(" |") == "0" for r in arms)  # no errors in any arm
     links = [row for row in cells if len(row) == 3 and "µs per call" not in row[1]]
     assert [r[0][2:] for r in links] == ["api key", "jwt (cached)"]
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the git repository")
+def test_bench_ab_serves_a_revision_and_the_working_tree():
+    """A revision checked out into its own folder serves (and is removed after); every revision
+    gets its rounds."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_ab",
+            "HEAD",
+            "--rounds",
+            "1",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| HEAD | **" in proc.stdout and "| working tree | **" in proc.stdout, proc.stdout
+    worktrees = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True)
+    assert "bench_ab" not in worktrees.stdout and "/tree " not in worktrees.stdout
