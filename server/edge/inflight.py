@@ -98,6 +98,8 @@ class InFlight(Interceptor):
                 message = following.result()
             except StopAsyncIteration:
                 return
+            finally:
+                del following  # it holds the end of the stream, whose traceback holds this frame
             yield message
 
     def close(self) -> None:
