@@ -30,7 +30,7 @@ from ortserve.ops.access import AccessLog
 from ortserve.ops.drain import drain
 from ortserve.ops.metrics_http import start_metrics_server
 from ortserve.ops.monitoring import Monitoring
-from ortserve.ops.resources import admission_limits, give_back_large_blocks
+from ortserve.ops.resources import HeapTrimmer, admission_limits, give_back_large_blocks
 from ortserve.ops.security import Security
 from ortserve.ops.settings import Settings
 from ortserve.ops.status import Guard, MetricsServer, from_app, on_loop, with_rollouts
@@ -72,6 +72,7 @@ class App:
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
+        self.trimmer = HeapTrimmer(settings.heap_trim_interval)  # free heap memory back to the system
 
     # -- phases --------------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -189,6 +190,7 @@ class App:
         # took 200-500 ms per full collection, every few seconds under load, all on the event loop).
         gc.collect()
         gc.freeze()
+        self.trimmer.start()
         if self._on_ready is not None:  # a worker under the supervisor, which logs the ready event
             log.info(
                 "worker %s serving gRPC on %s:%d, models: %s",
@@ -255,6 +257,7 @@ class App:
             self.executor.shutdown(wait=True, cancel_futures=True)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+        self.trimmer.stop()
         if self.security is not None:
             await self.security.close()
         log.info("stopped", extra={"event": "stopped"})

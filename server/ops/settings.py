@@ -190,6 +190,14 @@ class Settings:
         "RESOURCE_EXHAUSTED at once (0: one per 256 KiB of --max-inflight-bytes, from 64 to 16384)",
         ge=0,
     )
+    heap_trim_interval: float = _opt(
+        1.0,
+        "seconds between checks of the memory glibc's malloc keeps resident but unused; once that grew "
+        "by 32 MiB (after large requests), malloc_trim gives it back to the system (0: never; nothing "
+        "without glibc)",
+        ge=0,
+        le=3600,
+    )
     worker_max_restarts: int = _opt(
         5,
         "--workers: a worker that exits this many times in a row, each time within a minute of "

@@ -1,25 +1,31 @@
-"""Memory goes back once requests are answered: no reference cycle holds a request.
+"""Memory goes back once requests are answered: no reference cycle holds a request, and the heap
+trimmer returns the free memory glibc's malloc keeps.
 
 grpc.aio keeps the error ``context.abort`` raises on the RPC's state, which the frames it went
 through reach again through the context: every refused request was held in a reference cycle with
 its message and tensors until a full collection (the chaos suite's hostile messages left the server
-40-180 MiB over its starting memory in most runs). The test runs the real server in process with the
-garbage collector off, sends requests that end in every way an RPC ends (refused, answered,
+40-180 MiB over its starting memory in most runs). The first test runs the real server in process
+with the garbage collector off, sends requests that end in every way an RPC ends (refused, answered,
 cancelled), and looks for the server's frames among what only the collector frees."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
+import os
+import threading
 import types
 from pathlib import Path
 
 import grpc
+import pytest
 
 import ortserve
 from ortserve._proto.inference import grpc_service_pb2 as v2pb
 from ortserve._proto.ortserve.v1 import inference_pb2 as pb
+from ortserve.ops.resources import HeapTrimmer
 from ortserve.ops.settings import Settings
 from tests import onnx_models as m
 from tests.server.inprocess import run_in_app
@@ -143,3 +149,58 @@ def test_finished_rpcs_leave_no_reference_cycle_holding_their_request(tmp_path):
         "stream message that does not parse": "INVALID_ARGUMENT",
     }
     assert found["frames"] == [], "server frames held in reference cycles:\n" + "\n".join(found["frames"])
+
+
+def test_the_server_runs_the_heap_trimmer_unless_told_not_to(tmp_path):
+    m.publish(tmp_path, "addmul", 1, m.addmul())
+    running = {}
+
+    def check(interval: float):
+        async def body(app, target):
+            running[interval] = any(t.name == "heap-trim" for t in threading.enumerate())
+
+        run_in_app(
+            Settings(model_repository=tmp_path, port=0, metrics_port=-1, heap_trim_interval=interval), body
+        )
+
+    try:
+        check(1.0)
+        check(0.0)
+    finally:
+        gc.unfreeze()
+    assert running == {1.0: HeapTrimmer().available, 0.0: False}
+    assert not any(t.name == "heap-trim" for t in threading.enumerate())  # stopped with the server
+
+
+def _resident() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_the_heap_trimmer_gives_freed_heap_memory_back():
+    trimmer = HeapTrimmer(interval=1.0, threshold=32 * _MB)
+    if not trimmer.available:
+        pytest.skip("needs glibc 2.33 or later and /proc (malloc_trim, mallinfo2)")
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    trimmer.check()  # from here on, only what this test frees counts
+    block = 64 * 1024  # under glibc's mmap threshold: from the heap
+    blocks = [libc.malloc(block) for _ in range(1024)]  # 64 MiB, written so that it is resident
+    for b in blocks:
+        ctypes.memset(b, 1, block)
+    pins = [libc.malloc(block)]  # one above them all: freed, they are not the top of the heap,
+    while pins[-1] < max(blocks) and len(pins) < 1000:  # which glibc would give back itself
+        pins.append(libc.malloc(block))
+    try:
+        assert pins[-1] > max(blocks)
+        assert not trimmer.check()  # in use: nothing to give back
+        for b in blocks:
+            libc.free(b)
+        before = _resident()
+        assert trimmer.check()
+        given_back = before - _resident()
+        assert given_back > 48 * _MB, f"{given_back / _MB:.1f} MiB given back of the 64 MiB freed"
+        assert not trimmer.check()  # nothing more to give
+    finally:
+        for p in pins:
+            libc.free(p)
