@@ -19,7 +19,7 @@ from typing import Any
 
 from ortserve._proto.ortserve.v1 import admin_pb2 as pb
 from ortserve._proto.ortserve.v1 import admin_pb2_grpc as pb_grpc
-from ortserve.client import _MB, Pem, _Security
+from ortserve.channels import MB, Pem, Security
 
 __all__ = ["AdminClient", "status_dict"]
 
@@ -41,9 +41,9 @@ class AdminClient:
         server_name: str | None = None,
         api_key: str | None = None,
         token: str | None = None,
-        max_message_size: int = 64 * _MB,
+        max_message_size: int = 64 * MB,
     ) -> None:
-        self._security = sec = _Security(
+        self._security = sec = Security(
             tls, root_certificates, certificate_chain, private_key, api_key, token
         )
         self.channel = sec.channel(target, max_message_size, server_name)

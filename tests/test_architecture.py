@@ -34,8 +34,15 @@ LAYERS = {
 # Outside the layers: entry points and helpers for users, and the offline toolchain.
 ALLOWED = {
     "ortserve.__main__": {"ortserve.ops", "ortserve", "ortserve.rollout_cli"},
-    "ortserve.client": {"ortserve._proto", "ortserve.edge.codec", "ortserve.dtypes", "ortserve.errors"},
-    "ortserve.admin_client": {"ortserve._proto", "ortserve.client"},
+    "ortserve.channels": set(),  # how the clients connect (TLS, credentials, channel options)
+    "ortserve.client": {
+        "ortserve._proto",
+        "ortserve.channels",
+        "ortserve.edge.codec",
+        "ortserve.dtypes",
+        "ortserve.errors",
+    },
+    "ortserve.admin_client": {"ortserve._proto", "ortserve.channels"},
     # ortserve rollout ...: a client of the Admin service (and its report as text and PNG)
     "ortserve.rollout_cli": {"ortserve.admin_client", "ortserve.rollout_report"},
     "ortserve.rollout_report": set(),

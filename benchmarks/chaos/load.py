@@ -44,10 +44,16 @@ def classify(error: BaseException | None) -> str:
     if code == grpc.StatusCode.UNAVAILABLE:
         if "shutting down" in details:
             return "UNAVAILABLE (drain)"
-        if "failed to connect" in details or "Connection refused" in details:
-            return "UNAVAILABLE (not connected)"
-        if "backend unhealthy" in details:  # client-side health checking: never sent
+        # What the channel's load balancing refused to send: no connection (pick_first says
+        # "failed to connect", round_robin "connections to all backends failing"), or, with
+        # client-side health checking, no server SERVING.
+        if "backend unhealthy" in details:
             return "UNAVAILABLE (not sent: NOT_SERVING)"
+        if any(
+            s in details
+            for s in ("failed to connect", "Connection refused", "connections to all backends failing")
+        ):
+            return "UNAVAILABLE (not connected)"
         return "lost: connection dropped"
     return code.name
 
