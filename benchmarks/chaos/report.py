@@ -33,7 +33,7 @@ def table(results: Sequence[Outcome]) -> str:
         o = r.load.outcomes
         rows.append(
             f"| {r.scenario} | {r.load.sent:,} | {o['OK']:,} | {_statuses(o)} | {o['UNAVAILABLE (drain)']:,} | "
-            f"{o['UNAVAILABLE (not connected)']:,} | **{r.load.lost:,}** | {r.stall_ms:.0f} |"
+            f"{o['UNAVAILABLE (not sent: NOT_SERVING)']:,} | {o['UNAVAILABLE (not connected)']:,} | **{r.load.lost:,}** | {r.stall_ms:.0f} |"
         )
     return "\n".join(rows)
 
