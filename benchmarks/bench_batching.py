@@ -122,7 +122,7 @@ def markdown(results: dict[str, Any]) -> str:
             "its own server, arms interleaved round by round (each round's throughput in brackets). "
             "Raw: one in-process ONNX Runtime session with the same threads at its best batch size "
             "(the CNN only: the demo MLP is overhead-bound, its arms are compared with each other). Adaptive: "
-            "`[batching] adaptive = true` (, batches sized from the learnt cost per batch size and the "
+            "`[batching] adaptive = true` (batches sized from the learnt cost per batch size and the "
             "arrival rate); fixed window: `adaptive = false`, the default (a batch waits for max_batch_size rows "
             "or the window's end). Targets: CNN server/raw >= 0.9x at 1 thread, >= 0.8x at 2; no "
             "loss on digits.",

@@ -37,7 +37,7 @@ class DynamicBatcher(BatcherBase):
         self._max_rows = max_batch_size
         self._target = min(max(config.preferred_batch_sizes, default=max_batch_size), max_batch_size)
         self._delay = config.max_queue_delay_us / 1e6
-        # Adaptive sizing is asked for (off by default: on the overhead-bound demo it cost 8% of
+        # Adaptive sizing is asked for (off by default: on the overhead-bound demo it cost 8-34% of
         # throughput, benchmarks.bench_batching); preferred sizes are the operator's choice and override it.
         self._adaptive = config.adaptive and not config.preferred_batch_sizes
         self._arrivals = ArrivalRate(time.monotonic())
