@@ -176,6 +176,8 @@ class DynamicBatcher(BatcherBase):
                 handle = loop.call_later(remaining, self._wakeup.set)
                 await self._wakeup.wait()
                 handle.cancel()
+            if first.future.done():  # it left (cancelled, expired) while its batch formed: the next
+                return  # request becomes the first, and the window is its own
             # Full (the largest preferred size, else max_batch_size) before the window ended: that size,
             # as Triton forms it; at the window's end, the largest preferred size that is available.
             batch = self._take(first.key, self._limit(available) if timed_out else self._target)

@@ -169,6 +169,20 @@ def test_the_window_starts_at_the_first_queued_request():
     run(body)
 
 
+def test_when_the_first_request_leaves_the_next_one_waits_its_own_window():
+    async def body() -> None:
+        async with batcher(8, delay_us=300_000) as (b, runner, _):
+            runner.open()
+            first = submit(b, x(1))
+            await asyncio.sleep(0.05)
+            first.cancel()
+            second = await submit(b, x(2))
+            assert runner.ids() == [[2]]
+            assert second.queue_s >= 0.299  # not run at once as the first one's batch
+
+    run(body)
+
+
 # -- requests that leave before their batch --------------------------------------------------
 def test_cancelled_and_expired_requests_are_dropped_before_the_batch_runs():
     async def body() -> None:
