@@ -23,7 +23,7 @@ it only when a link needs the message (e.g. the model a request names, for model
 ends the stream the same way (the drain cuts open streams so, ``ortserve.edge.inflight``).
 The chain is built once at start-up and wraps each method's handler as the services are added
 (``chained``), not as a ``grpc.aio.ServerInterceptor``: gRPC runs an interceptor through a
-coroutine pipeline on every call, which cost ~30-45 us of CPU per request on a bare server
+coroutine pipeline on every call, ~30 us of CPU per request on a bare server in one (rough) measurement
 (benchmarks/RESULTS.md); a wrapped handler costs only what its links do. With no links the
 handlers are added unchanged.
 
