@@ -183,8 +183,12 @@ class DynamicBatcher(BatcherBase):
             batch = self._take(first.key, self._limit(available) if timed_out else self._target)
             if batch:
                 spawned = True  # the batch's run releases the slot
-                if self._inline(sum(r.rows for r in batch)):
-                    await self._run(batch)  # on this thread, without suspending: no task for it
+                if self._instances == 1 or self._inline(sum(r.rows for r in batch)):
+                    # Run here: inline (on this thread, without suspending), or on the only
+                    # instance, where this loop would wait for the slot anyway. A task's first step
+                    # would come after the callers of the batch before, whose answers the loop runs
+                    # first: the session idled meanwhile (measured: 3.2 ms per batch on the CNN).
+                    await self._run(batch)
                 else:
                     self._spawn(batch)
         finally:
@@ -196,11 +200,13 @@ class DynamicBatcher(BatcherBase):
         self._closed = True
         self._wakeup.set()  # a batch waiting out its window runs now
         end = time.monotonic() + timeout
-        while (self._queue or self._tasks) and time.monotonic() < end:
+        while (self._queue or self._tasks or self._running) and time.monotonic() < end:
+            await asyncio.sleep(0.01)
+        self._fail(self._queue, Unavailable("the model version was unloaded before the request ran"))
+        self._queue.clear()
+        # A running batch is not interrupted, its callers get its answers: one this loop runs
+        # itself (on the only instance) before the loop stops, the others in their own tasks.
+        while self._instances == 1 and self._running:
             await asyncio.sleep(0.01)
         self._loop_task.cancel()
-        for r in self._queue:
-            if not r.future.done():
-                r.future.set_exception(Unavailable("the model version was unloaded before the request ran"))
-        self._queue.clear()
         await asyncio.gather(self._loop_task, *self._tasks, return_exceptions=True)

@@ -86,6 +86,34 @@ def test_close_runs_what_is_queued_without_waiting_for_the_window():
     run(body)
 
 
+def test_the_only_instance_takes_its_next_batch_before_the_callers_of_the_last_one_resume():
+    """Once a batch's run returns, the next batch is formed and handed to the session first, then
+    the batch's callers are answered: their answers (encoding, gRPC's send) would otherwise keep
+    the session idle."""
+
+    async def body() -> None:
+        async with batcher(8) as (b, runner, _):
+            seen: list[int] = []
+
+            async def caller() -> None:
+                assert own_rows(await b.submit(x(99), 1), 99)
+                seen.append(b.depth())  # what is still queued when this caller resumes
+
+            first = asyncio.ensure_future(caller())
+            await runner.started()
+            following = [submit(b, x(1)), submit(b, x(2))]
+            await asyncio.sleep(0)
+            assert b.depth() == 2
+            runner.release()  # the first batch's run returns
+            assert [int(v) for v in (await runner.started())[:, 0]] == [1, 2]
+            await first
+            assert seen == [0]
+            runner.open()
+            assert [own_rows(await t, rid) for t, rid in zip(following, (1, 2))] == [True, True]
+
+    run(body)
+
+
 # -- NoBatching ----------------------------------------------------------------------------------
 def test_no_batching_runs_each_request_alone_at_most_instances_at_once_and_bounds_the_wait():
     async def body() -> None:
