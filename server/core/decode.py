@@ -2,7 +2,7 @@
 
 Small tensors decode on the event loop (a thread hop costs more than they do). Large ones decode
 in one worker thread, one request at a time: a thread that holds the GIL for a long decode hands
-it to the event loop every ``sys.getswitchinterval()`` (5 ms), so health checks and other requests
+it to the event loop every ``sys.getswitchinterval()`` (the server sets it: ``--gil-switch-interval-us``), so health checks and other requests
 keep being served; a second such thread would halve the loop's share again.
 
     decoder = Decoder()

@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -214,6 +215,7 @@ class App:
                 "grpc_port": self.port,
                 "metrics_port": self.metrics_port,
                 "health_port": security.health_port,
+                "gil_switch_interval_s": sys.getswitchinterval(),  # what the process runs with
             },
         )
 
@@ -311,6 +313,10 @@ def _sync(action: Callable[[], object]) -> Callable[[], Awaitable[object]]:
 def run(settings: Settings, on_ready: Callable[[App], None] | None = None, worker: int | None = None) -> None:
     """Run the server until SIGTERM/SIGINT, on uvloop where it is installed."""
     give_back_large_blocks()  # memory of large requests goes back to the system once answered
+    # The loop holds the GIL while it answers; a batch's thread waits for it to start ONNX Runtime
+    # and to hand its outputs back (by default up to 5 ms each: measured 3 ms of every ~35 ms batch
+    # of the CNN at 1 thread, its session idle meanwhile; benchmarks/RESULTS.md, "Adaptive batching").
+    sys.setswitchinterval(settings.gil_switch_interval_us / 1e6)
     app = App(settings, on_ready, worker)
     try:
         import uvloop

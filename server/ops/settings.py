@@ -198,6 +198,14 @@ class Settings:
         ge=0,
         le=3600,
     )
+    gil_switch_interval_us: int = _opt(
+        200,
+        "microseconds a Python thread may keep the GIL while another waits for it (Python's own default: "
+        "5000): an inference thread then starts and returns its batch sooner while the event loop is busy "
+        "answering, and a decoding thread gives the loop its turn sooner",
+        ge=10,
+        le=100000,
+    )
     worker_max_restarts: int = _opt(
         5,
         "--workers: a worker that exits this many times in a row, each time within a minute of "

@@ -28,7 +28,7 @@ max_queue_size = 4
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("repo")
     m.publish(root, "slow", 1, m.addmul(), SLOW_CONFIG)
-    s = ServerProcess(root)
+    s = ServerProcess(root, "--gil-switch-interval-us", "300")
     yield s
     assert s.stop() == 0
 
@@ -75,3 +75,8 @@ def test_full_queue_rejects_at_once_and_queued_requests_complete(server):
                 np.testing.assert_array_equal(res["sum"], r * 2)
 
     asyncio.run(main())
+
+
+def test_the_server_runs_with_the_gil_switch_interval_it_was_given(server):
+    ready = server.wait_log("serving gRPC")
+    assert ready["gil_switch_interval_s"] == pytest.approx(300e-6)
