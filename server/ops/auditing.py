@@ -6,12 +6,16 @@ record::
 
     {"time": "...Z", "event": "rpc", "pid": 4242, "method": "/ortserve.v1.Admin/SetFlags",
      "group": "flags", "principal": "key:ci-bot", "peer": "ipv4:10.0.0.7:51234", "model": "",
-     "decision": "allow", "status": "OK", "request_id": "...", "message": "",
+     "version": "", "variant": "", "decision": "allow", "status": "OK", "request_id": "...", "message": "",
      "flags_sha256_old": "...", "flags_sha256_new": "...", "flags_changed": ["digits"], "prev": "...", "hash": "..."}
 
 The link only looks at control methods and failures, so an allowed inference call costs a set
 lookup. Rollout transitions (``event: rollout``, from the controller, with who or what acted, why and
 the figures) and key changes are recorded through ``AuditLog.record`` by their owners.
+
+``version`` is the version the call names (a StartRollout's candidate, a refused Predict's or
+ModelInfer's version; empty when it names none), ``variant`` the flag variant the caller asked for
+(the ``x-variant`` header; a refused call was never routed to one).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ CONTROL = frozenset(
     }
 )
 _DENIED = (Unauthenticated, PermissionDenied)
+_HEADERS = frozenset({"x-request-id", "x-variant"})
 
 _DETAILS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "ortserve_audit_details", default=None
@@ -112,13 +117,19 @@ class Audit(Interceptor):
         model = call.model if call is not None else ""
         if not model and rpc.method in MODEL_FIELD:  # refused before the message was inspected
             model = getattr(unary_request(), MODEL_FIELD[rpc.method], "")
-        metadata = {k: v for k, v in context.invocation_metadata() or () if k == "x-request-id"}
+        metadata = {k: v for k, v in context.invocation_metadata() or () if k in _HEADERS}
+        request = unary_request()
+        version = getattr(request, "version", "") or getattr(request, "model_version", "")
+        if rpc.method.endswith("/StartRollout"):
+            version = (details or {}).get("candidate", "") or getattr(request, "candidate", "")
         fields = {
             "method": rpc.method,
             "group": rpc.group,
             "principal": call.name if call is not None else "anonymous",
             "peer": context.peer(),
             "model": model,
+            "version": str(version),
+            "variant": metadata.get("x-variant", ""),
             "decision": "deny" if denied else "allow",
             "status": _status(error, context),
             "message": str(error) if isinstance(error, ServeError) else (context.details() or ""),

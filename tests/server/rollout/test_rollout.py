@@ -85,7 +85,8 @@ def test_an_equivalent_candidate_is_promoted_through_every_step(repo, tmp_path):
     assert "release 2" in rollout[0]["reason"]
     assert all(r["principal"] == "controller" for r in rollout[1:])  # what moved it on
     assert any(r["action"] == "flag_retired" for r in rollout)
-    assert next(r for r in lines if r.get("method", "").endswith("/StartRollout"))["status"] == "OK"
+    started = next(r for r in lines if r.get("method", "").endswith("/StartRollout"))
+    assert (started["status"], started["model"], started["version"]) == ("OK", "clf", "2")
     assert verify_chain(audit).ok
 
 

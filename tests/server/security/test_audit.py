@@ -51,7 +51,10 @@ def test_control_plane_calls_and_denials_are_recorded(tmp_path):
                     v2pb.RepositoryModelUnloadRequest(model_name="addmul"), metadata=bearer(keys["reader"])
                 )
             with pytest.raises(grpc.aio.AioRpcError):  # nobody
-                await v2.ModelInfer(v2pb.ModelInferRequest(model_name="addmul"))
+                await v2.ModelInfer(
+                    v2pb.ModelInferRequest(model_name="addmul", model_version="1"),
+                    metadata=[("x-variant", "canary")],
+                )
             with pytest.raises(grpc.aio.AioRpcError):  # refused flags are recorded with their status
                 await admin.SetFlags(admin_pb2.SetFlagsRequest(flags_json="{"), metadata=op)
             await v2.ServerLive(v2pb.ServerLiveRequest(), metadata=op)  # not control, not denied: no record
@@ -73,6 +76,8 @@ def test_control_plane_calls_and_denials_are_recorded(tmp_path):
         assert flags["flags_changed"] == ["addmul"] and flags["request_id"] == "change-42"
         assert flags["peer"].startswith("ipv4:127.0.0.1:")
         assert rpc[1]["model"] == "spare" and rpc[3]["model"] == "addmul"
+        assert (rpc[4]["model"], rpc[4]["version"], rpc[4]["variant"]) == ("addmul", "1", "canary")
+        assert (rpc[1]["version"], rpc[1]["variant"]) == ("", "")
         assert "no role grants the 'model-repository' group" in rpc[3]["message"]
         assert (
             lines[0]["event"] == "auth-file"
