@@ -105,6 +105,9 @@ bench: install-dev perf-analyzer
 	$(BIN)/python -m benchmarks.bench_optimize minilm --seconds 6
 	$(BIN)/python -m benchmarks.bench_security --write-results
 	$(BIN)/python -m benchmarks.chaos --write-results
+	$(BIN)/python -m benchmarks.bench_status --write-results
+	$(BIN)/python -m benchmarks.judge_sim --write-results
+	$(BIN)/python -m benchmarks.learning_loop --write-results
 
 # mypy does not follow setuptools' editable import hook, so it checks a tree of links laid out as
 # the installed package is (server/ -> ortserve, optimize/ -> ortserve.optimize).
