@@ -22,6 +22,8 @@ class Row:
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     cpu_us_per_request: float | None = None
+    # of that, the main thread's: the event loop for ortserve in one process (None: not measured)
+    loop_cpu_us_per_request: float | None = None
     errors: dict[str, int] = field(default_factory=dict)
     skipped: str = ""
     best: bool = False

@@ -85,9 +85,9 @@ async def point(target: str, protocol: str, model: str, spec: ModelSpec, load: L
         else:
             send = v2_sender(channel, model, spec.inputs(), timeout=30)
         await closed_loop(send, load.concurrency, load.warmup, 0.0)  # warm-up, not measured
-        cpu0 = common.tree_cpu_seconds(pid)
+        cpu0, loop0 = common.tree_cpu_seconds(pid), common.main_thread_cpu_seconds(pid)
         result = await closed_loop(send, load.concurrency, load.duration, 0.0)
-        cpu1 = common.tree_cpu_seconds(pid)
+        cpu1, loop1 = common.tree_cpu_seconds(pid), common.main_thread_cpu_seconds(pid)
     return Row(
         model=spec.name,
         server="",
@@ -96,5 +96,6 @@ async def point(target: str, protocol: str, model: str, spec: ModelSpec, load: L
         p50_ms=result.p50_ms,
         p99_ms=result.p99_ms,
         cpu_us_per_request=(cpu1 - cpu0) / result.requests * 1e6 if result.requests else None,
+        loop_cpu_us_per_request=(loop1 - loop0) / result.requests * 1e6 if result.requests else None,
         errors=result.errors,
     )
