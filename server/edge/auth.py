@@ -17,23 +17,20 @@ all of them.
 from __future__ import annotations
 
 import contextvars
-import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
 
-from ortserve.edge.authfile import ALL, AuthConfig, AuthFileError, load_auth_file
+from ortserve.edge.authfile import ALL
 from ortserve.edge.interceptors import Interceptor, Rpc
-from ortserve.edge.principals import Authenticator, Principal
+from ortserve.edge.policy import AuthPolicy
+from ortserve.edge.principals import Principal
 from ortserve.errors import PermissionDenied, Unauthenticated
 from ortserve.metrics import Metrics
 
 __all__ = ["MODEL_FIELD", "SERVER_OPEN", "Auth", "AuthPolicy", "CallAuth", "current_call"]
-
-log = logging.getLogger("ortserve.auth")
 
 _V1, _V2 = "/ortserve.v1.Inference/", "/inference.GRPCInferenceService/"
 _ADMIN = "/ortserve.v1.Admin/"
@@ -68,73 +65,6 @@ _CALL: contextvars.ContextVar[CallAuth | None] = contextvars.ContextVar("ortserv
 
 def current_call() -> CallAuth | None:
     return _CALL.get()
-
-
-def _stamp(path: Path | None) -> tuple | None:
-    if path is None:
-        return None
-    try:
-        st = path.stat()
-    except OSError:
-        return ("missing",)
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-class AuthPolicy:
-    """The auth file as loaded, re-read when it (or its JWKS file) changes. A changed file that is
-    refused leaves the last good one in force; ``on_change(outcome, old, new, message)`` hears of
-    every change (outcome "ok" or "refused")."""
-
-    def __init__(
-        self,
-        path: Path,
-        metrics: Metrics | None = None,
-        on_change: Callable[[str, AuthConfig | None, AuthConfig | None, str], None] | None = None,
-    ) -> None:
-        self.path = Path(path)
-        self._metrics = metrics
-        self._on_change = on_change or (lambda outcome, old, new, message: None)
-        self.config = load_auth_file(self.path)  # at start: a bad file is fatal
-        self.authenticator = Authenticator(self.config)
-        self._stamps = self._current_stamps()
-        self._count("ok")
-
-    def _jwks_path(self) -> Path | None:
-        jwt = self.config.file.jwt
-        return self.path.parent / jwt.jwks if jwt is not None else None
-
-    def _current_stamps(self) -> tuple:
-        return (_stamp(self.path), _stamp(self._jwks_path()))
-
-    def _count(self, outcome: str) -> None:
-        if self._metrics is not None:
-            self._metrics.auth_reloads.labels(outcome).inc()
-
-    def reload(self) -> bool:
-        """Re-read the files if they changed; True when a new configuration took effect."""
-        stamps = self._current_stamps()
-        if stamps == self._stamps:
-            return False
-        self._stamps = stamps
-        old = self.config
-        try:
-            config = load_auth_file(self.path)
-            authenticator = Authenticator(config)
-        except AuthFileError as e:
-            log.error("auth file change refused, the last good one stays in force: %s", e)
-            self._count("refused")
-            self._on_change("refused", old, None, str(e))
-            return False
-        self.config, self.authenticator = config, authenticator
-        self._stamps = self._current_stamps()  # the JWKS path may have changed with the file
-        log.info(
-            "auth file reloaded: %d keys, %d certificates",
-            len(config.file.keys),
-            len(config.file.certificates),
-        )
-        self._count("ok")
-        self._on_change("ok", old, config, "")
-        return True
 
 
 class Auth(Interceptor):

@@ -17,6 +17,7 @@ import datetime
 import hashlib
 import hmac
 import secrets
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -72,13 +73,16 @@ class Authenticator:
                 scheme, _, credential = value.partition(" ")
                 if scheme.lower() != "bearer" or not credential.strip():
                     raise Unauthenticated("authorization metadata: expected 'Bearer <API key or JWT>'")
-                credential = credential.strip()
-                if not credential.startswith(KEY_PREFIX) and credential.count(".") == 2:
-                    return self.from_jwt(credential)
-                return self.from_key(credential)
+                return self.from_bearer(credential.strip())
             if key == "x-api-key" and isinstance(value, str):
                 return self.from_key(value.strip())
         return None
+
+    def from_bearer(self, credential: str) -> Principal:
+        """A bearer credential: a JWT (three dot-separated parts) or an API key."""
+        if not credential.startswith(KEY_PREFIX) and credential.count(".") == 2:
+            return self.from_jwt(credential)
+        return self.from_key(credential)
 
     def from_key(self, key: str) -> Principal:
         digest = hashlib.sha256(key.encode()).digest()
@@ -135,19 +139,24 @@ class _JwtVerifier:
             raise AuthFileError(f"{settings.jwks}: not a usable JWKS: {e}") from None
         self._by_kid = {k.key_id: k for k in self.keys.keys if k.key_id}
         self._cache: dict[bytes, tuple[float, Principal]] = {}
+        # The event loop and the metrics port's HTTP threads verify tokens: the pruning below walks
+        # the cache, which another thread must not change meanwhile.
+        self._lock = threading.Lock()
 
     def verify(self, token: str) -> Principal:
         digest = hashlib.sha256(token.encode()).digest()
-        hit = self._cache.get(digest)
         now = time.time()
+        with self._lock:
+            hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]
         principal, expires = self._decode(token)
-        if len(self._cache) >= _JWT_CACHE:
-            self._cache = {d: e for d, e in self._cache.items() if e[0] > now}
+        with self._lock:
             if len(self._cache) >= _JWT_CACHE:
-                self._cache.clear()
-        self._cache[digest] = (expires, principal)
+                self._cache = {d: e for d, e in self._cache.items() if e[0] > now}
+                if len(self._cache) >= _JWT_CACHE:
+                    self._cache.clear()
+            self._cache[digest] = (expires, principal)
         return principal
 
     def _decode(self, token: str) -> tuple[Principal, float]:

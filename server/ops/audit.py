@@ -8,8 +8,8 @@ after them. ``ortserve audit verify FILE`` checks the chain and names the first 
 lines off the end leaves a shorter valid chain: compare the line count and head hash that verify
 prints with a copy kept elsewhere (a log shipper, a ticket).
 
-Records are queued from the event loop (a bounded queue: a flood of denied calls cannot grow
-memory; what does not fit is counted in ``ortserve_audit_dropped_total`` and the gap is written as
+Records are queued from the event loop and from the metrics port's HTTP threads (``record`` is
+thread-safe; a bounded queue: a flood of denied calls cannot grow memory; what does not fit is counted in ``ortserve_audit_dropped_total`` and the gap is written as
 a ``dropped`` record) and written by one thread, a batch at a time with one fsync. Under
 ``--workers`` every process appends to the same file: a batch is written under an exclusive
 ``flock`` after reading the hash of the file's last line, so the chain stays one chain. The file is
@@ -67,18 +67,22 @@ class AuditLog:
         self._queue: queue.Queue[Any] = queue.Queue(queue_size)
         self._dropped = 0
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one writer thread, and _dropped counted from any thread
 
-    # -- from the event loop -------------------------------------------------------------------
+    # -- from the event loop, or any thread ----------------------------------------------------
     def record(self, event: str, **fields: Any) -> None:
         """Queue one record (never blocks); ``time`` and ``pid`` are added here."""
         item = {"time": _now(), "event": event, "pid": os.getpid(), **fields}
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="ortserve-audit", daemon=True)
-            self._thread.start()
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="ortserve-audit", daemon=True)
+                    self._thread.start()
         try:
             self._queue.put_nowait(item)
         except queue.Full:
-            self._dropped += 1
+            with self._lock:
+                self._dropped += 1
             if self._metrics is not None:
                 self._metrics.audit_dropped.inc()
 
@@ -106,11 +110,10 @@ class AuditLog:
                     break
             stop = any(item is _STOP for item in batch)
             records = [item for item in batch if item is not _STOP]
-            if self._dropped:
-                records.append(
-                    {"time": _now(), "event": "dropped", "pid": os.getpid(), "count": self._dropped}
-                )
-                self._dropped = 0
+            with self._lock:
+                dropped, self._dropped = self._dropped, 0
+            if dropped:
+                records.append({"time": _now(), "event": "dropped", "pid": os.getpid(), "count": dropped})
             try:
                 self.write(records)
             except OSError as e:
