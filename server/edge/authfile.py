@@ -20,9 +20,13 @@
     audience = "ortserve"
     roles_claim = "roles"                   # the token's claim that lists role names
 
+    [roles.scraper]                         # e.g. a Prometheus key that may scrape and nothing else
+    metrics = ["*"]
+
 Built-in roles (the README's table): ``reader`` (metadata), ``client`` (inference and metadata),
 ``operator`` (also model-repository and flags), ``admin`` (every group). Every role also gets
-health and reflection. A grant on the ``admin`` group covers every group.
+health, reflection and metrics (the metrics port: ``/metrics`` and the status page). A grant on the
+``admin`` group covers every group.
 """
 
 from __future__ import annotations
@@ -53,9 +57,18 @@ __all__ = [
     "parse_auth_text",
 ]
 
-GROUP_NAMES = ("inference", "metadata", "model-repository", "flags", "admin", "health", "reflection")
+GROUP_NAMES = (
+    "inference",
+    "metadata",
+    "model-repository",
+    "flags",
+    "admin",
+    "health",
+    "reflection",
+    "metrics",  # the metrics port over HTTP: /metrics and the status page (ortserve.ops.metrics_auth)
+)
 ALL = ("*",)
-_OPEN = {"health": ALL, "reflection": ALL}
+_OPEN = {"health": ALL, "reflection": ALL, "metrics": ALL}
 BUILTIN_ROLES: dict[str, dict[str, tuple[str, ...]]] = {
     "reader": {"metadata": ALL, **_OPEN},
     "client": {"inference": ALL, "metadata": ALL, **_OPEN},

@@ -10,6 +10,8 @@ cannot go without a group.
     admin             shared memory, trace and log settings (answered UNIMPLEMENTED)
     health            grpc.health.v1.Health
     reflection        server reflection
+    metrics           not an RPC: the metrics port's HTTP paths (/metrics, the status page), checked by
+                      ortserve.ops.metrics_auth against the same principals
 """
 
 from __future__ import annotations

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-__all__ = ["SecurityMetrics"]
+__all__ = ["SecurityMetrics", "auth_denied_counter"]
+
+
+def auth_denied_counter(r: CollectorRegistry) -> Counter:
+    """The denials counter alone: the ``--workers`` supervisor counts its metrics port's denials in it
+    (multiprocess mode: its values join the workers' in the one scrape)."""
+    return Counter(
+        "ortserve_auth_denied",
+        "Calls refused by authentication or authorization, by RPC group (metrics: HTTP requests to "
+        "the metrics port) and reason",
+        ["group", "reason"],
+        registry=r,
+    )
 
 
 class SecurityMetrics:
     def _security(self, r: CollectorRegistry) -> None:
-        self.auth_denied = Counter(
-            "ortserve_auth_denied",
-            "Calls refused by authentication or authorization, by RPC group and reason",
-            ["group", "reason"],
-            registry=r,
-        )
+        self.auth_denied = auth_denied_counter(r)
         self.auth_reloads = Counter(
             "ortserve_auth_file_reloads",
             "Auth file loads, by outcome (ok, refused: the last good one stays in force)",

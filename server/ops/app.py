@@ -53,7 +53,9 @@ class App:
     ) -> None:
         self.settings = settings
         self.links = list(links)  # the interceptor chain
-        self.metrics_guard = metrics_guard  # wraps the metrics port's WSGI app (/metrics, status page): auth
+        # wraps the metrics port's WSGI app (/metrics, status page); None: the auth file's check
+        # (ortserve.ops.metrics_auth) when there is one, else nothing
+        self.metrics_guard = metrics_guard
         self._on_ready = on_ready
         self.worker = worker
         self.metrics = Metrics()
@@ -92,7 +94,7 @@ class App:
                 state=state if s.status_page else None,
                 interval=s.status_interval,
                 window=s.status_window,
-                guard=self.metrics_guard,
+                guard=self.metrics_guard if self.metrics_guard is not None else security.metrics_guard(),
                 cert=s.tls_cert if tls else None,
                 key=s.tls_key if tls else None,
                 client_ca=s.tls_client_ca if tls else None,

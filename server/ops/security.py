@@ -3,6 +3,7 @@
     check_settings(settings)                 # SettingsError: a bad combination, or an exposed port
     security = Security(settings, metrics)   # reads the certificate and auth files (fatal if bad)
     links = security.links(flags)            # [Audit, Auth] for the interceptor chain
+    guard = security.metrics_guard()         # the metrics port's check, same principals (or None)
     build_server(..., credentials=security.credentials)
     await security.start(health)             # the plaintext health port
     ...
@@ -27,6 +28,7 @@ from ortserve.metrics import Metrics
 from ortserve.ops.audit import AuditLog
 from ortserve.ops.auditing import Audit
 from ortserve.ops.guard import check_settings
+from ortserve.ops.metrics_auth import GROUP, MetricsAuth
 from ortserve.ops.settings import Settings, SettingsError
 from ortserve.repository.signing import SignatureError, Verifier
 from ortserve.rollout import FlagSource
@@ -108,6 +110,15 @@ class Security:
             ]
             links.append(Auth(self.policy, open_groups, self.metrics))
         return links
+
+    def metrics_guard(self) -> MetricsAuth | None:
+        """The metrics port's check against the same principals (None: no auth file, or --open-metrics)."""
+        if self.policy is None or self.settings.open_metrics:
+            return None
+        denied = self.metrics.auth_denied
+        return MetricsAuth(
+            self.policy, audit=self.audit, denied=lambda reason: denied.labels(GROUP, reason).inc()
+        )
 
     async def start(self, health: Health) -> None:
         """Serve grpc.health.v1 alone, in plaintext, on ``--health-port`` (kubelet probes)."""

@@ -238,7 +238,8 @@ class Settings:
     auth_file: Path | None = _opt(
         None,
         "TOML file of roles and principals (API key hashes, JWT issuer and JWKS, client certificates); "
-        "when set every call needs credentials and a role that grants it; re-read when it changes",
+        "when set every call, and every request to the metrics port, needs credentials and a role that "
+        "grants it; re-read when it changes",
     )
     auth_poll_interval: float = _opt(
         1.0,
@@ -249,6 +250,11 @@ class Settings:
         False, "with --auth-file: answer grpc.health.v1 on the gRPC port without credentials"
     )
     open_reflection: bool = _opt(False, "with --auth-file: answer server reflection without credentials")
+    open_metrics: bool = _opt(
+        False,
+        "with --auth-file: serve the metrics port (/metrics and the status page) without credentials, "
+        "for scrapers that cannot send any (else it needs a principal whose roles grant 'metrics')",
+    )
     audit_log: Path | None = _opt(
         None,
         "append-only, hash-chained JSONL file of control-plane calls and denied calls (mode 0600; "

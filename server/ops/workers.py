@@ -142,7 +142,16 @@ def serve_workers(settings: Settings) -> int:
             failed = True
             exit_status = code if code > 0 else 1
 
-    metrics_server = None
+    metrics_server = guard = None
+    if not stopping and not failed and settings.metrics_port >= 0:
+        from ortserve.ops.metrics_auth import supervisor_guard
+
+        try:  # the metrics port needs the auth file's principals, as the workers' gRPC port does
+            guard = supervisor_guard(settings)
+        except SettingsError as e:  # the workers took it a moment ago: changed since, and refused
+            log.error("%s", e)
+            on_signal(signal.SIGTERM, None)
+            failed = True
     if not stopping and not failed:
         metrics_port = 0
         if settings.metrics_port >= 0:
@@ -184,6 +193,7 @@ def serve_workers(settings: Settings) -> int:
                 interval=settings.status_interval,
                 window=settings.status_window,
                 restrict=False,  # the MultiProcessCollector declares no names: collect it whole
+                guard=guard,
             )
             metrics_port = metrics_server.port
         log.info(
@@ -252,6 +262,8 @@ def serve_workers(settings: Settings) -> int:
 
     if metrics_server is not None:
         metrics_server.shutdown()
+    if guard is not None:
+        guard.close()
     for sock in held:
         sock.close()
     shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -165,7 +165,16 @@ def test_service_monitor_scrapes_the_metrics_port():
     ]
     assert [s["metadata"]["name"] for s in services] == ["ortserve"]
     assert "metrics" in {p["name"] for p in services[0]["spec"]["ports"]}
-    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics"
+    # The auth file guards the metrics port too (no open_metrics): the scrape sends a key from a Secret,
+    # the one the README tells you to create.
+    s = settings_toml()
+    assert s["auth_file"] and not s.get("open_metrics", False)
+    authorization = endpoint["authorization"]
+    assert authorization["type"] == "Bearer" and authorization["credentials"]["key"] == "key"
+    readme = (ROOT / "README.md").read_text()
+    assert f"create secret generic {authorization['credentials']['name']} --from-file=key=" in readme
 
 
 def test_prometheus_resources_come_with_prometheus_only():

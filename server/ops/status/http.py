@@ -3,7 +3,8 @@ OpenMetrics negotiated), ``/`` and ``/status`` (the status page), ``/status.json
 
 It is a small threaded WSGI server (wsgiref), like the one ``prometheus_client.start_http_server`` runs, so a
 request is answered in its own thread and never on the server's event loop. ``guard`` wraps the whole WSGI app:
-authentication plugs in there (a middleware that answers 401/403 itself or calls the app).
+authentication plugs in there (a middleware that answers 401/403 itself or calls the app;
+``ortserve.ops.metrics_auth`` is the server's, with the auth file's principals).
 """
 
 from __future__ import annotations
@@ -80,6 +81,19 @@ class _Server6(_Server):
 class _Quiet(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def get_environ(self) -> dict[str, Any]:
+        """wsgiref's environ, plus what a guard needs of the connection: ``ortserve.peer`` (as gRPC
+        names peers: ``ipv4:127.0.0.1:5000``) and, over TLS, ``ortserve.peer_certificate`` (the DER
+        bytes of the client certificate the handshake verified, when there is one)."""
+        environ = super().get_environ()
+        host, port = self.client_address[:2]
+        environ["ortserve.peer"] = f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
+        if isinstance(self.connection, ssl.SSLSocket):
+            der = self.connection.getpeercert(binary_form=True)
+            if der:
+                environ["ortserve.peer_certificate"] = der
+        return environ
 
 
 class MetricsServer:
