@@ -1,7 +1,7 @@
 """The repository layer: the model-repository format, shared by the server and ``ortserve-optimize``.
 
 It owns the file names (:mod:`.layout`), the ``config.toml`` schema with its reader and writer
-(:mod:`.config`), ``manifest.json`` (:mod:`.manifest`), reference profiles
+(:mod:`.config`; its ``[versions]`` table: :mod:`.policy`), ``manifest.json`` (:mod:`.manifest`), reference profiles
 (:mod:`.reference`, imported by name: it needs numpy, which ``ortserve --help`` must not load), ``MODEL_CARD.md`` (:mod:`.modelcard`), signatures
 (:mod:`.signing`: ``model.sig``, OpenSSF model signing, imported lazily), publishing a version atomically
 (:mod:`.publish`),
