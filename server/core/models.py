@@ -105,7 +105,7 @@ class ModelManager(ModelTable):
         model = self.models.get(name)
         config = entry.config
         if model is not None:
-            model.take_default(config)
+            model.take_live(config)
         if model is not None and model.config != config:
             if self._refused_configs.get(name) != config and await self._reload(model, entry, config):
                 return
@@ -145,8 +145,9 @@ class ModelManager(ModelTable):
                 await self._release(mv, succeeded=True)
 
     async def adopt_default(self, name: str) -> str:
-        """Take ``default_version`` from the model's config.toml now, reloading nothing, when that is all
-        that changed there (a promotion writes it); the default version in force ("": not loaded)."""
+        """Take ``default_version`` from the model's config.toml now, reloading nothing, when that (and
+        ``[monitoring]``) is all that changed there (a promotion writes it); the default version in force
+        ("": not loaded)."""
         if name in self.models:
             try:
                 config = await asyncio.get_running_loop().run_in_executor(
@@ -157,7 +158,7 @@ class ModelManager(ModelTable):
                 return self.default_version(name)
             async with self._lock:
                 if name in self.models:
-                    self.models[name].take_default(config)
+                    self.models[name].take_live(config)
         return self.default_version(name)
 
     async def _reload(self, model: Model, entry: ModelEntry, config: ModelConfig) -> bool:

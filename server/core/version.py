@@ -16,7 +16,7 @@ from ortserve.core.runtime import SessionDefaults, SessionPool
 from ortserve.core.signature import Signature
 from ortserve.errors import InvalidInput, quoted
 from ortserve.metrics import VersionStats
-from ortserve.repository.config import MODEL_FILE, ModelConfig
+from ortserve.repository.config import MODEL_FILE, ModelConfig, MonitoringConfig
 from ortserve.repository.manifest import ManifestError, read_manifest, verify_manifest
 from ortserve.repository.signing import Verifier
 from ortserve.tensors import Tensor
@@ -95,21 +95,42 @@ class Model:
             return self.config.default_version
         return max(self.versions, key=int) if self.versions else None
 
-    def take_default(self, config: ModelConfig) -> bool:
-        """When ``config`` differs from the serving one in ``default_version`` alone (a promotion writes
-        it), take that default without reloading anything; True when it did."""
-        same = dataclasses.replace(config, default_version=self.config.default_version)
-        if self.config.default_version == config.default_version or self.config != same:
+    def take_live(self, config: ModelConfig) -> bool:
+        """When ``config`` differs from the serving one only in keys that need no reload (``default_version``,
+        which a promotion writes, and the ``[monitoring]`` table), take them now, reloading nothing: True
+        when it did. The loaded versions' configs take the new ``[monitoring]`` too (monitoring hooks
+        read it from the version that served each request)."""
+        now = self.config
+        rest = dataclasses.replace(config, default_version=now.default_version, monitoring=now.monitoring)
+        if config == now or rest != now:
             return False
         before = self.default_version()
-        self.config = dataclasses.replace(self.config, default_version=config.default_version)
-        log.info(
-            "model %s: default version %s (was %s), nothing reloaded",
-            self.name,
-            self.default_version(),
-            before,
+        self.config = dataclasses.replace(
+            now, default_version=config.default_version, monitoring=config.monitoring
         )
+        if config.default_version != now.default_version:
+            log.info(
+                "model %s: default version %s (was %s), nothing reloaded",
+                self.name,
+                self.default_version(),
+                before,
+            )
+        if config.monitoring != now.monitoring:
+            for mv in self.versions.values():
+                mv.config = dataclasses.replace(mv.config, monitoring=config.monitoring)
+            log.info(
+                "model %s: [monitoring] %s (was %s), nothing reloaded",
+                self.name,
+                _describe(config.monitoring),
+                _describe(now.monitoring),
+            )
         return True
+
+
+def _describe(monitoring: MonitoringConfig) -> str:
+    """``payload_log_rate=1.0 drift_sample_rate=server`` (an absent key takes the server's setting)."""
+    values = dataclasses.asdict(monitoring)
+    return " ".join(f"{k}={'server' if v is None else v}" for k, v in values.items())
 
 
 def open_version(

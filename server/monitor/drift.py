@@ -1,7 +1,9 @@
 """Streaming drift: sampled requests compared with each version's reference profile.
 
-``DriftMonitor`` is a core hook. On the event loop it keeps a share of the requests answered OK
-(``sample_rate``; a random check, then a reference to the request's inputs and outputs: no copy).
+``DriftMonitor`` is a core hook. On the event loop it keeps a share of the requests answered OK (the
+``[monitoring] drift_sample_rate`` of the version that served the request, else ``sample_rate``; a random
+check, then a reference to the request's inputs and outputs: no copy). A version whose rate is 0 has no
+window: its profile is not read, nothing is exported, and its series go when its rate becomes 0.
 Every ``interval`` seconds ``run`` hands what was kept to a worker thread, which turns each version's
 samples into features (``ortserve.repository.reference``), counts them into bins with one
 ``np.bincount`` per version, adds the counts to the current slice of a sliding window (``window``
@@ -100,12 +102,20 @@ class DriftMonitor:
 
     # -- on the event loop -----------------------------------------------------------------------
     def on_complete(self, event: Completed) -> None:
-        if self._random() >= self.sample_rate or event.outcome != OK:
-            return
         route, response = event.route, event.response
-        if route is None or response is None or len(self._pending) >= MAX_PENDING:
+        if route is None or response is None or event.outcome != OK:
+            return
+        rate = route.version.config.monitoring.drift_sample_rate
+        if (
+            self._random() >= (self.sample_rate if rate is None else rate)
+            or len(self._pending) >= MAX_PENDING
+        ):
             return
         self._pending.append((route.version, event.request.inputs, response.outputs))
+
+    def _samples(self, mv: ModelVersion) -> bool:
+        rate = mv.config.monitoring.drift_sample_rate
+        return (self.sample_rate if rate is None else rate) > 0
 
     async def run(self, versions: Callable[[], Sequence[ModelVersion]]) -> None:
         """Every ``interval`` seconds: follow the loaded versions, bin what was sampled, update the gauges."""
@@ -120,10 +130,10 @@ class DriftMonitor:
 
     async def tick(self, loaded: Sequence[ModelVersion]) -> None:
         loop = asyncio.get_running_loop()
-        live = set(loaded)
+        live = {mv for mv in loaded if self._samples(mv)}
         for mv in [mv for mv in self._windows if mv not in live]:
             self._forget(mv, self._windows.pop(mv))
-        new = [mv for mv in loaded if mv not in self._windows]
+        new = [mv for mv in loaded if mv in live and mv not in self._windows]
         if new:
             opened = await loop.run_in_executor(None, lambda: [self._open(mv) for mv in new])
             self._windows.update(zip(new, opened))

@@ -1,12 +1,13 @@
 """``--payload-log DIR``: a sample of requests (inputs, outputs, who served them) and every feedback item,
 as CloudEvents JSON lines (the format is :mod:`ortserve.repository.payload`), for retraining and audits.
 
-``PayloadLog`` is a core hook. On the event loop it only decides (a random check against
-``sample_rate``) and queues a reference to the request and response; a full queue drops the record
-(``ortserve_payload_dropped_total{reason="queue_full"}``). One writer thread encodes and appends them to
-``DIR/<model>/<UTC time>-<pid>-<n>.jsonl`` (folders 0700, files 0600: payloads are user data), starts a new
-file when one reaches ``max_file_bytes``, and deletes the oldest closed files under ``DIR`` while the
-folder holds more than ``max_bytes``. ``close`` writes what is queued and closes the files.
+``PayloadLog`` is a core hook. On the event loop it only decides (a random check against the
+``[monitoring] payload_log_rate`` of the version that served the request, else ``sample_rate``; a model
+whose rate is 0 has nothing written, its feedback items neither) and queues a reference to the request
+and response; a full queue drops the record (``ortserve_payload_dropped_total{reason="queue_full"}``).
+One writer thread encodes and appends them to ``DIR/<model>/<UTC time>-<pid>-<n>.jsonl`` (folders 0700,
+files 0600: payloads are user data), starts a new file when one reaches ``max_file_bytes``, and deletes
+the oldest closed files under ``DIR`` while the folder holds more than ``max_bytes``. ``close`` writes what is queued and closes the files.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
-from ortserve.core import Completed, FeedbackItem, FeedbackResult
-from ortserve.errors import OK
+from ortserve.core import Completed, FeedbackItem, FeedbackResult, ModelVersion
+from ortserve.errors import OK, ServeError
 from ortserve.metrics import UNKNOWN_MODEL, Metrics
 from ortserve.repository.payload import FEEDBACK_TYPE, INFERENCE_TYPE, SUFFIX, encode_tensor, event
 
@@ -63,15 +65,32 @@ class PayloadLog:
         self._disk = 0
         self._thread: threading.Thread | None = None
         self._dropped = metrics.payload_dropped.labels("queue_full")
+        self._versions: Callable[[str], Sequence[ModelVersion]] | None = None
+
+    def follow(self, versions: Callable[[str], Sequence[ModelVersion]]) -> None:
+        """Where feedback items find the rate of the model they are about (a model's loaded versions)."""
+        self._versions = versions
 
     # -- on the event loop -----------------------------------------------------------------------
     def on_complete(self, event: Completed) -> None:
-        if self._random() >= self.sample_rate or event.outcome != OK or event.response is None:
+        route = event.route
+        if route is None or event.response is None or event.outcome != OK:
+            return
+        rate = route.version.config.monitoring.payload_log_rate
+        if self._random() >= (self.sample_rate if rate is None else rate):
             return
         self._put((time.time(), event))
 
     def feedback(self, item: FeedbackItem, result: FeedbackResult) -> None:
-        """Every feedback item, joined or not (the retraining job joins them to the inferences)."""
+        """Every feedback item, joined or not (the retraining job joins them to the inferences), except
+        those about a loaded model whose ``payload_log_rate`` is 0."""
+        if result.model and self._versions is not None:
+            try:
+                loaded = self._versions(result.model)
+            except ServeError:  # not loaded now: its config is unknown, the item is written
+                loaded = ()
+            if loaded and loaded[0].config.monitoring.payload_log_rate == 0:
+                return
         self._put((time.time(), (item, result)))
 
     def _put(self, record: Any) -> None:

@@ -97,8 +97,10 @@ class Monitoring:
     def start(
         self,
         spawn: Callable[[Coroutine[Any, Any, None]], None],
-        versions: Callable[[], Sequence[ModelVersion]],
+        versions: Callable[..., Sequence[ModelVersion]],
     ) -> None:
+        if self.payload is not None:
+            self.payload.follow(versions)
         if self.drift is not None:
             spawn(self.drift.run(versions))
         if self.index is not None:

@@ -131,7 +131,7 @@ class Settings:
     drift_sample_rate: float = _opt(
         0.1,
         "share of requests whose inputs and predictions are compared with the version's reference "
-        "profile (0: drift off)",
+        "profile (0: drift off for all; a model's config.toml [monitoring] may set its own rate)",
         ge=0,
         le=1,
     )
@@ -153,7 +153,9 @@ class Settings:
         None,
         "folder for the payload log: sampled requests and all feedback as CloudEvents JSON lines, per model",
     )
-    payload_log_rate: float = _opt(0.01, "share of requests written to the payload log", ge=0, le=1)
+    payload_log_rate: float = _opt(
+        0.01, "share of requests in the payload log (a model's config.toml may set its own)", ge=0, le=1
+    )
     payload_log_file_mb: float = _opt(
         16.0, "size at which a payload log file is closed and a new one started", ge=0.001
     )

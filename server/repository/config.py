@@ -37,6 +37,9 @@ Every key is optional::
                                    # engine and timing caches in <version>/trt-cache or under --cache-dir
     [versions]
     policy = "all"                 # or "latest 2", or ["1", "3"]
+    [monitoring]                   # taken while serving, without reloading the model
+    payload_log_rate = 1.0         # share of its requests in --payload-log (absent: --payload-log-rate; 0: none)
+    drift_sample_rate = 0.1        # share compared with the reference (absent: --drift-sample-rate; 0: none)
 
 A bad file is refused with one line, e.g. ``models/digits/config.toml [batching] max_queue_delay_us:
 expected an integer >= 0, got -1``.
@@ -63,6 +66,7 @@ __all__ = [
     "BatchingConfig",
     "ConfigError",
     "ModelConfig",
+    "MonitoringConfig",
     "RuntimeConfig",
     "TensorConfig",
     "VersionPolicy",
@@ -182,6 +186,33 @@ class RuntimeConfig:
                 )
 
 
+@dataclass(frozen=True)
+class MonitoringConfig:
+    """The ``[monitoring]`` table: how much of this model's traffic the server's monitoring keeps. Each
+    absent key takes the server's setting; the version that served a request decides for it, and a
+    change to this table alone is taken while serving, without reloading the model."""
+
+    payload_log_rate: float | None = field(
+        default=None,
+        metadata=_help(
+            "share of the model's requests answered OK written to --payload-log (absent: the server's "
+            "--payload-log-rate; 0: nothing of this model, its feedback items included)",
+            ge=0,
+            le=1,
+        ),
+    )
+    drift_sample_rate: float | None = field(
+        default=None,
+        metadata=_help(
+            "share of the model's requests answered OK compared with its reference profile (absent: the "
+            "server's --drift-sample-rate; 0: no drift for this model; --drift-sample-rate 0 turns drift "
+            "off for every model)",
+            ge=0,
+            le=1,
+        ),
+    )
+
+
 def _version_name(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return str(value)
@@ -205,6 +236,7 @@ class ModelConfig:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     versions: VersionPolicy = field(default_factory=VersionPolicy)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
 
     def __post_init__(self) -> None:
         sizes, most = self.runtime.cuda_graph_batch_sizes, self.max_batch_size

@@ -145,6 +145,18 @@ def test_version_policy_and_default_version(tmp_path, start_server):
         ),
         ("[runtime]\nwarmup = 1", "config.toml [runtime] warmup: expected true or false, got 1"),
         (
+            "[monitoring]\npayload_log_rate = 1.5",
+            "config.toml [monitoring] payload_log_rate: expected a number from 0 to 1, got 1.5",
+        ),
+        (
+            "[monitoring]\ndrift_sample_rate = 'x'",
+            "config.toml [monitoring] drift_sample_rate: expected a number from 0 to 1, got 'x'",
+        ),
+        (
+            "[monitoring]\npayload_log_rates = 1",
+            "config.toml [monitoring]: unknown key 'payload_log_rates'; did you mean 'payload_log_rate'?",
+        ),
+        (
             "[versions]\npolicy = 'newest'",
             'config.toml [versions] policy: expected "all", "latest N" or a list of versions, got \'newest\'',
         ),
