@@ -9,6 +9,12 @@ machine disturbs far less than throughput. Arms: ``off`` (drift, feedback index 
 ``defaults`` (what ``ortserve`` runs with: drift and the feedback index), and ``drift-all`` (every request
 sampled, for scale). Each arm's figure is its median over the rounds; its cost is against ``off`` measured
 in the same rounds. Target: drift and payload logging at their defaults cost at most 2% each.
+
+Separate server processes differ by a few percent from each other whatever their settings (the
+security benchmark's TLS arm once measured 6% *below* plaintext), so a second table measures drift
+sampling and the payload log in one process: the model's ``config.toml`` switches them between off
+(``[monitoring] drift_sample_rate = 0, payload_log_rate = 0``) and their defaults, which the server
+takes at its next poll without reloading anything, in alternating windows.
 """
 
 from __future__ import annotations
@@ -61,6 +67,37 @@ async def measure(server: ServerProcess, concurrency: int, seconds: float) -> tu
     return result.throughput_rps, cpu / max(result.requests, 1) * 1e6
 
 
+def toggled(repo: Path, tmp: str, rounds: int, seconds: float, concurrency: int) -> dict[str, list[float]]:
+    """Server CPU µs per request in one process with drift sampling and the payload log switched off
+    and on (their defaults) through the model's config.toml, in alternating windows."""
+    config = repo / "digits" / "config.toml"
+    base = config.read_text()
+    off = base + "\n[monitoring]\ndrift_sample_rate = 0.0\npayload_log_rate = 0.0\n"
+    server = ServerProcess(repo, "--poll-interval", "0.2", "--payload-log", f"{tmp}/payloads-toggled")
+    cpu: dict[str, list[float]] = {"off": [], "on": []}
+    try:
+        asyncio.run(measure(server, concurrency, 1.0))
+        for r in range(rounds):
+            for name in ("off", "on") if r % 2 == 0 else ("on", "off"):
+                text = off if name == "off" else base
+                if text != config.read_text():
+                    seen = len(server.logs("[monitoring]"))
+                    config.write_text(text)
+                    end = time.monotonic() + 10
+                    while len(server.logs("[monitoring]")) == seen and time.monotonic() < end:
+                        time.sleep(0.05)
+                    if len(server.logs("[monitoring]")) == seen:
+                        raise RuntimeError("the server did not take the [monitoring] change")
+                cpu[name].append(asyncio.run(measure(server, concurrency, seconds))[1])
+            print(
+                f"toggled round {r + 1}: off {cpu['off'][-1]:.0f} us, on {cpu['on'][-1]:.0f} us", flush=True
+            )
+    finally:
+        config.write_text(base)
+        server.stop()
+    return cpu
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_monitoring", description=__doc__)
     p.add_argument("--rounds", type=int, default=5)
@@ -94,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for s in servers.values():
                 s.stop()
+        same = toggled(repo, tmp, args.rounds, args.seconds, args.concurrency)
         load_after = os.getloadavg()
     median = {name: statistics.median(v) for name, v in cpu.items()}
     base = median["off"]
@@ -117,6 +155,14 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             f"| {name} | `{shown}` | {median[name]:.0f} µs | {spread} | {cost * 100:+.1f}% | {throughput:,.0f} |"
         )
+    on, off = statistics.median(same["on"]), statistics.median(same["off"])
+    lines += [
+        "",
+        "One process, drift sampling and the payload log switched through config.toml in alternating windows "
+        f"(--payload-log DIR; feedback index at its default in both): off {off:.0f} µs "
+        f"({', '.join(f'{v:.0f}' for v in same['off'])}), on at their defaults {on:.0f} µs "
+        f"({', '.join(f'{v:.0f}' for v in same['on'])}): **{(on / off - 1) * 100:+.1f}%** for the two together.",
+    ]
     section = "\n".join(lines) + "\n"
     print(section)
     if args.write_results:
