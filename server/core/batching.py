@@ -205,7 +205,7 @@ class BatcherBase:
             # The session is free (its outputs are host arrays of their own): let the batching
             # loop form and start the next batch before the loop resumes this batch's callers,
             # whose answers (encoding, gRPC's send) would otherwise run first and leave the
-            # session idle meanwhile (measured: 14% of the time on the CNN at 1 thread).
+            # session idle meanwhile (benchmarks/RESULTS.md, issue 16's third pass).
             held = False
             self._release()
             self._stats.batch(rows, len(live), compute)
@@ -246,9 +246,9 @@ class BatcherBase:
         """Run a batch; its outputs and its compute seconds: the wall time, but for a run on the
         CPU no more than the calling thread's CPU time times the threads the run spreads over. In
         the thread pool, the wall time also holds the wait to take the GIL back from a busy event
-        loop once ONNX Runtime returns (up to the switch interval, ``sys.getswitchinterval()``): learnt as compute, it made
-        batches of the demo's ~20 us model look too slow to run on the loop, so they kept paying
-        the thread hop (measured: 14% more CPU per request, benchmarks/RESULTS.md)."""
+        loop once ONNX Runtime returns (up to ``sys.getswitchinterval()``): learnt as compute, it
+        made batches of the demo's ~20 us model look too slow to run on the loop, so they kept
+        paying the thread hop (measured: 14% more CPU per request, benchmarks/RESULTS.md)."""
         wall, cpu = time.perf_counter(), time.thread_time()
         outputs = self._runner.run(feeds)
         seconds = time.perf_counter() - wall
