@@ -217,7 +217,7 @@ class App:
                 "grpc_port": self.port,
                 "metrics_port": self.metrics_port,
                 "health_port": security.health_port,
-                "gil_switch_interval_s": sys.getswitchinterval(),  # what the process runs with
+                "gil_switch_interval_us": round(sys.getswitchinterval() * 1e6),  # what the process runs with
             },
         )
 
