@@ -29,7 +29,7 @@ from pathlib import Path
 
 from sklearn.datasets import load_digits
 
-from benchmarks.common import command, machine, write_section
+from benchmarks.common import command, machine, process_cpu_seconds, write_section
 from benchmarks.loadgen.loops import closed_loop
 from benchmarks.loadgen.senders import predict_sender
 from ortserve.client import AsyncClient
@@ -48,20 +48,14 @@ ARMS: dict[str, tuple[str, ...]] = {
 HEAD = "## monitoring: per-request cost of drift sampling, payload logging and the feedback index"
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def measure(server: ServerProcess, concurrency: int, seconds: float) -> tuple[float, float]:
     """(throughput, server CPU microseconds per request) of one closed-loop run."""
     x = load_digits().data[:1].astype("float32")
     async with AsyncClient(server.target) as client:
         send = predict_sender(client, "digits", {"input": x})
-        cpu0 = cpu_seconds(server.proc.pid)
+        cpu0 = process_cpu_seconds(server.proc.pid)
         result = await closed_loop(send, concurrency, seconds, warmup=0.0)
-        cpu = cpu_seconds(server.proc.pid) - cpu0
+        cpu = process_cpu_seconds(server.proc.pid) - cpu0
     if result.errors:
         raise RuntimeError(f"errors: {result.errors}")
     return result.throughput_rps, cpu / max(result.requests, 1) * 1e6

@@ -25,16 +25,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import DIGITS, DIGITS_CONFIG, command, digits_stand_in, machine, publish, write_section
+from benchmarks.common import (
+    DIGITS,
+    DIGITS_CONFIG,
+    command,
+    digits_stand_in,
+    machine,
+    process_cpu_seconds,
+    publish,
+    write_section,
+)
 from benchmarks.loadgen.loops import closed_loop
 from benchmarks.loadgen.results import LoadResult
 
 HEAD = "## Security: the per-request cost of auth and TLS"
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _credentials(folder: Path) -> dict[str, object]:
@@ -161,9 +165,9 @@ async def one_round(targets, duration: float, concurrency: int, results, cpu) ->
                 return (await client.stub.Predict(request, timeout=30, metadata=metadata)).version
 
             await closed_loop(send, concurrency, 0.5, warmup=0.0)  # connect and warm up
-            before = _cpu_seconds(server.proc.pid)
+            before = process_cpu_seconds(server.proc.pid)
             result = await closed_loop(send, concurrency, duration, warmup=0.0)
-            cpu[name][0] += _cpu_seconds(server.proc.pid) - before
+            cpu[name][0] += process_cpu_seconds(server.proc.pid) - before
             cpu[name][1] += result.requests
             results[name].append(result)
 

@@ -41,7 +41,9 @@ __all__ = [
     "digits_stand_in",
     "load_average",
     "machine",
+    "main_thread_cpu_seconds",
     "no_batching",
+    "process_cpu_seconds",
     "publish",
     "raw_onnxruntime",
     "section_header",
@@ -261,12 +263,21 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (all its threads, not its children) so far."""
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
+
+
 def main_thread_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process's main thread (ortserve's event loop)."""
+    """User + system CPU seconds of a process's main thread (ortserve's event loop); 0 when gone."""
     try:
-        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return _stat_cpu_seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
     except OSError:
         return 0.0
+
+
+def _stat_cpu_seconds(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
