@@ -195,6 +195,14 @@ def _unpin(abort: BaseException) -> None:
     abort.__cause__ = None
 
 
+def _note_unary(request: Any) -> None:
+    _REQUEST.set(None if isinstance(request, _Malformed) else request)
+
+
+def _note_stream(requests: Any) -> None:
+    _REQUEST.set(None)
+
+
 def _wrap(handler: grpc.RpcMethodHandler, rpc: Rpc, chain: _Chain) -> grpc.RpcMethodHandler:
     """The same handler kind, running the chain around the original behaviour."""
     kind = (
@@ -208,16 +216,16 @@ def _wrap(handler: grpc.RpcMethodHandler, rpc: Rpc, chain: _Chain) -> grpc.RpcMe
     )
     inner = getattr(handler, kind)
     streaming_request = handler.request_streaming
+    note = _note_stream if streaming_request else _note_unary  # what unary_request() gives the links
     behaviour: Callable[[Any, grpc.aio.ServicerContext], Any]
+    # Two bodies, alike but for how they hand back what the handler gives: a response stream must
+    # be an async generator and a unary answer a coroutine (one shared body would cost every RPC an
+    # extra coroutine or generator).
     if inspect.isasyncgenfunction(inner):
 
         async def generate(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             try:
-                _REQUEST.set(
-                    None
-                    if streaming_request or isinstance(request_or_iterator, _Malformed)
-                    else request_or_iterator
-                )
+                note(request_or_iterator)
                 await chain.enter(rpc, context)
                 error: BaseException | None = None
                 admission = _Admission()
@@ -244,11 +252,7 @@ def _wrap(handler: grpc.RpcMethodHandler, rpc: Rpc, chain: _Chain) -> grpc.RpcMe
 
         async def call(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
-                _REQUEST.set(
-                    None
-                    if streaming_request or isinstance(request_or_iterator, _Malformed)
-                    else request_or_iterator
-                )
+                note(request_or_iterator)
                 await chain.enter(rpc, context)
                 error: BaseException | None = None
                 admission = _Admission()
