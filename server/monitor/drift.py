@@ -105,17 +105,14 @@ class DriftMonitor:
         route, response = event.route, event.response
         if route is None or response is None or event.outcome != OK:
             return
-        rate = route.version.config.monitoring.drift_sample_rate
-        if (
-            self._random() >= (self.sample_rate if rate is None else rate)
-            or len(self._pending) >= MAX_PENDING
-        ):
+        if self._random() >= self._rate(route.version) or len(self._pending) >= MAX_PENDING:
             return
         self._pending.append((route.version, event.request.inputs, response.outputs))
 
-    def _samples(self, mv: ModelVersion) -> bool:
+    def _rate(self, mv: ModelVersion) -> float:
+        """The share of a version's requests sampled: its ``[monitoring]`` rate, else the server's."""
         rate = mv.config.monitoring.drift_sample_rate
-        return (self.sample_rate if rate is None else rate) > 0
+        return self.sample_rate if rate is None else rate
 
     async def run(self, versions: Callable[[], Sequence[ModelVersion]]) -> None:
         """Every ``interval`` seconds: follow the loaded versions, bin what was sampled, update the gauges."""
@@ -130,7 +127,7 @@ class DriftMonitor:
 
     async def tick(self, loaded: Sequence[ModelVersion]) -> None:
         loop = asyncio.get_running_loop()
-        live = {mv for mv in loaded if self._samples(mv)}
+        live = {mv for mv in loaded if self._rate(mv) > 0}
         for mv in [mv for mv in self._windows if mv not in live]:
             self._forget(mv, self._windows.pop(mv))
         new = [mv for mv in loaded if mv in live and mv not in self._windows]

@@ -2,12 +2,14 @@
 as CloudEvents JSON lines (the format is :mod:`ortserve.repository.payload`), for retraining and audits.
 
 ``PayloadLog`` is a core hook. On the event loop it only decides (a random check against the
-``[monitoring] payload_log_rate`` of the version that served the request, else ``sample_rate``; a model
-whose rate is 0 has nothing written, its feedback items neither) and queues a reference to the request
-and response; a full queue drops the record (``ortserve_payload_dropped_total{reason="queue_full"}``).
-One writer thread encodes and appends them to ``DIR/<model>/<UTC time>-<pid>-<n>.jsonl`` (folders 0700,
-files 0600: payloads are user data), starts a new file when one reaches ``max_file_bytes``, and deletes
-the oldest closed files under ``DIR`` while the folder holds more than ``max_bytes``. ``close`` writes what is queued and closes the files.
+``[monitoring] payload_log_rate`` of the version that served the request, else ``sample_rate``; a
+model whose rate is 0 has nothing written, its feedback items neither) and queues a reference to the
+request and response; a full queue drops the record
+(``ortserve_payload_dropped_total{reason="queue_full"}``). One writer thread encodes and appends
+them to ``DIR/<model>/<UTC time>-<pid>-<n>.jsonl`` (folders 0700, files 0600: payloads are user
+data), starts a new file when one reaches ``max_file_bytes``, and deletes the oldest closed files
+under ``DIR`` while the folder holds more than ``max_bytes``. ``close`` writes what is queued and
+closes the files.
 """
 
 from __future__ import annotations

@@ -9,11 +9,11 @@ lines off the end leaves a shorter valid chain: compare the line count and head 
 prints with a copy kept elsewhere (a log shipper, a ticket).
 
 Records are queued from the event loop and from the metrics port's HTTP threads (``record`` is
-thread-safe; a bounded queue: a flood of denied calls cannot grow memory; what does not fit is counted in ``ortserve_audit_dropped_total`` and the gap is written as
-a ``dropped`` record) and written by one thread, a batch at a time with one fsync. Under
-``--workers`` every process appends to the same file: a batch is written under an exclusive
-``flock`` after reading the hash of the file's last line, so the chain stays one chain. The file is
-created with mode 0600.
+thread-safe; a bounded queue: a flood of denied calls cannot grow memory; what does not fit is
+counted in ``ortserve_audit_dropped_total`` and the gap is written as a ``dropped`` record) and
+written by one thread, a batch at a time with one fsync. Under ``--workers`` every process appends
+to the same file: a batch is written under an exclusive ``flock`` after reading the hash of the
+file's last line, so the chain stays one chain. The file is created with mode 0600.
 """
 
 from __future__ import annotations
