@@ -263,22 +263,18 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def process_cpu_seconds(pid: int) -> float:
+def process_cpu_seconds(pid: int, stat: str = "stat") -> float:
     """User + system CPU seconds of one process (all its threads, not its children) so far."""
-    return _stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
+    fields = Path(f"/proc/{pid}/{stat}").read_text().rsplit(")", 1)[1].split()  # past the command name
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main_thread_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process's main thread (ortserve's event loop); 0 when gone."""
     try:
-        return _stat_cpu_seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
+        return process_cpu_seconds(pid, f"task/{pid}/stat")
     except OSError:
         return 0.0
-
-
-def _stat_cpu_seconds(stat: Path) -> float:
-    fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def machine() -> str:
