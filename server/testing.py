@@ -82,12 +82,14 @@ class ServerProcess:
     def logs(self, contains: str) -> list[dict]:
         return [e for e in self.lines if contains in e.get("message", "")]
 
-    def wait_log(self, contains: str, timeout: float = 10.0) -> dict:
+    def wait_log(self, contains: str, timeout: float = 10.0, after: int | None = None) -> dict:
+        """The last line containing ``contains``, once there is one; with ``after``, the first of
+        those past the ``after`` already seen (``len(server.logs(contains))`` before the action)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             found = self.logs(contains)
-            if found:
-                return found[-1]
+            if len(found) > (after or 0):
+                return found[-1] if after is None else found[after]
             time.sleep(0.05)
         raise AssertionError(f"no log line containing {contains!r}; last lines:\n" + "".join(self.raw[-20:]))
 

@@ -248,8 +248,9 @@ REFUSED = [
 def test_invalid_flags_file_is_refused_and_last_good_flags_keep_routing(server, flags, case):
     _, doc, reason = case
     install_flags(server, flags, with_weights(0, 100))  # last good: everyone on canary
+    seen = len(server.logs("flags from file refused"))  # the log is read apart from the metric
     install_flags(server, flags, doc, refused=reason)
-    logged = server.wait_log("flags from file refused")
+    logged = server.wait_log("flags from file refused", after=seen)
     assert logged["reason"] == reason and logged["level"] == "error"
     results = asyncio.run(_predict_many(server.target, [f"r{i}" for i in range(40)]))
     assert {(r.variant, r.version) for r in results} == {("canary", "2")}
